@@ -1,0 +1,1268 @@
+"""Ingest benchmark: Instapush ``POST /v1/post`` with D connected channel devices.
+
+One run, four phases, all against one server on loopback:
+
+1. floor    - the same closed-loop load (same client, concurrency, duration) against
+              ``POST /api/v1/ping``, a no-op endpoint of the same server stack;
+2. ingest   - ``POST /v1/post`` as fast as possible with D WebSocket devices connected:
+              accepted posts/s and p50/p99 accept latency (then wait for fan-out to drain);
+3. latency  - ``POST /v1/post`` open-loop paced at --latency-rate posts/s: p50/p99
+              post-to-device latency (send time carried in the post's ``t`` tracker);
+4. loss     - wait (bounded) until every device has every accepted (201) post of phases 2
+              and 3; report lost and duplicated deliveries.
+
+Targets (checked here, printed PASS/FAIL; the exit code is 0 whatever they say, non-zero only
+when the harness itself fails): accepted posts/s >= 0.7 x floor; post-to-device p99 <= 50 ms
+at 1,000 posts/s with 100 devices; nothing accepted is lost.
+
+The HTTP load and the device receivers each run in their own process (fork) with lean
+raw-socket clients: HTTP/1.1 keep-alive connections writing pre-formatted request bytes, and
+WebSocket clients that parse frames by hand, so the generator costs far less than the server.
+
+    python benchmarks/ingest.py                      # starts its own server on a temp dir
+    python benchmarks/ingest.py --json               # one JSON object on stdout
+    python benchmarks/ingest.py --server http://127.0.0.1:8080 --user-token ut_...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import http.client
+import ipaddress
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+try:  # uvloop is a dependency of uvicorn[standard]; the harness works without it too
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+TARGET_RATIO = 0.7
+TARGET_P99_MS = 50.0
+TARGET_RATE = 1000
+TARGET_DEVICES = 100
+EVENT = "bench"
+
+
+class HarnessError(RuntimeError):
+    """The benchmark could not measure (server did not start, setup failed, ...)."""
+
+
+def _run_loop(coro: Any) -> Any:
+    if uvloop is not None:
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def _percentiles(values: list[int] | array, scale: float = 1e-6) -> dict[str, float | None]:
+    """p50/p90/p99/max/mean of nanosecond values, in milliseconds (nearest rank)."""
+    if not values:
+        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None, "n": 0}
+    s = sorted(values)
+    n = len(s)
+
+    def rank(q: float) -> float:
+        return s[min(n - 1, max(0, int(q * n + 0.999999) - 1))] * scale
+
+    return {
+        "p50": rank(0.50),
+        "p90": rank(0.90),
+        "p99": rank(0.99),
+        "max": s[-1] * scale,
+        "mean": sum(s) / n * scale,
+        "n": n,
+    }
+
+
+def _cpu_seconds_self() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _cpu_seconds_pid(pid: int | None) -> float | None:
+    """utime+stime of a process (all its threads) from /proc, or None."""
+    if pid is None:
+        return None
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP load generator (runs in its own process)
+# --------------------------------------------------------------------------------------------
+
+
+class _HttpConn(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection; one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            return
+        head = bytes(buf[:i]).lower()
+        j = head.find(b"\ncontent-length:")
+        if j < 0:
+            self._fail(ConnectionError(f"response without content-length: {head[:200]!r}"))
+            return
+        k = head.find(b"\r", j + 16)
+        length = int(head[j + 16 : k if k >= 0 else len(head)])
+        total = i + 4 + length
+        if len(buf) < total:
+            return
+        status = int(head[9:12])
+        del buf[:total]
+        if b"\nconnection: close" in head:
+            self.closed = True
+        w = self.waiter
+        self.waiter = None
+        if w is not None and not w.done():
+            w.set_result(status)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.closed = True
+        w = self.waiter
+        self.waiter = None
+        if w is not None and not w.done():
+            w.set_exception(exc)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._fail(exc or ConnectionError("connection closed by server"))
+
+    def request(self, data: bytes) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiter = fut
+        assert self.transport is not None
+        self.transport.write(data)
+        return fut
+
+
+@dataclass
+class LoadSpec:
+    host: str
+    port: int
+    path: str
+    headers: dict[str, str]
+    concurrency: int
+    duration: float
+    max_posts: int
+    rate: float  # posts/s, 0 = closed loop as fast as possible
+    seq_start: int
+    request_timeout: float = 10.0
+    drain_grace: float = 10.0
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    ok: int = 0  # 2xx
+    accepted: int = 0  # 201
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    accepted_map: bytes = b""  # byte per seq (seq_start + i): 1 when answered 201
+    max_lag_ms: float = 0.0  # paced mode: worst delay between intended and actual send
+    cpu_seconds: float = 0.0
+
+
+def _build_request(spec: LoadSpec) -> tuple[bytes, bytes, bytes]:
+    head = [f"POST {spec.path} HTTP/1.1", f"Host: {spec.host}:{spec.port}"]
+    head += [f"{k}: {v}" for k, v in spec.headers.items()]
+    head.append("Content-Type: application/json")
+    prefix = ("\r\n".join(head) + "\r\nContent-Length: ").encode()
+    body_a = b'{"event":"' + EVENT.encode() + b'","trackers":{"seq":"'
+    body_b = b'","t":"'
+    return prefix, body_a, body_b
+
+
+async def _run_load(spec: LoadSpec) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    prefix, body_a, body_b = _build_request(spec)
+    res = LoadResult()
+    lat = array("q")
+    limit = spec.max_posts
+    accepted = bytearray(limit)
+    state = {"next": 0, "max_lag": 0}
+    perf_ns = time.perf_counter_ns
+    wall_ns = time.time_ns
+    conns: list[_HttpConn] = []
+
+    async def connect() -> _HttpConn:
+        _, proto = await loop.create_connection(_HttpConn, spec.host, spec.port)
+        conns.append(proto)
+        return proto
+
+    def build(seq: int, t_ns: int) -> bytes:
+        body = b"%s%d%s%d%s" % (body_a, seq, body_b, t_ns, b'"}}')
+        return b"%s%d\r\n\r\n%s" % (prefix, len(body), body)
+
+    async def one(conn: _HttpConn, i: int, t_wall: int, t_start: int) -> _HttpConn:
+        """Send post i, record its outcome; return a usable connection."""
+        req = build(spec.seq_start + i, t_wall)
+        res.sent += 1
+        try:
+            status = await asyncio.wait_for(conn.request(req), spec.request_timeout)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            res.errors[type(exc).__name__] += 1
+            if conn.transport is not None:
+                conn.transport.close()
+            return await connect()
+        lat.append(perf_ns() - t_start)
+        res.statuses[str(status)] += 1
+        if 200 <= status < 300:
+            res.ok += 1
+        if status == 201:
+            res.accepted += 1
+            accepted[i] = 1
+        if conn.closed:
+            return await connect()
+        return conn
+
+    t0 = perf_ns()
+    last_done = [t0]
+
+    async def closed_worker() -> None:
+        conn = await connect()
+        deadline = t0 + int(spec.duration * 1e9)
+        while True:
+            now = perf_ns()
+            i = state["next"]
+            if now >= deadline or i >= limit:
+                break
+            state["next"] = i + 1
+            conn = await one(conn, i, wall_ns(), now)
+            last_done[0] = perf_ns()
+
+    queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
+    wall0 = wall_ns()
+
+    async def dispatcher() -> None:
+        interval = 1e9 / spec.rate
+        end = t0 + int(spec.duration * 1e9)
+        i = 0
+        while i < limit:
+            now = perf_ns()
+            if now >= end:
+                break
+            due = min(limit, int((now - t0) / interval) + 1)
+            while i < due:
+                queue.put_nowait((i, t0 + int(i * interval)))
+                i += 1
+            nxt = t0 + int(i * interval)
+            await asyncio.sleep(max(0.0002, (nxt - perf_ns()) / 1e9))
+        state["next"] = i
+        for _ in range(spec.concurrency):
+            queue.put_nowait(None)
+
+    async def paced_worker() -> None:
+        conn = await connect()
+        while True:
+            item = await queue.get()
+            if item is None:
+                break
+            i, intended = item
+            now = perf_ns()
+            lag = now - intended
+            if lag > state["max_lag"]:
+                state["max_lag"] = lag
+            # the post carries its intended send time: client queueing counts against latency
+            conn = await one(conn, i, wall0 + (intended - t0), intended)
+            last_done[0] = perf_ns()
+
+    cpu0 = _cpu_seconds_self()
+    if spec.rate > 0:
+        tasks = [asyncio.ensure_future(dispatcher())]
+        tasks += [asyncio.ensure_future(paced_worker()) for _ in range(spec.concurrency)]
+    else:
+        tasks = [asyncio.ensure_future(closed_worker()) for _ in range(spec.concurrency)]
+    _, pending = await asyncio.wait(
+        tasks, timeout=spec.duration + spec.drain_grace + spec.request_timeout
+    )
+    for t in pending:
+        t.cancel()
+    if pending:
+        res.errors["phase_timeout_tasks"] += len(pending)
+        await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None:
+            exc = t.exception()
+            res.errors[f"task:{type(exc).__name__}:{exc}"[:200]] += 1
+    res.cpu_seconds = _cpu_seconds_self() - cpu0
+    res.elapsed = (last_done[0] - t0) / 1e9
+    res.latency_ms = _percentiles(lat)
+    res.accepted_map = bytes(accepted[: state["next"]])
+    res.max_lag_ms = state["max_lag"] / 1e6
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
+    return res
+
+
+def _loadgen_entry(conn: Any, spec: LoadSpec) -> None:
+    try:
+        result = _run_loop(_run_load(spec))
+        conn.send(("ok", result))
+    except BaseException as exc:  # report anything to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def run_load(spec: LoadSpec) -> LoadResult:
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_loadgen_entry, args=(child, spec), daemon=True)
+    proc.start()
+    child.close()
+    budget = spec.duration + spec.drain_grace + 2 * spec.request_timeout + 30
+    try:
+        if not parent.poll(budget):
+            raise HarnessError(f"load generator gave no result within {budget:.0f}s")
+        kind, payload = parent.recv()
+    except EOFError as exc:
+        raise HarnessError("load generator died without a result") from exc
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if kind != "ok":
+        raise HarnessError(f"load generator failed: {payload}")
+    return payload  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------------------------
+# Device receivers: D raw WebSocket clients in one process, driven over a pipe
+# --------------------------------------------------------------------------------------------
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame; masked with the all-zero key (valid per RFC 6455, and free)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + b"\x00\x00\x00\x00" + payload
+
+
+class _Recorder:
+    """What all devices received: latency per delivery, duplicates, odd messages."""
+
+    def __init__(self) -> None:
+        self.lat_seq = array("q")
+        self.lat_ns = array("q")
+        self.duplicates = 0
+        self.bad_messages = 0
+        self.other_types: Counter[str] = Counter()
+
+
+class _Device:
+    """One registered device: what it has received, across reconnections."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.counts = bytearray()  # per seq: how often received
+        self.unique = 0
+        self.pending_acks: list[int] = []
+        self.conn: _WsConn | None = None
+        self.connects = 0
+        self.close_reasons: list[str] = []
+
+    def flush_acks(self) -> None:
+        conn = self.conn
+        if self.pending_acks and conn is not None and conn.live:
+            ids = self.pending_acks
+            self.pending_acks = []
+            assert conn.transport is not None
+            conn.transport.write(_ws_frame(0x1, orjson.dumps({"type": "ack", "ids": ids})))
+
+
+class _WsConn(asyncio.Protocol):
+    """One WebSocket connection of a device; frames parsed by hand."""
+
+    def __init__(self, dev: _Device, rec: _Recorder) -> None:
+        self.dev = dev
+        self.rec = rec
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.upgraded = False
+        self.ready: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.frag: bytearray | None = None
+        self.live = False  # upgraded and not closed
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.live = False
+        if not self.ready.done():
+            self.ready.set_exception(exc or ConnectionError("closed before ready"))
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            i = buf.find(b"\r\n\r\n")
+            if i < 0:
+                return
+            head = bytes(buf[:i])
+            if not head.startswith(b"HTTP/1.1 101"):
+                if not self.ready.done():
+                    self.ready.set_exception(
+                        ConnectionError(f"websocket upgrade refused: {head[:300]!r}")
+                    )
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            del buf[: i + 4]
+            self.upgraded = True
+            self.live = True
+        now = time.time_ns()
+        pos = 0
+        n = len(buf)
+        while n - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            ln = b1 & 0x7F
+            hl = 2
+            if ln == 126:
+                if n - pos < 4:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                hl = 4
+            elif ln == 127:
+                if n - pos < 10:
+                    break
+                ln = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                hl = 10
+            if b1 & 0x80:
+                hl += 4  # servers must not mask; tolerate it anyway
+            if n - pos < hl + ln:
+                break
+            payload = bytes(buf[pos + hl : pos + hl + ln])
+            if b1 & 0x80:
+                mask = buf[pos + hl - 4 : pos + hl]
+                payload = bytes(c ^ mask[k % 4] for k, c in enumerate(payload))
+            pos += hl + ln
+            opcode = b0 & 0x0F
+            if opcode == 0:  # continuation
+                if self.frag is not None:
+                    self.frag += payload
+                    if b0 & 0x80:
+                        payload = bytes(self.frag)
+                        self.frag = None
+                        self._on_text(payload, now)
+                continue
+            if opcode == 1:
+                if b0 & 0x80:
+                    self._on_text(payload, now)
+                else:
+                    self.frag = bytearray(payload)
+            elif opcode == 9 and self.transport is not None:
+                self.transport.write(_ws_frame(0xA, payload))
+            elif opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                reason = payload[2:].decode(errors="replace")
+                self.dev.close_reasons.append(f"{code} {reason}".strip())
+                self.live = False
+                if self.transport is not None:
+                    self.transport.write(_ws_frame(0x8, payload[:2]))
+                    self.transport.close()
+                break
+        if pos:
+            del buf[:pos]
+
+    def _on_text(self, payload: bytes, now: int) -> None:
+        rec = self.rec
+        try:
+            msg = orjson.loads(payload)
+            kind = msg.get("type")
+            if kind == "notification":
+                data = msg.get("data") or {}
+                if "seq" in data and "t" in data:
+                    seq = int(data["seq"])
+                    t = int(data["t"])
+                else:  # fall back to the rendered text "bench {seq} at {t}"
+                    parts = str(msg.get("message", "")).split()
+                    seq = int(parts[1])
+                    t = int(parts[3])
+                self.dev.pending_acks.append(msg["id"])
+            elif kind == "ready":
+                if not self.ready.done():
+                    self.ready.set_result(msg)
+                return
+            else:
+                rec.other_types[str(kind)] += 1
+                return
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            rec.bad_messages += 1
+            return
+        counts = self.dev.counts
+        if seq >= len(counts):
+            counts.extend(bytes(seq - len(counts) + 65536))
+        c = counts[seq]
+        if c:
+            rec.duplicates += 1
+            if c < 255:
+                counts[seq] = c + 1
+            return
+        counts[seq] = 1
+        self.dev.unique += 1
+        rec.lat_seq.append(seq)
+        rec.lat_ns.append(now - t)
+
+
+class _Receivers:
+    """The device side: connects, keeps devices connected (reconnecting like a real client
+    after the server closes one), acks in batches, answers the parent's questions."""
+
+    def __init__(self, pipe: Any, ack_interval: float) -> None:
+        self.pipe = pipe
+        self.ack_interval = ack_interval
+        self.rec = _Recorder()
+        self.devices: list[_Device] = []
+        self.host = ""
+        self.port = 0
+        self.stopping = False
+        self.keepers: list[asyncio.Task[None]] = []
+        self.done: asyncio.Future[None] | None = None
+        self.cpu0 = _cpu_seconds_self()
+
+    async def _open(self, dev: _Device) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn: _WsConn
+        _, conn = await loop.create_connection(lambda: _WsConn(dev, self.rec), self.host, self.port)
+        dev.conn = conn
+        dev.connects += 1
+        q = urllib.parse.quote(dev.token, safe="")
+        assert conn.transport is not None
+        conn.transport.write(
+            f"GET /api/v1/channel/ws?token={q} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        return await conn.ready
+
+    async def _keep(self, dev: _Device) -> None:
+        """Reconnect (without since: the server resends what is unacknowledged)."""
+        while not self.stopping:
+            conn = dev.conn
+            if conn is not None:
+                await conn.lost
+            if self.stopping:
+                return
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(OSError, ConnectionError):
+                await asyncio.wait_for(self._open(dev), 10)
+                dev.flush_acks()
+
+    async def connect(self, host: str, port: int, tokens: list[str], timeout: float) -> dict:
+        self.host, self.port = host, port
+        self.devices = [_Device(t) for t in tokens]
+        sem = asyncio.Semaphore(32)
+
+        async def one(dev: _Device) -> dict[str, Any]:
+            async with sem:
+                return await self._open(dev)
+
+        t0 = time.perf_counter()
+        readies = await asyncio.wait_for(asyncio.gather(*(one(d) for d in self.devices)), timeout)
+        backlog = sum(int(r.get("backlog", 0) or 0) for r in readies)
+        self.keepers = [asyncio.ensure_future(self._keep(d)) for d in self.devices]
+        return {"connected": len(self.devices), "backlog": backlog,
+                "seconds": time.perf_counter() - t0}  # fmt: skip
+
+    def count(self, accepted: bytes) -> dict:
+        """How many (device, accepted post) pairs have arrived."""
+        acc = int.from_bytes(accepted, "little")
+        expected_per_device = accepted.count(1)
+        got = 0
+        unexpected = 0
+        table = bytes([0] + [1] * 255)
+        for d in self.devices:
+            have = d.counts[: len(accepted)].translate(table)
+            matched = (int.from_bytes(have, "little") & acc).bit_count()
+            got += matched
+            unexpected += d.unique - matched
+        reasons: Counter[str] = Counter(r for d in self.devices for r in d.close_reasons)
+        return {
+            "devices": len(self.devices),
+            "expected": expected_per_device * len(self.devices),
+            "received": got,
+            "unexpected": unexpected,
+            "duplicates": self.rec.duplicates,
+            "bad_messages": self.rec.bad_messages,
+            "other_messages": dict(self.rec.other_types),
+            "reconnects": sum(max(0, d.connects - 1) for d in self.devices),
+            "disconnected_now": sum(1 for d in self.devices if d.conn is None or not d.conn.live),
+            "close_reasons": dict(reasons),
+        }
+
+    def latency(self, lo: int, hi: int) -> dict:
+        sel = [v for s, v in zip(self.rec.lat_seq, self.rec.lat_ns, strict=True) if lo <= s < hi]
+        return _percentiles(sel)
+
+    async def ack_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ack_interval)
+            for d in self.devices:
+                d.flush_acks()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        acker = asyncio.ensure_future(self.ack_loop())
+        loop.add_reader(self.pipe.fileno(), self._on_cmd)
+        try:
+            await self.done
+        finally:
+            self.stopping = True
+            loop.remove_reader(self.pipe.fileno())
+            acker.cancel()
+            for k in self.keepers:
+                k.cancel()
+            for d in self.devices:
+                d.flush_acks()
+                if d.conn is not None and d.conn.transport is not None:
+                    if d.conn.live:
+                        d.conn.transport.write(_ws_frame(0x8, (1000).to_bytes(2, "big")))
+                    d.conn.transport.close()
+            await asyncio.sleep(0.05)
+
+    def _on_cmd(self) -> None:
+        try:
+            cmd, args = self.pipe.recv()
+        except EOFError:
+            assert self.done is not None
+            if not self.done.done():
+                self.done.set_result(None)
+            return
+        asyncio.ensure_future(self._do(cmd, args))
+
+    async def _do(self, cmd: str, args: tuple) -> None:
+        try:
+            if cmd == "connect":
+                out: Any = await self.connect(*args)
+            elif cmd == "count":
+                out = self.count(*args)
+            elif cmd == "latency":
+                out = self.latency(*args)
+            elif cmd == "cpu":
+                out = _cpu_seconds_self() - self.cpu0
+            elif cmd == "close":
+                assert self.done is not None
+                self.done.set_result(None)
+                out = None
+            else:
+                raise ValueError(cmd)
+            self.pipe.send(("ok", out))
+        except BaseException as exc:
+            self.pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _receivers_entry(pipe: Any, ack_interval: float) -> None:
+    _run_loop(_Receivers(pipe, ack_interval).serve())
+
+
+class ReceiverProcess:
+    def __init__(self, ack_interval: float) -> None:
+        ctx = mp.get_context("fork")
+        self.pipe, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_receivers_entry, args=(child, ack_interval), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def call(self, cmd: str, *args: Any, timeout: float = 60.0) -> Any:
+        self.pipe.send((cmd, args))
+        if not self.pipe.poll(timeout):
+            raise HarnessError(f"device receivers did not answer {cmd!r} within {timeout}s")
+        try:
+            kind, out = self.pipe.recv()
+        except EOFError as exc:
+            raise HarnessError("device receiver process died") from exc
+        if kind != "ok":
+            raise HarnessError(f"device receivers: {cmd}: {out}")
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("close", timeout=5)
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+# --------------------------------------------------------------------------------------------
+# Server and setup
+# --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnServer:
+    """`python -m pushgate serve` on a free loopback port with a temporary data dir."""
+
+    def __init__(self, keep_dir: bool = False) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
+        self.keep_dir = keep_dir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PUSHGATE_DATA_DIR": str(self.dir)}
+        self.log_path = self.dir / "server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _pushgate(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pushgate", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pushgate", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, _ = _http("POST", self.url, "/api/v1/ping", {}, b"{}", timeout=1)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise HarnessError(f"server did not answer /api/v1/ping in {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def create_account(self) -> str:
+        cp = self._pushgate("account", "create", "bench", "--json")
+        if cp.returncode != 0:
+            raise HarnessError(f"account create failed: {cp.stderr or cp.stdout}")
+        try:
+            data = orjson.loads(cp.stdout.strip().splitlines()[-1])
+            return str(data["user_token"])
+        except (ValueError, KeyError, IndexError) as exc:
+            raise HarnessError(f"account create printed no user_token: {cp.stdout!r}") from exc
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self.keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _http(
+    method: str, base: str, path: str, headers: dict[str, str], body: bytes | None,
+    timeout: float = 30,
+) -> tuple[int, Any]:  # fmt: skip
+    u = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=timeout)
+    try:
+        hdrs = {"Content-Type": "application/json", **headers} if body is not None else headers
+        conn.request(method, path, body=body, headers=hdrs)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            data: Any = orjson.loads(raw) if raw else None
+        except ValueError:
+            data = raw.decode(errors="replace")
+        return resp.status, data
+    finally:
+        conn.close()
+
+
+def _check(status: int, data: Any, what: str, ok: tuple[int, ...] = (200, 201)) -> Any:
+    if status not in ok:
+        raise HarnessError(f"{what}: HTTP {status}: {data!r}")
+    if isinstance(data, dict) and data.get("error") is True:
+        raise HarnessError(f"{what}: {data!r}")
+    return data
+
+
+@dataclass
+class Setup:
+    app_id: str
+    app_secret: str
+    device_tokens: list[str]
+
+
+def setup_account(base: str, user_token: str, devices: int) -> Setup:
+    tok = {"x-instapush-token": user_token}
+    app = _check(
+        *_http("POST", base, "/v1/apps/add", tok, orjson.dumps({"title": "bench"})), "apps/add"
+    )
+    app_id, secret = str(app["id"]), str(app["secret"])
+    creds = {"x-instapush-appid": app_id, "x-instapush-appsecret": secret}
+    event = {"title": EVENT, "trackers": ["seq", "t"], "message": "bench {seq} at {t}"}
+    _check(*_http("POST", base, "/v1/events/add", creds, orjson.dumps(event)), "events/add")
+    tokens = []
+    auth = {"Authorization": f"Bearer {user_token}"}
+    for i in range(devices):
+        body = orjson.dumps({"platform": "channel", "name": f"bench-{i}"})
+        dev = _check(*_http("POST", base, "/api/v1/devices", auth, body), "register device")
+        tokens.append(str(dev["device_token"]))
+    return Setup(app_id, secret, tokens)
+
+
+def _require_loopback(url: str) -> tuple[str, int]:
+    u = urllib.parse.urlsplit(url)
+    if u.scheme != "http" or not u.hostname:
+        raise HarnessError(f"--server must be an http:// URL, got {url!r}")
+    host = u.hostname
+    try:
+        addrs = {
+            ai[4][0] for ai in socket.getaddrinfo(host, u.port or 80, proto=socket.IPPROTO_TCP)
+        }
+    except OSError as exc:
+        raise HarnessError(f"cannot resolve {host!r}: {exc}") from exc
+    if not addrs or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
+        raise HarnessError(f"refusing non-loopback server {url!r} ({sorted(addrs)})")
+    return host, u.port or 80
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def wrk_floor(base: str, path: str, concurrency: int, duration: float) -> dict[str, Any]:
+    """Cross-check of the Python client: wrk -t1 on the same no-op endpoint, if installed."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return {"available": False}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(
+            'wrk.method = "POST"\n'
+            'wrk.body = \'{"event":"bench","trackers":{"seq":"1","t":"1"}}\'\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        script = f.name
+    try:
+        cp = subprocess.run(
+            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "-s", script,
+             base + path],
+            capture_output=True, text=True, timeout=duration + 30, check=False,
+        )  # fmt: skip
+    finally:
+        os.unlink(script)
+    rps = None
+    non2xx = 0
+    for line in cp.stdout.splitlines():
+        if line.startswith("Requests/sec:"):
+            rps = float(line.split()[1])
+        if "Non-2xx" in line:
+            non2xx = int(line.split()[-1])
+    return {"available": True, "requests_per_s": rps, "non_2xx": non2xx}
+
+
+def _wait_delivered(
+    rx: ReceiverProcess, accepted: bytes, timeout: float
+) -> tuple[dict[str, Any], float]:
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    while True:
+        c = rx.call("count", accepted)
+        if c["received"] >= c["expected"] or time.perf_counter() >= deadline:
+            return c, time.perf_counter() - t0
+        time.sleep(0.1)
+
+
+def _phase_summary(r: LoadResult, server_cpu: float | None) -> dict[str, Any]:
+    return {
+        "sent": r.sent,
+        "ok_2xx": r.ok,
+        "accepted_201": r.accepted,
+        "statuses": dict(r.statuses),
+        "errors": dict(r.errors),
+        "elapsed_s": round(r.elapsed, 3),
+        "ok_per_s": round(r.ok / r.elapsed, 1) if r.elapsed else 0.0,
+        "accepted_per_s": round(r.accepted / r.elapsed, 1) if r.elapsed else 0.0,
+        "latency_ms": {
+            k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.latency_ms.items()
+        },  # fmt: skip
+        "loadgen_cpu_pct": round(100 * r.cpu_seconds / r.elapsed, 1) if r.elapsed else None,
+        "server_cpu_pct": (
+            round(100 * server_cpu / r.elapsed, 1) if server_cpu is not None and r.elapsed else None
+        ),
+    }
+
+
+def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    server: OwnServer | None = None
+    rx: ReceiverProcess | None = None
+    result: dict[str, Any] = {
+        "benchmark": "ingest",
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loop": "uvloop" if uvloop is not None else "asyncio",
+        },
+        "config": {
+            "concurrency": args.concurrency,
+            "devices": args.devices,
+            "duration_s": args.duration,
+            "max_posts": args.max_posts,
+            "rate": args.rate,
+            "latency_rate": args.latency_rate,
+            "latency_duration_s": args.latency_duration,
+            "ack_interval_s": args.ack_interval,
+        },
+    }
+    try:
+        if args.server:
+            host, port = _require_loopback(args.server)
+            base = args.server.rstrip("/")
+            if not args.user_token:
+                raise HarnessError("--server needs --user-token")
+            user_token = args.user_token
+            server_pid = None
+        else:
+            log("starting server ...")
+            server = OwnServer(keep_dir=args.keep_data)
+            server.start()
+            host, port, base = "127.0.0.1", server.port, server.url
+            user_token = server.create_account()
+            server_pid = server.proc.pid if server.proc else None
+            result["server_log_dir"] = str(server.dir) if args.keep_data else None
+
+        log(f"setup: app, event, {args.devices} channel devices ...")
+        st = setup_account(base, user_token, args.devices)
+        rx = ReceiverProcess(args.ack_interval)
+        conn_info = rx.call("connect", host, port, st.device_tokens, 60.0, timeout=90)
+        log(f"connected {conn_info['connected']} devices in {conn_info['seconds']:.2f}s")
+        result["devices_connected"] = conn_info
+
+        creds = {"x-instapush-appid": st.app_id, "x-instapush-appsecret": st.app_secret}
+
+        def load(
+            path: str, rate: float, duration: float, seq_start: int
+        ) -> tuple[LoadResult, float | None]:
+            spec = LoadSpec(
+                host=host, port=port, path=path, headers=creds, concurrency=args.concurrency,
+                duration=duration, max_posts=args.max_posts, rate=rate, seq_start=seq_start,
+            )  # fmt: skip
+            cpu0 = _cpu_seconds_pid(server_pid)
+            r = run_load(spec)
+            cpu1 = _cpu_seconds_pid(server_pid)
+            server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+            return r, server_cpu
+
+        # warm-up: a short burst on each endpoint so imports/caches are not measured
+        log("warm-up ...")
+        load("/api/v1/ping", 0, 1.0, 0)
+
+        log(f"phase 1/4 floor: POST /api/v1/ping, c={args.concurrency}, {args.duration}s ...")
+        floor, floor_cpu = load("/api/v1/ping", args.rate, args.duration, 0)
+        result["floor"] = _phase_summary(floor, floor_cpu)
+
+        if args.wrk_check:
+            log("cross-check: wrk -t1 on /api/v1/ping ...")
+            result["floor"]["wrk"] = wrk_floor(
+                base, "/api/v1/ping", args.concurrency, args.duration
+            )
+
+        log(f"phase 2/4 ingest: POST /v1/post, c={args.concurrency}, {args.duration}s ...")
+        rx_cpu0 = rx.call("cpu")
+        ingest, ingest_cpu = load("/v1/post", args.rate, args.duration, 0)
+        rx_cpu1 = rx.call("cpu")
+        result["ingest"] = _phase_summary(ingest, ingest_cpu)
+        if ingest.elapsed:
+            result["ingest"]["receivers_cpu_pct"] = round(
+                100 * (rx_cpu1 - rx_cpu0) / ingest.elapsed, 1
+            )
+        acc2 = ingest.accepted_map
+        n2 = len(acc2)
+        log(f"  waiting for fan-out of {ingest.accepted} accepted posts to drain ...")
+        c2, drain2 = _wait_delivered(rx, acc2, args.drain_timeout)
+        result["ingest"]["drain_after_s"] = round(drain2, 3)
+        result["ingest"]["delivered_at_drain"] = c2
+        result["ingest"]["post_to_device_ms"] = {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in rx.call("latency", 0, n2).items()
+        }
+        if ingest.elapsed:
+            result["ingest"]["deliveries_per_s_incl_drain"] = round(
+                c2["received"] / (ingest.elapsed + drain2), 1
+            )
+
+        log(f"phase 3/4 latency: {args.latency_rate} posts/s paced, {args.latency_duration}s ...")
+        rx_cpu0 = rx.call("cpu")
+        lat, lat_cpu = load("/v1/post", args.latency_rate, args.latency_duration, n2)
+        rx_cpu1 = rx.call("cpu")
+        acc3 = lat.accepted_map
+        n3 = len(acc3)
+        result["latency"] = _phase_summary(lat, lat_cpu)
+        result["latency"]["target_rate"] = args.latency_rate
+        result["latency"]["max_send_lag_ms"] = round(lat.max_lag_ms, 3)
+        if lat.elapsed:
+            result["latency"]["receivers_cpu_pct"] = round(
+                100 * (rx_cpu1 - rx_cpu0) / lat.elapsed, 1
+            )
+
+        log("phase 4/4 loss check: waiting until every device has every accepted post ...")
+        accepted_all = acc2 + acc3
+        c, drain = _wait_delivered(rx, accepted_all, args.drain_timeout)
+        result["latency"]["post_to_device_ms"] = {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in rx.call("latency", n2, n2 + n3).items()
+        }
+        result["loss"] = {
+            "accepted_posts": accepted_all.count(1),
+            "devices": len(st.device_tokens),
+            "expected_deliveries": c["expected"],
+            "received": c["received"],
+            "lost": c["expected"] - c["received"],
+            "duplicates": c["duplicates"],
+            "unexpected": c["unexpected"],
+            "bad_messages": c["bad_messages"],
+            "reconnects": c["reconnects"],
+            "disconnected_now": c["disconnected_now"],
+            "close_reasons": c["close_reasons"],
+            "other_messages": c["other_messages"],
+            "waited_s": round(drain, 3),
+        }
+        result["targets"] = _targets(result, args)
+    finally:
+        if rx is not None:
+            rx.close()
+        if server is not None:
+            if server.proc is not None and server.proc.poll() is not None:
+                result["server_exit"] = server.proc.returncode
+            server.stop()
+    return result
+
+
+def _targets(r: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    floor_rate = r["floor"]["ok_per_s"]
+    ingest_rate = r["ingest"]["accepted_per_s"]
+    ratio = ingest_rate / floor_rate if floor_rate else 0.0
+    p99 = r["latency"]["post_to_device_ms"]["p99"]
+    achieved = r["latency"]["accepted_per_s"]
+    rate_ok = achieved >= 0.95 * args.latency_rate
+    conditions = []
+    if args.latency_rate < TARGET_RATE or args.devices < TARGET_DEVICES:
+        conditions.append(
+            f"run at {args.latency_rate}/s with {args.devices} devices; the target is stated "
+            f"for {TARGET_RATE}/s with {TARGET_DEVICES} devices"
+        )
+    if not rate_ok:
+        conditions.append(f"only {achieved:.0f} accepted posts/s reached of {args.latency_rate}")
+    lost = r["loss"]["lost"]
+    return [
+        {
+            "target": f"accepted posts/s >= {TARGET_RATIO} x floor",
+            "measured": f"{ingest_rate:.0f}/s vs floor {floor_rate:.0f}/s = {ratio:.2f} x",
+            "value": round(ratio, 3),
+            "pass": ratio >= TARGET_RATIO,
+        },
+        {
+            "target": f"post-to-device p99 <= {TARGET_P99_MS:.0f} ms at {TARGET_RATE}/s, "
+            f"{TARGET_DEVICES} devices",
+            "measured": (f"p99 {p99:.1f} ms" if p99 is not None else "no deliveries")
+            + f" at {achieved:.0f} accepted/s, {args.devices} devices",
+            "value": p99,
+            "pass": p99 is not None and p99 <= TARGET_P99_MS and rate_ok,
+            "notes": conditions,
+        },
+        {
+            "target": "nothing accepted is lost",
+            "measured": f"lost {lost} of {r['loss']['expected_deliveries']} deliveries "
+            f"(duplicates {r['loss']['duplicates']})",
+            "value": lost,
+            "pass": lost == 0,
+        },
+    ]
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.1f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
+    return f"{v:,}{unit}"
+
+
+def print_table(r: dict[str, Any]) -> None:
+    c = r["config"]
+    print(
+        f"\nPushgate ingest benchmark  {r['date']}  nproc={r['machine']['nproc']}  "
+        f"python {r['machine']['python']} ({r['machine']['loop']})"
+    )
+    print(
+        f"concurrency={c['concurrency']} devices={c['devices']} duration={c['duration_s']}s "
+        f"latency-rate={c['latency_rate']}/s for {c['latency_duration_s']}s "
+        f"ack-interval={c['ack_interval_s']}s\n"
+    )
+    hdr = (
+        f"{'phase':<10}{'ok/s':>10}{'2xx':>9}{'non-2xx':>9}{'errors':>8}{'acc p50':>10}"
+        f"{'acc p99':>10}{'p2d p50':>10}{'p2d p99':>10}{'srv cpu':>9}{'gen cpu':>9}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for name in ("floor", "ingest", "latency"):
+        p = r[name]
+        lat = p["latency_ms"]
+        p2d = p.get("post_to_device_ms") or {}
+        non2xx = p["sent"] - p["ok_2xx"] - sum(p["errors"].values())
+        print(
+            f"{name:<10}{_fmt(p['ok_per_s']):>10}{p['ok_2xx']:>9}{max(0, non2xx):>9}"
+            f"{sum(p['errors'].values()):>8}"
+            f"{_fmt(lat['p50'], 'ms'):>10}{_fmt(lat['p99'], 'ms'):>10}"
+            f"{_fmt(p2d.get('p50'), 'ms'):>10}{_fmt(p2d.get('p99'), 'ms'):>10}"
+            f"{_fmt(p['server_cpu_pct'], '%'):>9}{_fmt(p['loadgen_cpu_pct'], '%'):>9}"
+        )
+    wrk = r["floor"].get("wrk")
+    if wrk and wrk.get("available"):
+        print(f"floor cross-check: wrk -t1 {_fmt(wrk['requests_per_s'])} req/s")
+    ing = r["ingest"]
+    print(
+        f"\ningest: fan-out drained {ing['drain_after_s']}s after the load stopped; "
+        f"{_fmt(ing.get('deliveries_per_s_incl_drain'))} deliveries/s overall; "
+        f"receivers used {_fmt(ing.get('receivers_cpu_pct'), '%')} CPU"
+    )
+    la = r["latency"]
+    print(
+        f"latency: {la['accepted_per_s']:.0f} accepted/s of {la['target_rate']} paced; "
+        f"worst send lag {la['max_send_lag_ms']} ms; receivers used "
+        f"{_fmt(la.get('receivers_cpu_pct'), '%')} CPU"
+    )
+    lo = r["loss"]
+    print(
+        f"loss: {lo['accepted_posts']} accepted posts x {lo['devices']} devices = "
+        f"{lo['expected_deliveries']} expected, {lo['received']} received, lost {lo['lost']}, "
+        f"duplicates {lo['duplicates']}, unexpected {lo['unexpected']} "
+        f"(waited {lo['waited_s']}s); device reconnects {lo['reconnects']}"
+    )
+    if lo["close_reasons"]:
+        print(f"  server closed device connections: {lo['close_reasons']}")
+    for name in ("floor", "ingest", "latency"):
+        if r[name]["errors"] or set(r[name]["statuses"]) - {"200", "201"}:
+            print(f"  {name}: statuses {r[name]['statuses']} errors {r[name]['errors']}")
+    print("\ntargets:")
+    for t in r["targets"]:
+        mark = ("PASS" if t["pass"] else "FAIL") + ("*" if t.get("notes") else "")
+        print(f"  [{mark}] {t['target']}: {t['measured']}")
+        for note in t.get("notes") or []:
+            print(f"         note: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--concurrency", type=int, default=64, help="HTTP connections (default 64)")
+    ap.add_argument("--devices", type=int, default=100, help="connected channel devices")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
+    ap.add_argument(
+        "--max-posts", type=int, default=100_000, help="cap on posts per phase (default 100000)"
+    )
+    ap.add_argument(
+        "--rate", type=float, default=0.0,
+        help="posts/s for floor and ingest phases, open-loop paced; 0 = as fast as possible",
+    )  # fmt: skip
+    ap.add_argument("--latency-rate", type=float, default=1000.0, help="paced posts/s, phase 3")
+    ap.add_argument("--latency-duration", type=float, default=5.0, help="seconds of phase 3")
+    ap.add_argument("--ack-interval", type=float, default=0.05, help="device ack batching (s)")
+    ap.add_argument("--drain-timeout", type=float, default=30.0, help="max wait for fan-out")
+    ap.add_argument("--server", help="URL of a running loopback server (else start one)")
+    ap.add_argument("--user-token", help="account user token for --server")
+    ap.add_argument(
+        "--wrk-check", action="store_true",
+        help="also measure the floor with wrk (if installed) to check the Python client",
+    )  # fmt: skip
+    ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and log")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    if args.concurrency < 1 or args.devices < 1 or args.duration <= 0 or args.max_posts < 1:
+        ap.error("concurrency, devices, duration and max-posts must be positive")
+    if args.latency_rate <= 0 or args.latency_duration <= 0:
+        ap.error("latency-rate and latency-duration must be positive")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        r = run(args, log)
+    except HarnessError as exc:
+        log(f"harness error: {exc}")
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_table(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

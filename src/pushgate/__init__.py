@@ -1,0 +1,3 @@
+"""Pushgate: a self-hosted push-notification gateway."""
+
+__version__ = "0.1.0"

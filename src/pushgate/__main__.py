@@ -1,0 +1,3 @@
+from pushgate.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""Reading request bodies with a size cap, and parsing JSON in one fast pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from pushgate.domain.errors import InvalidInput, PayloadTooLarge
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidInput("Request body is empty: send a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInput("Request body must be a JSON object")
+    return value

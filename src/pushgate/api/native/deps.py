@@ -1,0 +1,32 @@
+"""Authentication dependencies of the native API."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+
+from pushgate.domain.errors import Unauthorized
+from pushgate.services.accounts import Account, AccountService
+
+
+def bearer(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization")
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
+
+
+def user_auth(accounts: AccountService) -> Callable[[Request], Awaitable[Account]]:
+    async def current_account(request: Request) -> Account:
+        token = bearer(request) or request.headers.get("x-instapush-token")
+        account = await accounts.authenticate(token)
+        if account is None:
+            raise Unauthorized(
+                "Missing or invalid user token: send 'Authorization: Bearer <user_token>' "
+                "(see `pushgate account create`)"
+            )
+        return account
+
+    return current_account

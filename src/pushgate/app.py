@@ -1,0 +1,78 @@
+"""``create_app(settings)``: the ASGI application. No import-time globals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pushgate import __version__
+from pushgate.api.body_limit import NativeBodyLimit
+from pushgate.api.dialects.instapush import InstapushRouter
+from pushgate.api.native.deps import user_auth
+from pushgate.api.native.devices import devices_router
+from pushgate.api.native.errors import install_error_handlers
+from pushgate.api.native.notifications import notifications_router
+from pushgate.channel.routes import channel_router
+from pushgate.config import Settings
+from pushgate.runtime import Runtime, build_runtime
+from pushgate.storage.migrate import migrate
+
+_HEALTH = b'{"status":"ok"}'
+_PONG = b'{"ok":true}'
+
+
+async def _health(request: Request) -> Response:
+    return Response(_HEALTH, media_type="application/json")
+
+
+def _ping(limit: int) -> Route:
+    """A no-op POST on the same stack as the send endpoints: the floor for benchmarks."""
+    from pushgate.api.body import read_body
+
+    async def ping(request: Request) -> Response:
+        await read_body(request, limit)
+        return Response(_PONG, media_type="application/json")
+
+    return Route("/api/v1/ping", ping, methods=["POST"], include_in_schema=False)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    rt = runtime or build_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await migrate(rt.db)
+        rt.pipeline.start()
+        try:
+            yield
+        finally:
+            await rt.pipeline.stop()
+            await rt.db.dispose()
+
+    app = FastAPI(
+        title="Pushgate",
+        version=__version__,
+        summary="Self-hosted push-notification gateway: native API and device channel.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    install_error_handlers(app)
+
+    instapush = InstapushRouter(rt.accounts, rt.apps, rt.events, rt.send, settings.max_body_bytes)
+    app.router.routes.extend(instapush.routes())
+    app.router.routes.append(
+        Route("/api/v1/health", _health, methods=["GET"], include_in_schema=False)
+    )
+    app.router.routes.append(_ping(settings.max_body_bytes))
+
+    current_account = user_auth(rt.accounts)
+    app.include_router(devices_router(rt.devices, current_account))
+    app.include_router(notifications_router(rt.notifications, current_account))
+    app.include_router(channel_router(rt))
+    app.add_middleware(NativeBodyLimit, limit=settings.max_body_bytes)
+    return app

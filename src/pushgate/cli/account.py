@@ -1,0 +1,96 @@
+"""``pushgate account``: create and list accounts (tenants)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pushgate.channel.messages import iso_ms
+from pushgate.config import load_settings
+from pushgate.crypto import SecretBox
+from pushgate.domain.errors import PushgateError
+from pushgate.services.accounts import AccountService
+from pushgate.storage.database import open_database
+from pushgate.storage.migrate import migrate
+
+account_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _with_accounts(work: Callable[[AccountService], Awaitable[T]]) -> T:
+    settings = load_settings()
+    settings.ensure_data_dir()
+
+    async def run() -> T:
+        db = open_database(settings.resolved_database_url)
+        try:
+            await migrate(db)
+            return await work(AccountService(db, SecretBox(settings.resolved_secret_key())))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+@account_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="A name for the account, e.g. your company.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Create an account and print its user token (used by the Instapush apps/* calls and
+    the native API)."""
+    try:
+        created = _with_accounts(lambda accounts: accounts.create(name))
+    except PushgateError as exc:
+        typer.secho(exc.message, fg="red", err=True)
+        raise typer.Exit(2) from exc
+    record = {
+        "id": created.account.id,
+        "name": created.account.name,
+        "user_token": created.user_token,
+        "created_at": iso_ms(created.account.created_ms),
+    }
+    if as_json:
+        typer.echo(orjson.dumps(record).decode())
+        return
+    typer.echo(f"Account {record['id']} ({record['name']}) created.")
+    typer.echo(f"User token: {record['user_token']}")
+    typer.echo("Use it as the x-instapush-token header, e.g.:")
+    typer.echo(
+        f'  curl -X POST -H "x-instapush-token: {record["user_token"]}" '
+        "-H 'Content-Type: application/json' -d '{\"title\":\"My app\"}' "
+        "http://127.0.0.1:8080/v1/apps/add"
+    )
+
+
+@account_app.command("list")
+def list_accounts(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    show_tokens: Annotated[bool, typer.Option(help="Show full user tokens.")] = False,
+) -> None:
+    """List every account in this data directory."""
+    rows = _with_accounts(lambda accounts: accounts.list())
+
+    def token_text(token: str) -> str:
+        return token if show_tokens else token[:6] + "…"
+
+    if as_json:
+        for account, token in rows:
+            record = {
+                "id": account.id,
+                "name": account.name,
+                "created_at": iso_ms(account.created_ms),
+                "user_token": token_text(token),
+            }
+            typer.echo(orjson.dumps(record).decode())
+        return
+    table = Table("id", "name", "created", "user token")
+    for account, token in rows:
+        table.add_row(str(account.id), account.name, iso_ms(account.created_ms), token_text(token))
+    Console().print(table)

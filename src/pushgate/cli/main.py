@@ -1,0 +1,111 @@
+"""``pushgate``: serve, migrate, account, listen."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pushgate.cli.account import account_app
+from pushgate.cli.listen import listen
+from pushgate.config import Settings, load_settings
+
+app = typer.Typer(
+    name="pushgate",
+    help="Pushgate: a self-hosted push-notification gateway.\n\n"
+    "Every command reads PUSHGATE_* environment variables; --data-dir (or PUSHGATE_DATA_DIR) "
+    "chooses where the database, the server secret and the CLI's saved state live.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(account_app, name="account")
+app.command(help=listen.__doc__)(listen)
+
+
+@app.callback()
+def _global_options(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Data directory (default: PUSHGATE_DATA_DIR or ~/.local/share/pushgate).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="TOML file with settings (PUSHGATE_CONFIG_FILE).", exists=True
+        ),
+    ] = None,
+) -> None:
+    if data_dir is not None:
+        os.environ["PUSHGATE_DATA_DIR"] = str(data_dir)
+    if config is not None:
+        os.environ["PUSHGATE_CONFIG_FILE"] = str(config)
+
+
+def settings_or_exit(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except Exception as exc:  # pydantic ValidationError or a bad TOML file
+        typer.secho(f"Invalid settings: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (PUSHGATE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (PUSHGATE_PORT).")] = None,
+) -> None:
+    """Run the server: apply migrations, then serve every API on one port."""
+    import uvicorn
+
+    from pushgate.app import create_app
+
+    settings = settings_or_exit(host=host, port=port)
+    settings.ensure_data_dir()
+    try:
+        application = create_app(settings)
+    except ValueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from exc
+    url = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"Pushgate listening on {url} (data: {settings.data_dir})", err=False)
+    typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_per_message_deflate=False,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to the newest version."""
+    from pushgate.storage.database import open_database
+    from pushgate.storage.migrate import migrate as run_migrations
+
+    settings = settings_or_exit()
+    settings.ensure_data_dir()
+
+    async def run() -> None:
+        db = open_database(settings.resolved_database_url)
+        try:
+            await run_migrations(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"Database is up to date ({settings.resolved_database_url.split('://')[0]}).")
+
+
+def main() -> None:
+    app()

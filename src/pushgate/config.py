@@ -1,0 +1,108 @@
+"""Typed settings, read from PUSHGATE_* environment variables and an optional TOML file.
+
+Settings are built once (by the CLI or by the caller of ``create_app``) and passed down;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+SECRET_FILE_NAME = "secret.key"
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "pushgate"
+
+
+class Settings(BaseSettings):
+    """Everything Pushgate can be told. Environment variables win over the TOML file."""
+
+    model_config = SettingsConfigDict(env_prefix="PUSHGATE_", extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Address the server listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the server listens on.")
+    data_dir: Path = Field(
+        DEFAULT_DATA_DIR, description="Directory for the SQLite file, secret key and CLI state."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL; default: SQLite file in the data directory. "
+        "postgresql+asyncpg://user@host/db is supported.",
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Server secret that encrypts stored secrets; generated into the data "
+        "directory on first start when not given.",
+    )
+    max_body_bytes: int = Field(262_144, ge=64, description="Largest request body accepted.")
+    notification_ttl_seconds: int = Field(
+        86_400, ge=1, description="How long an undelivered notification is kept for a device."
+    )
+    environment: Literal["development", "production"] = "development"
+    log_level: str = "info"
+    config_file: Path | None = Field(None, description="Optional TOML file with these settings.")
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("PUSHGATE_CONFIG_FILE")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'pushgate.db'}"
+
+    def ensure_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def resolved_secret_key(self) -> str:
+        """The server secret: given explicitly, or read from (or generated into) the data dir."""
+        if self.secret_key:
+            if len(self.secret_key) < 32:
+                raise ValueError("PUSHGATE_SECRET_KEY must be at least 32 characters long")
+            return self.secret_key
+        path = self.ensure_data_dir() / SECRET_FILE_NAME
+        if path.exists():
+            return path.read_text().strip()
+        if self.environment == "production":
+            raise ValueError(
+                "production mode needs PUSHGATE_SECRET_KEY (or a secret.key in the data "
+                "directory); refusing to generate one silently"
+            )
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key + "\n")
+        return key
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and TOML file), with explicit overrides on top."""
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    return Settings(**clean)

@@ -1,0 +1,33 @@
+"""Errors raised by domain rules and services; dialect routers translate them."""
+
+from __future__ import annotations
+
+
+class PushgateError(Exception):
+    """Base of every error a caller can fix; ``status`` is the HTTP status it maps to."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PushgateError):
+    status = 400
+
+
+class Unauthorized(PushgateError):
+    status = 401
+
+
+class NotFound(PushgateError):
+    status = 404
+
+
+class Conflict(PushgateError):
+    status = 409
+
+
+class PayloadTooLarge(PushgateError):
+    status = 413

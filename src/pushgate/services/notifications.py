@@ -1,0 +1,167 @@
+"""Reading notifications and deliveries: a device's backlog, an account's latest sends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+
+from pushgate.channel.hub import Outgoing
+from pushgate.channel.messages import notification_message
+from pushgate.domain.errors import NotFound
+from pushgate.storage.database import Database, now_ms
+from pushgate.storage.models import apps, deliveries, notifications
+
+BACKLOG_PAGE = 500
+DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed", "expired")
+
+_n = notifications.c
+_d = deliveries.c
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationSummary:
+    id: int
+    app_key: str | None
+    event: str | None
+    title: str | None
+    message: str
+    created_ms: int
+    expires_ms: int
+    deliveries: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    device_id: int
+    status: str
+    attempts: int
+    reason: str | None
+    created_ms: int
+    sent_ms: int | None
+    delivered_ms: int | None
+    updated_ms: int
+
+
+class NotificationQueries:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def backlog(
+        self, device_id: int, since: int | None, limit: int | None = None
+    ) -> AsyncIterator[Outgoing]:
+        """What a (re)connecting device is owed, oldest first, page by page.
+
+        Without ``since``: everything not yet acknowledged. With ``since``: everything newer
+        than that id. Either way, only notifications whose TTL has not run out.
+        """
+        after = since or 0
+        remaining = limit
+        while remaining is None or remaining > 0:
+            page = BACKLOG_PAGE if remaining is None else min(BACKLOG_PAGE, remaining)
+            query = (
+                select(
+                    _n.id,
+                    apps.c.app_key,
+                    _n.event,
+                    _n.title,
+                    _n.message,
+                    _n.data,
+                    _n.created_ms,
+                    _n.expires_ms,
+                )
+                .select_from(
+                    deliveries.join(notifications, _n.id == _d.notification_id).outerjoin(
+                        apps, apps.c.id == _n.app_id
+                    )
+                )
+                .where(_d.device_id == device_id, _d.notification_id > after)
+                .where(_n.expires_ms > now_ms())
+                .order_by(_d.notification_id)
+                .limit(page)
+            )
+            if since is None:
+                query = query.where(_d.status.in_(("queued", "sent")))
+            else:
+                query = query.where(_d.status != "failed")
+            async with self._db.read.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                yield Outgoing(
+                    row.id,
+                    notification_message(
+                        notification_id=row.id,
+                        app_key=row.app_key,
+                        event=row.event,
+                        title=row.title,
+                        message=row.message,
+                        data_json=row.data,
+                        created_ms=row.created_ms,
+                        expires_ms=row.expires_ms,
+                    ),
+                )
+            if len(rows) < page:
+                return
+            after = rows[-1].id
+            if remaining is not None:
+                remaining -= len(rows)
+
+    async def latest(self, account_id: int, limit: int = 50) -> list[NotificationSummary]:
+        async with self._db.read.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        _n.id,
+                        apps.c.app_key,
+                        _n.event,
+                        _n.title,
+                        _n.message,
+                        _n.created_ms,
+                        _n.expires_ms,
+                    )
+                    .select_from(notifications.outerjoin(apps, apps.c.id == _n.app_id))
+                    .where(_n.account_id == account_id)
+                    .order_by(_n.id.desc())
+                    .limit(limit)
+                )
+            ).all()
+            ids = [row.id for row in rows]
+            counts: dict[int, dict[str, int]] = {
+                i: dict.fromkeys(DELIVERY_STATUSES, 0) for i in ids
+            }
+            if ids:
+                for notification_id, status, count in (
+                    await conn.execute(
+                        select(_d.notification_id, _d.status, func.count())
+                        .where(_d.notification_id.in_(ids))
+                        .group_by(_d.notification_id, _d.status)
+                    )
+                ).all():
+                    counts[notification_id][status] = count
+        return [NotificationSummary(*row, deliveries=counts[row.id]) for row in rows]
+
+    async def deliveries(self, account_id: int, notification_id: int) -> list[DeliveryRecord]:
+        async with self._db.read.connect() as conn:
+            owner = (
+                await conn.execute(select(_n.account_id).where(_n.id == notification_id))
+            ).scalar()
+            if owner != account_id:
+                raise NotFound(f"No notification {notification_id} in this account")
+            rows = (
+                await conn.execute(
+                    select(
+                        _d.device_id,
+                        _d.status,
+                        _d.attempts,
+                        _d.reason,
+                        _d.created_ms,
+                        _d.sent_ms,
+                        _d.delivered_ms,
+                        _d.updated_ms,
+                    )
+                    .where(_d.notification_id == notification_id)
+                    .order_by(_d.device_id)
+                )
+            ).all()
+        return [DeliveryRecord(*row) for row in rows]

@@ -1,0 +1,71 @@
+"""Engines for SQLite (embedded default) and PostgreSQL.
+
+SQLite runs in WAL mode with a busy timeout; write transactions start with ``BEGIN IMMEDIATE``
+so two writers never deadlock on a lock upgrade. Reads use a second engine with ordinary
+deferred transactions so they never wait for the write lock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Database:
+    """A write engine and a read engine (the same engine except on SQLite)."""
+
+    url: str
+    write: AsyncEngine
+    read: AsyncEngine
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.write.dialect.name == "sqlite"
+
+    async def dispose(self) -> None:
+        await self.write.dispose()
+        if self.read is not self.write:
+            await self.read.dispose()
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_database(url: str) -> Database:
+    if make_url(url).get_backend_name() == "sqlite":
+        return Database(
+            url=url,
+            write=_sqlite_engine(url, immediate=True),
+            read=_sqlite_engine(url, immediate=False),
+        )
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return Database(url=url, write=engine, read=engine)

@@ -1,0 +1,125 @@
+"""The database schema. Times are integer milliseconds since the Unix epoch (UTC).
+
+Alembic migrations in ``storage/migrations`` must produce exactly this schema; a test checks it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("user_token_hash", String(64), nullable=False, unique=True),
+    Column("user_token_enc", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("title", String(200), nullable=False),
+    Column("app_key", String(64), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("secret_enc", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("trackers", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "title", name="uq_events_app_id_title"),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("external_id", String(200), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "external_id", name="uq_subscribers_account_id_external_id"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=False, index=True),
+    Column("platform", String(16), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("language", String(16), nullable=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", String(200), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=True),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=True),
+    Column("event", String(200), nullable=True),
+    Column("title", String(200), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False, index=True),
+    Index("ix_notifications_account_id_id", "account_id", "id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("notification_id", Id, ForeignKey("notifications.id"), nullable=False, index=True),
+    Column("device_id", Id, ForeignKey("devices.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", String(200), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("sent_ms", BigInteger, nullable=True),
+    Column("delivered_ms", BigInteger, nullable=True),
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint(
+        "device_id", "notification_id", name="uq_deliveries_device_id_notification_id"
+    ),
+)
