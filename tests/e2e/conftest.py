@@ -67,7 +67,7 @@ async def http(server: ServerProcess) -> AsyncIterator[httpx2.AsyncClient]:
 
 
 def client_for(server: ServerProcess) -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(base_url=server.url, timeout=10.0)
+    return httpx2.AsyncClient(base_url=server.url, timeout=10.0, trust_env=False)
 
 
 # --------------------------------------------------------------------------- Instapush setup
@@ -139,7 +139,7 @@ async def make_tenant(http: httpx2.AsyncClient, data_dir: Path) -> Tenant:
 def make_tenant_sync(server: ServerProcess) -> Tenant:
     """`make_tenant` for sync (e.g. module-scoped) fixtures."""
     tenant = new_account(server.data_dir)
-    with httpx2.Client(base_url=server.url, timeout=10.0) as client:
+    with httpx2.Client(base_url=server.url, timeout=10.0, trust_env=False) as client:
         resp = client.post("/v1/apps/add", headers=tenant.user_headers, json={"title": "test"})
         assert resp.status_code == 201, resp.text
         tenant.app_id, tenant.app_secret = resp.json()["id"], resp.json()["secret"]

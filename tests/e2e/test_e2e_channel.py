@@ -170,15 +170,22 @@ async def test_ack_ignores_foreign_notification_ids(
     bob_device = await register_device(http, bob)
     await post_ok(http, alice)
     alice_notification = await latest_notification_id(http, alice)
+    await post_ok(http, bob)
+    bob_notification = await latest_notification_id(http, bob)
 
-    resp = await ack(http, bob_device["device_token"], [alice_notification, 10**9])
+    resp = await ack(
+        http, bob_device["device_token"], [alice_notification, 10**9, bob_notification]
+    )
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"acknowledged": 0}
+    # once bob's own ack is stored, alice's delivery is still untouched
+    await wait_delivery_status(http, bob, bob_notification, "delivered")
     rows = await deliveries(http, alice, alice_notification)
     assert [row["status"] for row in rows] == ["queued"]
     assert [item["id"] for item in await poll(http, alice_device["device_token"])] == [
         alice_notification
     ]
+    # and the answer counts only what was really acknowledged
+    assert resp.json() == {"acknowledged": 1}
 
 
 # --------------------------------------------------------------------------- offline devices

@@ -20,7 +20,7 @@ def test_two_data_dirs_never_mix(make_server: ServerFactory, tmp_path: Path) -> 
     server_b = make_server(tmp_path / "b")
     tenant_a = make_tenant_sync(server_a)
 
-    with httpx2.Client(base_url=server_b.url, timeout=10.0) as b:
+    with httpx2.Client(base_url=server_b.url, timeout=10.0, trust_env=False) as b:
         resp = b.get("/v1/apps/list", headers=tenant_a.user_headers)
         assert (resp.status_code, resp.json()) == (401, INVALID_USER_TOKEN)
         resp = b.post("/v1/apps/add", headers=tenant_a.user_headers, json={"title": "x"})
@@ -38,7 +38,7 @@ def test_two_data_dirs_never_mix(make_server: ServerFactory, tmp_path: Path) -> 
 
     # and an account of B is unknown to A
     tenant_b = new_account(server_b.data_dir)
-    with httpx2.Client(base_url=server_a.url, timeout=10.0) as a:
+    with httpx2.Client(base_url=server_a.url, timeout=10.0, trust_env=False) as a:
         resp = a.get("/v1/apps/list", headers=tenant_b.user_headers)
         assert (resp.status_code, resp.json()) == (401, INVALID_USER_TOKEN)
         resp = a.get("/v1/apps/list", headers=tenant_a.user_headers)
@@ -54,13 +54,15 @@ def test_data_survives_a_restart_on_the_same_port(
     port = server.port
     server.restart()
     assert server.port == port
-    resp = httpx2.get(f"{server.url}/v1/events/list", headers=tenant.app_headers, timeout=10.0)
+    resp = httpx2.get(
+        f"{server.url}/v1/events/list", headers=tenant.app_headers, timeout=10.0, trust_env=False
+    )
     assert resp.status_code == 200
     assert [event["title"] for event in resp.json()] == ["signups"]
     server.kill()
     assert not server.running
     server.start()
-    resp = httpx2.get(f"{server.url}/api/v1/health", timeout=10.0)
+    resp = httpx2.get(f"{server.url}/api/v1/health", timeout=10.0, trust_env=False)
     assert (resp.status_code, resp.json()) == (200, {"status": "ok"})
 
 

@@ -131,13 +131,16 @@ def post(server: ServerProcess, tenant: Tenant, n: int) -> str:
         headers=tenant.app_headers,
         json={"event": "signups", "trackers": trackers},
         timeout=10.0,
+        trust_env=False,
     )
     assert resp.status_code == 201, resp.text
     return f"user{n}@example.com has signed up from NL"
 
 
 def channel_devices(server: ServerProcess, tenant: Tenant) -> list[dict[str, Any]]:
-    resp = httpx2.get(f"{server.url}/api/v1/devices", headers=tenant.bearer, timeout=10.0)
+    resp = httpx2.get(
+        f"{server.url}/api/v1/devices", headers=tenant.bearer, timeout=10.0, trust_env=False
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     devices = body["devices"] if isinstance(body, dict) else body
@@ -196,7 +199,8 @@ def test_listen_reuses_its_saved_device(
     listen_dir = tmp_path / "listen-data"
     listener = start_listener(listeners, server, tenant, listen_dir)
     wait_for_device(server, tenant, listener)
-    assert listener.next_notification(10)["message"] == post(server, tenant, 1)
+    first = post(server, tenant, 1)
+    assert listener.next_notification(10)["message"] == first
     listener.stop()
 
     # posted while no listener runs: it arrives when the same device connects again
@@ -214,4 +218,5 @@ def test_listen_with_the_server_data_dir(
     tenant = make_tenant_sync(server)
     listener = start_listener(listeners, server, tenant, server.data_dir)
     wait_for_device(server, tenant, listener)
-    assert listener.next_notification(10)["message"] == post(server, tenant, 1)
+    message = post(server, tenant, 1)
+    assert listener.next_notification(10)["message"] == message

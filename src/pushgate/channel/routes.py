@@ -160,9 +160,10 @@ def channel_router(rt: Runtime) -> APIRouter:
     @router.post("/ack", response_model=AckOut)
     async def ack(body: AckIn, request: Request) -> AckOut:
         """Acknowledge notifications the device has shown; their deliveries become
-        `delivered`."""
+        `delivered`. Answers how many of the ids were notifications of this device."""
         device = await require_device(request)
-        session(device).acknowledged(body.ids)
-        return AckOut(acknowledged=len(body.ids))
+        owned = await rt.notifications.of_device(device.id, body.ids)
+        session(device).acknowledged(owned)
+        return AckOut(acknowledged=len(owned))
 
     return router

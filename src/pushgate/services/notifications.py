@@ -107,6 +107,18 @@ class NotificationQueries:
             if remaining is not None:
                 remaining -= len(rows)
 
+    async def of_device(self, device_id: int, notification_ids: list[int]) -> list[int]:
+        """Those of ``notification_ids`` that were sent to this device."""
+        if not notification_ids:
+            return []
+        async with self._db.read.connect() as conn:
+            rows = await conn.execute(
+                select(_d.notification_id).where(
+                    _d.device_id == device_id, _d.notification_id.in_(set(notification_ids))
+                )
+            )
+            return sorted(int(row[0]) for row in rows)
+
     async def latest(self, account_id: int, limit: int = 50) -> list[NotificationSummary]:
         async with self._db.read.connect() as conn:
             rows = (

@@ -16,7 +16,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import ColumnElement, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.channel.hub import Hub, Outgoing
@@ -59,10 +59,17 @@ _insert_notification = insert(notifications).returning(
 )
 _insert_delivery = insert(deliveries)
 _d = deliveries.c
+
+
+def _status_is(*statuses: str) -> ColumnElement[bool]:
+    # Not ``status.in_(...)``: an expanding IN cannot be used with executemany.
+    return or_(*(_d.status == status for status in statuses))
+
+
 _match_delivery = (_d.device_id == bindparam("d_id"), _d.notification_id == bindparam("n_id"))
 _mark_sent = (
     update(deliveries)
-    .where(*_match_delivery, _d.status.in_(OPEN_STATUSES))
+    .where(*_match_delivery, _status_is(*OPEN_STATUSES))
     .values(
         status="sent",
         attempts=_d.attempts + bindparam("sends"),
@@ -72,7 +79,7 @@ _mark_sent = (
 )
 _mark_delivered = (
     update(deliveries)
-    .where(*_match_delivery, _d.status.in_((*OPEN_STATUSES, "expired")))
+    .where(*_match_delivery, _status_is(*OPEN_STATUSES, "expired"))
     .values(
         status="delivered",
         attempts=_d.attempts + bindparam("sends"),
@@ -154,7 +161,7 @@ class DeliveryPipeline:
                 self._wake.clear()
             try:
                 await self._cycle()
-            except Exception:  # keep the writer alive; the failed batch was answered 503
+            except Exception:  # never let the writer die; the cycle has answered its callers
                 log.exception("delivery pipeline cycle failed")
                 await asyncio.sleep(0.05)
 
@@ -169,28 +176,63 @@ class DeliveryPipeline:
         now = now_ms()
         sweep = now - self._last_sweep_ms >= SWEEP_INTERVAL_SECONDS * 1000
 
+        audiences: dict[int, tuple[int, ...]] = {}
         try:
             audiences = {
                 account_id: await self._devices.enabled_device_ids(account_id)
                 for account_id in {p.notification.account_id for p in batch}
             }
             async with self._db.write.begin() as conn:
-                ids = await self._store_notifications(conn, batch, audiences, now)
+                ids: list[int | None] = list(
+                    await self._store_notifications(conn, batch, audiences, now)
+                )
                 await self._store_statuses(conn, sent, delivered, seen)
                 if sweep:
                     await self._expire(conn, now)
-        except Exception as exc:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(PipelineUnavailable(str(exc)))
-            self._requeue_statuses(sent, delivered, seen)
-            raise
+        except Exception:
+            log.exception("delivery pipeline write failed; retrying its parts separately")
+            # One bad part must not take the others down with it, cycle after cycle.
+            ids = await self._retry_notifications(batch, audiences, now)
+            await self._retry_statuses(sent, delivered, seen)
         if sweep:
             self._last_sweep_ms = now
         for pending, notification_id in zip(batch, ids, strict=True):
+            if notification_id is None:
+                continue
             if not pending.future.done():
                 pending.future.set_result(notification_id)
             self._publish(pending.notification, notification_id, now, audiences)
+
+    async def _retry_notifications(
+        self, batch: list[_Pending], audiences: dict[int, tuple[int, ...]], now: int
+    ) -> list[int | None]:
+        try:
+            for account_id in {p.notification.account_id for p in batch} - audiences.keys():
+                audiences[account_id] = await self._devices.enabled_device_ids(account_id)
+            async with self._db.write.begin() as conn:
+                return list(await self._store_notifications(conn, batch, audiences, now))
+        except Exception as exc:
+            log.exception("storing %d notifications failed; answering 503", len(batch))
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(PipelineUnavailable(str(exc)))
+            return [None] * len(batch)
+
+    async def _retry_statuses(
+        self,
+        sent: dict[tuple[int, int], tuple[int, int]],
+        delivered: dict[tuple[int, int], int],
+        seen: dict[int, int],
+    ) -> None:
+        try:
+            async with self._db.write.begin() as conn:
+                await self._store_statuses(conn, sent, delivered, seen)
+        except Exception:
+            # Unrecorded "sent"/"delivered" marks only mean the device is offered these
+            # notifications again on its next connection (at-least-once), never a loss.
+            log.exception(
+                "recording %d delivery statuses failed; dropped", len(sent) + len(delivered)
+            )
 
     async def _store_notifications(
         self,
@@ -268,20 +310,6 @@ class DeliveryPipeline:
             .where(_d.status.in_(OPEN_STATUSES), _d.notification_id.in_(expired_ids))
             .values(status="expired", updated_ms=now)
         )
-
-    def _requeue_statuses(
-        self,
-        sent: dict[tuple[int, int], tuple[int, int]],
-        delivered: dict[tuple[int, int], int],
-        seen: dict[int, int],
-    ) -> None:
-        for key, value in sent.items():
-            sends, _ = self._sent.get(key, (0, 0))
-            self._sent[key] = (sends + value[0], value[1])
-        for key, at in delivered.items():
-            self._delivered.setdefault(key, at)
-        for device_id, at in seen.items():
-            self._seen.setdefault(device_id, at)
 
     def _publish(
         self,

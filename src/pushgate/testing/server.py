@@ -127,7 +127,7 @@ class ServerProcess:
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        with httpx2.Client(timeout=2.0) as client:
+        with httpx2.Client(timeout=2.0, trust_env=False) as client:
             while True:
                 assert self._proc is not None
                 code = self._proc.poll()

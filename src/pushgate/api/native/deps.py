@@ -18,7 +18,10 @@ def bearer(connection: HTTPConnection) -> str | None:
     return None
 
 
-def user_auth(accounts: AccountService) -> Callable[[Request], Awaitable[Account]]:
+AccountDependency = Callable[[Request], Awaitable[Account]]
+
+
+def user_auth(accounts: AccountService) -> AccountDependency:
     async def current_account(request: Request) -> Account:
         token = bearer(request) or request.headers.get("x-instapush-token")
         account = await accounts.authenticate(token)

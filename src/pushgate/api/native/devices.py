@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from pushgate.api.native.deps import user_auth
+from pushgate.api.native.deps import AccountDependency
 from pushgate.channel.messages import iso_ms
 from pushgate.services.accounts import Account
 from pushgate.services.devices import Device, DeviceRegistration, DeviceService
@@ -66,7 +66,7 @@ def _out(device: Device) -> dict[str, object]:
     }
 
 
-def devices_router(devices: DeviceService, current_account: object) -> APIRouter:
+def devices_router(devices: DeviceService, current_account: AccountDependency) -> APIRouter:
     router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
     auth = Depends(current_account)
 
@@ -94,6 +94,3 @@ def devices_router(devices: DeviceService, current_account: object) -> APIRouter
         )
 
     return router
-
-
-__all__ = ["devices_router", "user_auth"]

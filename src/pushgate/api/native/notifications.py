@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from pushgate.api.native.deps import AccountDependency
 from pushgate.channel.messages import iso_ms
 from pushgate.services.accounts import Account
 from pushgate.services.notifications import NotificationQueries
@@ -44,7 +45,9 @@ def _maybe_iso(ms: int | None) -> str | None:
     return iso_ms(ms) if ms is not None else None
 
 
-def notifications_router(queries: NotificationQueries, current_account: object) -> APIRouter:
+def notifications_router(
+    queries: NotificationQueries, current_account: AccountDependency
+) -> APIRouter:
     router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
     auth = Depends(current_account)
 

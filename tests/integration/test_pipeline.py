@@ -1,0 +1,173 @@
+"""The delivery pipeline on both engines: group commit, deliveries, statuses, expiry,
+backlog."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from pushgate.channel.hub import Hub
+from pushgate.crypto import SecretBox
+from pushgate.services import pipeline as pipeline_module
+from pushgate.services.accounts import AccountService
+from pushgate.services.devices import DeviceRegistration, DeviceService
+from pushgate.services.notifications import NotificationQueries
+from pushgate.services.pipeline import DeliveryPipeline, NewNotification, PipelineUnavailable
+from pushgate.storage.database import Database, open_database
+from pushgate.storage.migrate import migrate
+from pushgate.storage.models import deliveries, notifications
+
+BOX = SecretBox("test-secret-" * 4)
+
+
+@dataclass
+class World:
+    db: Database
+    hub: Hub
+    devices: DeviceService
+    pipeline: DeliveryPipeline
+    queries: NotificationQueries
+    account_id: int
+    device_ids: list[int]
+
+    def notification(self, message: str = "hello", ttl: int = 60) -> NewNotification:
+        return NewNotification(
+            account_id=self.account_id,
+            app_id=None,
+            app_key=None,
+            event="e",
+            title="t",
+            message=message,
+            data_json=orjson.dumps({"m": message}).decode(),
+            ttl_seconds=ttl,
+        )
+
+    async def statuses(self, notification_id: int) -> list[tuple[int, str, int]]:
+        async with self.db.read.connect() as conn:
+            rows = await conn.execute(
+                select(deliveries.c.device_id, deliveries.c.status, deliveries.c.attempts)
+                .where(deliveries.c.notification_id == notification_id)
+                .order_by(deliveries.c.device_id)
+            )
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    async def wait_for(self, notification_id: int, expected: list[tuple[int, str, int]]) -> None:
+        for _ in range(200):
+            if await self.statuses(notification_id) == expected:
+                return
+            await asyncio.sleep(0.025)
+        assert await self.statuses(notification_id) == expected
+
+
+@pytest.fixture
+async def world(database_url: str) -> AsyncIterator[World]:
+    db = open_database(database_url)
+    await migrate(db)
+    account = (await AccountService(db, BOX).create("acme")).account
+    other = (await AccountService(db, BOX).create("other")).account
+    devices = DeviceService(db, BOX)
+    ids = [
+        (await devices.register(account.id, DeviceRegistration("channel"))).device.id
+        for _ in range(3)
+    ]
+    await devices.register(other.id, DeviceRegistration("channel"))
+    hub = Hub()
+    pipeline = DeliveryPipeline(db, devices, hub)
+    pipeline.start()
+    yield World(db, hub, devices, pipeline, NotificationQueries(db), account.id, ids)
+    await pipeline.stop()
+    await db.dispose()
+
+
+async def test_submit_stores_one_delivery_per_enabled_device_of_the_account(world: World) -> None:
+    notification_id = await world.pipeline.submit(world.notification())
+    assert await world.statuses(notification_id) == [(d, "queued", 0) for d in world.device_ids]
+
+
+async def test_live_connections_get_the_message_after_commit(world: World) -> None:
+    subscription = world.hub.subscribe(world.device_ids[0])
+    notification_id = await world.pipeline.submit(world.notification("live"))
+    item = await asyncio.wait_for(subscription.get(), 2)
+    assert item.notification_id == notification_id
+    assert orjson.loads(item.payload)["message"] == "live"
+
+
+async def test_concurrent_submits_are_group_committed_and_all_stored(world: World) -> None:
+    ids = await asyncio.gather(*(world.pipeline.submit(world.notification()) for _ in range(300)))
+    assert len(set(ids)) == 300
+    async with world.db.read.connect() as conn:
+        count = (await conn.execute(select(func.count()).select_from(deliveries))).scalar()
+    assert count == 300 * len(world.device_ids)
+
+
+async def test_sent_then_delivered(world: World) -> None:
+    notification_id = await world.pipeline.submit(world.notification())
+    first, second, third = world.device_ids
+    world.pipeline.record_sent(first, notification_id)
+    world.pipeline.record_sent(second, notification_id)
+    world.pipeline.record_sent(second, notification_id)
+    await world.wait_for(
+        notification_id, [(first, "sent", 1), (second, "sent", 2), (third, "queued", 0)]
+    )
+    world.pipeline.record_delivered(first, [notification_id])
+    await world.wait_for(
+        notification_id, [(first, "delivered", 1), (second, "sent", 2), (third, "queued", 0)]
+    )
+    world.pipeline.record_sent(first, notification_id)  # a late "sent" never goes back
+    world.pipeline.record_sent(third, notification_id)
+    world.pipeline.record_delivered(third, [notification_id])  # same cycle: coalesced
+    await world.wait_for(
+        notification_id, [(first, "delivered", 1), (second, "sent", 2), (third, "delivered", 1)]
+    )
+
+
+async def test_undelivered_deliveries_expire(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline_module, "SWEEP_INTERVAL_SECONDS", 0.1)
+    notification_id = await world.pipeline.submit(world.notification(ttl=1))
+    first, second, third = world.device_ids
+    world.pipeline.record_delivered(first, [notification_id])
+    await asyncio.sleep(1.3)
+    world.pipeline.record_seen(first)  # wakes the writer for a sweep
+    await world.wait_for(
+        notification_id, [(first, "delivered", 0), (second, "expired", 0), (third, "expired", 0)]
+    )
+    assert [item async for item in world.queries.backlog(second, None)] == []
+
+
+async def test_backlog_without_since_is_what_is_unacknowledged(world: World) -> None:
+    device = world.device_ids[0]
+    ids = [await world.pipeline.submit(world.notification(str(i))) for i in range(4)]
+    world.pipeline.record_delivered(device, ids[:2])
+    await world.wait_for(
+        ids[1], [(device, "delivered", 0), *[(d, "queued", 0) for d in world.device_ids[1:]]]
+    )
+    assert [i.notification_id async for i in world.queries.backlog(device, None)] == ids[2:]
+    since_first = [i.notification_id async for i in world.queries.backlog(device, ids[0])]
+    assert since_first == ids[1:]
+    limited = [i.notification_id async for i in world.queries.backlog(device, 0, limit=2)]
+    assert limited == ids[:2]
+
+
+async def test_backlog_pages_through_many(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pushgate.services import notifications as notifications_module
+
+    monkeypatch.setattr(notifications_module, "BACKLOG_PAGE", 7)
+    ids = await asyncio.gather(*(world.pipeline.submit(world.notification()) for _ in range(30)))
+    got = [i.notification_id async for i in world.queries.backlog(world.device_ids[0], None)]
+    assert got == sorted(ids)
+
+
+async def test_stop_finishes_pending_and_then_refuses(world: World) -> None:
+    pending = [asyncio.create_task(world.pipeline.submit(world.notification())) for _ in range(20)]
+    await asyncio.sleep(0)
+    await world.pipeline.stop()
+    assert len({await task for task in pending}) == 20
+    with pytest.raises(PipelineUnavailable):
+        await world.pipeline.submit(world.notification())
+    async with world.db.read.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(notifications))).scalar() == 20

@@ -1,0 +1,136 @@
+"""Storage and services on both engines (SQLite file and the real PostgreSQL server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select
+
+from pushgate.crypto import SecretBox
+from pushgate.domain.errors import Conflict, InvalidInput, NotFound
+from pushgate.services.accounts import AccountService
+from pushgate.services.apps import AppService
+from pushgate.services.devices import DeviceRegistration, DeviceService
+from pushgate.services.events import EventService
+from pushgate.storage.database import Database, open_database
+from pushgate.storage.migrate import migrate
+from pushgate.storage.models import accounts, apps, metadata
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = open_database(database_url)
+    await migrate(database)
+    yield database
+    await database.dispose()
+
+
+BOX = SecretBox("test-secret-" * 4)
+
+
+async def test_migrations_produce_exactly_the_models_schema(db: Database) -> None:
+    def diff(connection):  # type: ignore[no-untyped-def]
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return compare_metadata(context, metadata)
+
+    async with db.read.connect() as conn:
+        assert await conn.run_sync(diff) == []
+
+
+async def test_migrate_is_idempotent(db: Database) -> None:
+    await migrate(db)
+    async with db.read.connect() as conn:
+        assert (await conn.execute(select(accounts.c.id))).all() == []
+
+
+async def test_account_tokens_are_stored_hashed_and_encrypted(db: Database) -> None:
+    service = AccountService(db, BOX)
+    created = await service.create("acme")
+    async with db.read.connect() as conn:
+        row = (await conn.execute(select(accounts))).one()
+    assert created.user_token not in (row.user_token_hash, row.user_token_enc)
+    assert await service.authenticate(created.user_token) == created.account
+    assert await service.authenticate("0" * 32) is None
+    assert await service.authenticate(None) is None
+    assert [(a.name, t) for a, t in await service.list()] == [("acme", created.user_token)]
+
+
+async def test_app_secret_encrypted_at_rest_and_checked(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    service = AppService(db, BOX)
+    created = await service.create(account.id, "My app")
+    async with db.read.connect() as conn:
+        row = (await conn.execute(select(apps))).one()
+    assert created.secret not in (row.secret_enc, row.secret_hash)
+    assert await service.authenticate(created.app.app_key, created.secret) == created.app
+    assert await service.authenticate(created.app.app_key, created.secret + "x") is None
+    assert await service.authenticate("nope", created.secret) is None
+    listed = await service.list(account.id)
+    assert [(a.app.title, a.secret) for a in listed] == [("My app", created.secret)]
+
+
+async def test_apps_are_isolated_per_account(db: Database) -> None:
+    service_accounts = AccountService(db, BOX)
+    first = (await service_accounts.create("a")).account
+    second = (await service_accounts.create("b")).account
+    apps_service = AppService(db, BOX)
+    await apps_service.create(first.id, "A's app")
+    assert await apps_service.list(second.id) == []
+
+
+async def test_event_titles_are_unique_per_app(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    app_one = (await AppService(db, BOX).create(account.id, "one")).app
+    app_two = (await AppService(db, BOX).create(account.id, "two")).app
+    service = EventService(db)
+    await service.create(app_one.id, "signups", ["email"], "{email} joined")
+    with pytest.raises(Conflict):
+        await service.create(app_one.id, "signups", ["email"], "{email} joined")
+    await service.create(app_two.id, "signups", ["email"], "{email} joined")  # other app: fine
+    with pytest.raises(InvalidInput):
+        await service.create(app_one.id, "x", ["email"], "{name}")
+    fresh = EventService(db)  # no cache: read back from storage
+    event = await fresh.get(app_one.id, "signups")
+    assert event is not None and event.template.render({"email": "a"}) == "a joined"
+    assert [e.title for e in await fresh.list(app_one.id)] == ["signups"]
+    assert await fresh.get(app_one.id, "nope") is None
+
+
+async def test_devices_share_a_subscriber_by_external_id(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    service = DeviceService(db, BOX)
+    one = await service.register(account.id, DeviceRegistration("channel", external_id="u1"))
+    two = await service.register(account.id, DeviceRegistration("channel", external_id="u1"))
+    three = await service.register(account.id, DeviceRegistration("channel"))
+    assert one.device.subscriber_id == two.device.subscriber_id != three.device.subscriber_id
+    assert (await service.authenticate(one.device_token)) == one.device
+    assert await service.authenticate("dvt_" + "0" * 48) is None
+    assert await service.enabled_device_ids(account.id) == (
+        one.device.id,
+        two.device.id,
+        three.device.id,
+    )
+    assert [d.external_id for d in await service.list(account.id)] == ["u1", "u1", None]
+
+
+async def test_concurrent_registrations_of_one_external_id(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    service = DeviceService(db, BOX)
+    registered = await asyncio.gather(
+        *(
+            service.register(account.id, DeviceRegistration("channel", external_id="same"))
+            for _ in range(5)
+        )
+    )
+    assert len({r.device.subscriber_id for r in registered}) == 1
+
+
+async def test_deliveries_of_other_accounts_are_not_found(db: Database) -> None:
+    from pushgate.services.notifications import NotificationQueries
+
+    with pytest.raises(NotFound):
+        await NotificationQueries(db).deliveries(1, 12345)
