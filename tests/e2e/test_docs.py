@@ -1,0 +1,54 @@
+"""The documentation's copy-paste examples work as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from pushgate.testing.server import ServerProcess, cli_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bash_blocks(markdown: Path) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", markdown.read_text(), flags=re.DOTALL)
+
+
+def test_quickstart_runs_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    script = "set -euo pipefail\n" + "\n".join(bash_blocks(ROOT / "docs" / "quickstart.md"))
+    env = cli_env(server.data_dir)
+    env["PUSHGATE"] = server.url
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"msg":"App Created Successfully"' in result.stdout
+    assert '"msg":"Event Created Succesfully"' in result.stdout
+    assert '"msg":"Notification Sent Succesfully"' in result.stdout
+    assert "signups: ann@example.com has signed up from NL" in result.stdout
+    assert '"delivered":1' in result.stdout
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = bash_blocks_from_text(quick_start)
+    assert len(commands) == 2, "the quick start holds exactly two commands"
+    serve, test = commands
+    assert "pushgate serve" in serve
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test.strip() in ci
+    assert "PUSHGATE_REQUIRE_SERVICES=1" in ci
+
+
+def bash_blocks_from_text(text: str) -> list[str]:
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)]
