@@ -33,4 +33,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidInput(f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise InvalidInput("Request body must be a JSON object")
+    if b"\\u0000" in raw and _contains_nul(value):
+        raise InvalidInput("Strings must not contain the NUL character (\\u0000)")
     return value
+
+
+def _contains_nul(value: Any) -> bool:
+    """PostgreSQL cannot store NUL in text; refuse it up front rather than fail at commit."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False

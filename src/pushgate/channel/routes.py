@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, WebSocket
@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from pushgate.api.native.deps import bearer
 from pushgate.api.native.errors import native_error
 from pushgate.channel.session import DeviceSession, SlowConsumer
-from pushgate.domain.errors import InvalidInput, Unauthorized
+from pushgate.domain.errors import MAX_ID, InvalidInput, Unauthorized
 from pushgate.runtime import Runtime
 from pushgate.services.devices import Device
 
@@ -27,8 +27,17 @@ INVALID_DEVICE_TOKEN = (
 )
 
 
+NotificationId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Since = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_ID, description="Send what is newer than this notification id."),
+]
+
+
 class AckIn(BaseModel):
-    ids: list[int] = Field(max_length=MAX_ACK_IDS, description="Notification ids to acknowledge.")
+    ids: list[NotificationId] = Field(
+        max_length=MAX_ACK_IDS, description="Notification ids to acknowledge."
+    )
 
 
 class AckOut(BaseModel):
@@ -45,8 +54,8 @@ def _ack_ids(message: Any) -> list[int]:
     ids = message.get("ids")
     if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS:
         raise InvalidInput(f"ids must be a list of at most {MAX_ACK_IDS} notification ids")
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidInput("ids must be integers")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids):
+        raise InvalidInput("ids must be positive integers")
     return ids
 
 
@@ -67,7 +76,7 @@ def channel_router(rt: Runtime) -> APIRouter:
         return DeviceSession(device.id, rt.hub, rt.notifications, rt.pipeline)
 
     @router.websocket("/ws")
-    async def websocket_channel(websocket: WebSocket, since: int | None = None) -> None:
+    async def websocket_channel(websocket: WebSocket, since: Since = None) -> None:
         device = await device_of(bearer(websocket) or websocket.query_params.get("token"))
         if device is None:
             await websocket.send_denial_response(native_error(INVALID_DEVICE_TOKEN, 401))
@@ -108,11 +117,11 @@ def channel_router(rt: Runtime) -> APIRouter:
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
-    async def sse_channel(request: Request, since: int | None = Query(None)) -> Response:
+    async def sse_channel(request: Request, since: Since = None) -> Response:
         """Server-Sent Events: `ready`, then one `notification` event per notification."""
         device = await require_device(request)
         last_event_id = request.headers.get("last-event-id")
-        if since is None and last_event_id and last_event_id.isdigit():
+        if since is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
             since = int(last_event_id)
         device_session = session(device)
 
@@ -143,7 +152,7 @@ def channel_router(rt: Runtime) -> APIRouter:
     @router.get("/poll", response_model=PollOut)
     async def poll(
         request: Request,
-        since: int | None = Query(None, ge=0),
+        since: Since = None,
         limit: int = Query(100, ge=1, le=1000),
     ) -> Response:
         """What the device is owed right now (see docs/channel.md for `since`)."""

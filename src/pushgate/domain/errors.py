@@ -31,3 +31,7 @@ class Conflict(PushgateError):
 
 class PayloadTooLarge(PushgateError):
     status = 413
+
+
+# Largest id a client may name (ids are signed 64-bit integers in storage).
+MAX_ID = 2**63 - 1

@@ -20,6 +20,7 @@ from pushgate.domain.errors import InvalidInput
 TRACKER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
 MAX_TRACKERS = 64
 MAX_TEMPLATE_CHARS = 4096
+MAX_MESSAGE_CHARS = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +41,15 @@ class Template:
         missing = [name for name in self.placeholders if name not in values]
         if missing:
             raise InvalidInput(f"Missing tracker value: {', '.join(missing)}")
-        return "".join(
+        pieces = [
             values[part.name] if isinstance(part, Placeholder) else part for part in self.parts
-        )
+        ]
+        if sum(map(len, pieces)) > MAX_MESSAGE_CHARS:
+            raise InvalidInput(
+                f"The rendered message is longer than {MAX_MESSAGE_CHARS} characters; "
+                "send shorter tracker values"
+            )
+        return "".join(pieces)
 
 
 @dataclass(frozen=True, slots=True)

@@ -206,17 +206,25 @@ class DeliveryPipeline:
     async def _retry_notifications(
         self, batch: list[_Pending], audiences: dict[int, tuple[int, ...]], now: int
     ) -> list[int | None]:
+        """Store the batch without the status updates; if it still fails, store each
+        notification on its own so one bad row cannot fail the requests batched with it."""
+        if not batch:
+            return []
         try:
             for account_id in {p.notification.account_id for p in batch} - audiences.keys():
                 audiences[account_id] = await self._devices.enabled_device_ids(account_id)
             async with self._db.write.begin() as conn:
                 return list(await self._store_notifications(conn, batch, audiences, now))
         except Exception as exc:
-            log.exception("storing %d notifications failed; answering 503", len(batch))
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(PipelineUnavailable(str(exc)))
-            return [None] * len(batch)
+            if len(batch) == 1:
+                log.exception("storing a notification failed; answering 503")
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(PipelineUnavailable(str(exc)))
+                return [None]
+        ids: list[int | None] = []
+        for pending in batch:
+            ids.extend(await self._retry_notifications([pending], audiences, now))
+        return ids
 
     async def _retry_statuses(
         self,

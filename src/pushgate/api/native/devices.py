@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pushgate.api.native.deps import AccountDependency
 from pushgate.channel.messages import iso_ms
@@ -30,6 +30,13 @@ class DeviceIn(BaseModel):
         description="Your id of the user owning the device; devices with the same id share "
         "one subscriber.",
     )
+
+    @field_validator("name", "external_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain the NUL character")
+        return value
 
 
 class DeviceOut(BaseModel):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from pushgate.api.dialects.instapush import error as instapush_error
 from pushgate.domain.errors import PushgateError
 from pushgate.services.pipeline import PipelineUnavailable
+
+log = logging.getLogger(__name__)
 
 _CODES = {
     400: "invalid_input",
@@ -19,6 +24,7 @@ _CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    500: "internal",
     503: "unavailable",
 }
 
@@ -62,6 +68,18 @@ def install_error_handlers(app: FastAPI) -> None:
         # Everything outside /api/ is the Instapush "latest version" surface.
         return instapush_error(message, exc.status_code)
 
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, OperationalError | InterfaceError):
+            log.error("database unavailable: %s", exc)
+            status, message = 503, "The database is unavailable right now, please retry"
+        else:
+            log.error("unexpected error on %s", request.url.path, exc_info=exc)
+            status, message = 500, "Internal error; it has been logged"
+        if _is_native(request):
+            return native_error(message, status)
+        return instapush_error(message, status)
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(PushgateError, on_pushgate_error)
     app.add_exception_handler(PipelineUnavailable, on_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation)

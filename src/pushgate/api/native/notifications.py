@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel
 
 from pushgate.api.native.deps import AccountDependency
 from pushgate.channel.messages import iso_ms
+from pushgate.domain.errors import MAX_ID
 from pushgate.services.accounts import Account
 from pushgate.services.notifications import NotificationQueries
 
@@ -74,7 +75,9 @@ def notifications_router(
         )
 
     @router.get("/{notification_id}/deliveries", response_model=DeliveryList)
-    async def list_deliveries(notification_id: int, account: Account = auth) -> DeliveryList:
+    async def list_deliveries(
+        notification_id: int = Path(ge=1, le=MAX_ID), account: Account = auth
+    ) -> DeliveryList:
         """One delivery per device: status, attempts, last reason and timestamps."""
         records = await queries.deliveries(account.id, notification_id)
         return DeliveryList(

@@ -1,0 +1,90 @@
+"""Hostile or odd input gets a clear 4xx in the right format, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx2
+import pytest
+from e2e_support import make_tenant, post_event, register_device
+
+from pushgate.testing.server import ServerProcess
+
+HUGE = 2**70
+
+
+async def test_nul_in_tracker_value_is_refused_and_does_not_hurt_others(
+    http: httpx2.AsyncClient, server: ServerProcess
+) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    bad = post_event(http, tenant, {"email": "a\u0000b", "country": "NL"})
+    good = [post_event(http, tenant) for _ in range(20)]
+    results = await asyncio.gather(bad, *good)
+    assert results[0].status_code == 400
+    assert results[0].json()["error"] is True
+    assert "NUL" in results[0].json()["msg"]
+    assert all(r.status_code == 201 for r in results[1:])
+
+
+async def test_too_long_rendered_message(http: httpx2.AsyncClient, server: ServerProcess) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    response = await post_event(http, tenant, {"email": "x" * 20_000, "country": "NL"})
+    assert response.status_code == 400
+    assert "longer than" in response.json()["msg"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v1/channel/poll?since={HUGE}",
+        "/api/v1/channel/poll?since=-1",
+        "/api/v1/channel/poll?since=abc",
+        f"/api/v1/notifications/{HUGE}/deliveries",
+        "/api/v1/notifications/0/deliveries",
+    ],
+)
+async def test_out_of_range_ids_are_400(
+    http: httpx2.AsyncClient, server: ServerProcess, path: str
+) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    device = await register_device(http, tenant)
+    headers = (
+        {"Authorization": f"Bearer {device['device_token']}"}
+        if "channel" in path
+        else tenant.bearer
+    )
+    response = await http.get(path, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_input"
+
+
+async def test_ack_with_huge_ids_is_400(http: httpx2.AsyncClient, server: ServerProcess) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    device = await register_device(http, tenant)
+    response = await http.post(
+        "/api/v1/channel/ack",
+        json={"ids": [HUGE]},
+        headers={"Authorization": f"Bearer {device['device_token']}"},
+    )
+    assert response.status_code == 400, response.text
+
+
+async def test_device_name_with_nul_is_400(http: httpx2.AsyncClient, server: ServerProcess) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    response = await http.post(
+        "/api/v1/devices", headers=tenant.bearer, json={"platform": "channel", "name": "a\u0000"}
+    )
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.json()["error"]["message"]
+
+
+async def test_unknown_native_path_and_wrong_platform(
+    http: httpx2.AsyncClient, server: ServerProcess
+) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    missing = await http.get("/api/v1/nope", headers=tenant.bearer)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    response = await http.post("/api/v1/devices", headers=tenant.bearer, json={"platform": "fax"})
+    assert response.status_code == 400
+    assert "platform" in response.json()["error"]["message"]
