@@ -109,15 +109,13 @@ class DeviceService:
     async def _subscriber_id(
         conn: AsyncConnection, account_id: int, external_id: str | None, created: int
     ) -> int:
+        """The subscriber with this external id (created when new); a new anonymous
+        subscriber when there is no external id."""
+        by_external_id = select(subscribers.c.id).where(
+            subscribers.c.account_id == account_id, subscribers.c.external_id == external_id
+        )
         if external_id is not None:
-            existing = (
-                await conn.execute(
-                    select(subscribers.c.id).where(
-                        subscribers.c.account_id == account_id,
-                        subscribers.c.external_id == external_id,
-                    )
-                )
-            ).scalar()
+            existing = (await conn.execute(by_external_id)).scalar()
             if existing is not None:
                 return int(existing)
         try:
@@ -129,15 +127,7 @@ class DeviceService:
                 return int(result.scalar_one())
         except IntegrityError:
             # Another registration created the same subscriber concurrently.
-            found = (
-                await conn.execute(
-                    select(subscribers.c.id).where(
-                        subscribers.c.account_id == account_id,
-                        subscribers.c.external_id == external_id,
-                    )
-                )
-            ).scalar_one()
-            return int(found)
+            return int((await conn.execute(by_external_id)).scalar_one())
 
     async def list(self, account_id: int) -> list[Device]:
         async with self._db.read.connect() as conn:

@@ -18,6 +18,7 @@ DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed", "expired")
 
 _n = notifications.c
 _d = deliveries.c
+_with_app = notifications.outerjoin(apps, apps.c.id == _n.app_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +72,7 @@ class NotificationQueries:
                     _n.created_ms,
                     _n.expires_ms,
                 )
-                .select_from(
-                    deliveries.join(notifications, _n.id == _d.notification_id).outerjoin(
-                        apps, apps.c.id == _n.app_id
-                    )
-                )
+                .select_from(_with_app.join(deliveries, _d.notification_id == _n.id))
                 .where(_d.device_id == device_id, _d.notification_id > after)
                 .where(_n.expires_ms > now_ms())
                 .order_by(_d.notification_id)
@@ -132,7 +129,7 @@ class NotificationQueries:
                         _n.created_ms,
                         _n.expires_ms,
                     )
-                    .select_from(notifications.outerjoin(apps, apps.c.id == _n.app_id))
+                    .select_from(_with_app)
                     .where(_n.account_id == account_id)
                     .order_by(_n.id.desc())
                     .limit(limit)
