@@ -99,17 +99,65 @@ def _cpu_seconds_self() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _cpu_seconds_pid(pid: int | None) -> float | None:
-    """utime+stime of a process (all its threads) from /proc, or None."""
+def _cpu_seconds_pid(pid: int | None, tid: int | None = None) -> float | None:
+    """utime+stime of a process (all its threads), or of one of its threads, or None."""
     if pid is None:
         return None
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(path).read_text()
     except OSError:
         return None
     fields = raw[raw.rindex(")") + 2 :].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _source_version() -> str | None:
+    """Commit of the checkout this script lives in, with "+dirty" when src/ has changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _machine_busy() -> float | None:
+    """CPU seconds all cores spent not idle, from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    v = [int(x) for x in first[1:9]]
+    busy = sum(v) - v[3] - v[4]  # minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(pid: int | None) -> tuple[float, float] | None:
+    """(whole process, main thread = the event loop) CPU seconds of the server."""
+    total = _cpu_seconds_pid(pid)
+    main = _cpu_seconds_pid(pid, pid)
+    if total is None or main is None:
+        return None
+    return total, main
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,6 +251,7 @@ class LoadResult:
     latency_ms: dict[str, float | None] = field(default_factory=dict)
     accepted_map: bytes = b""  # byte per seq (seq_start + i): 1 when answered 201
     max_lag_ms: float = 0.0  # paced mode: worst delay between intended and actual send
+    not_sent: int = 0  # paced mode: due but not sent before the phase ended (client queue)
     cpu_seconds: float = 0.0
 
 
@@ -295,6 +344,8 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
         for _ in range(spec.concurrency):
             queue.put_nowait(None)
 
+    end_ns = t0 + int(spec.duration * 1e9)
+
     async def paced_worker() -> None:
         conn = await connect()
         while True:
@@ -303,6 +354,9 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
                 break
             i, intended = item
             now = perf_ns()
+            if now >= end_ns:  # the phase is over: what the client could not send is dropped
+                res.not_sent += 1
+                continue
             lag = now - intended
             if lag > state["max_lag"]:
                 state["max_lag"] = lag
@@ -678,9 +732,12 @@ class _Receivers:
             await asyncio.sleep(0.05)
 
     def _on_cmd(self) -> None:
+        # the event loop makes the fd non-blocking; a command larger than the socket buffer
+        # (the accepted-posts map) must still be read whole, and the parent sends it at once
+        os.set_blocking(self.pipe.fileno(), True)
         try:
             cmd, args = self.pipe.recv()
-        except EOFError:
+        except (EOFError, OSError):
             assert self.done is not None
             if not self.done.done():
                 self.done.set_result(None)
@@ -938,9 +995,10 @@ def _wait_delivered(
         time.sleep(0.1)
 
 
-def _phase_summary(r: LoadResult, server_cpu: float | None) -> dict[str, Any]:
+def _phase_summary(r: LoadResult, cpu: dict[str, float | None]) -> dict[str, Any]:
     return {
         "sent": r.sent,
+        "not_sent": r.not_sent,
         "ok_2xx": r.ok,
         "accepted_201": r.accepted,
         "statuses": dict(r.statuses),
@@ -951,10 +1009,7 @@ def _phase_summary(r: LoadResult, server_cpu: float | None) -> dict[str, Any]:
         "latency_ms": {
             k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.latency_ms.items()
         },  # fmt: skip
-        "loadgen_cpu_pct": round(100 * r.cpu_seconds / r.elapsed, 1) if r.elapsed else None,
-        "server_cpu_pct": (
-            round(100 * server_cpu / r.elapsed, 1) if server_cpu is not None and r.elapsed else None
-        ),
+        "cpu": cpu,
     }
 
 
@@ -964,8 +1019,10 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "ingest",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": _source_version(),
         "machine": {
             "nproc": os.cpu_count(),
+            "cpu_model": _cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "loop": "uvloop" if uvloop is not None else "asyncio",
@@ -1009,16 +1066,33 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
         def load(
             path: str, rate: float, duration: float, seq_start: int
-        ) -> tuple[LoadResult, float | None]:
+        ) -> tuple[LoadResult, dict[str, float | None]]:
             spec = LoadSpec(
                 host=host, port=port, path=path, headers=creds, concurrency=args.concurrency,
                 duration=duration, max_posts=args.max_posts, rate=rate, seq_start=seq_start,
             )  # fmt: skip
-            cpu0 = _cpu_seconds_pid(server_pid)
+            srv0, rx0, m0 = _server_cpu(server_pid), rx.call("cpu"), _machine_busy()
+            w0 = time.perf_counter()
             r = run_load(spec)
-            cpu1 = _cpu_seconds_pid(server_pid)
-            server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-            return r, server_cpu
+            wall = time.perf_counter() - w0
+            srv1, rx1, m1 = _server_cpu(server_pid), rx.call("cpu"), _machine_busy()
+
+            def pct(v: float) -> float:
+                return round(100 * v / wall, 1)
+
+            cpu: dict[str, float | None] = {
+                "server_cpu_pct": pct(srv1[0] - srv0[0]) if srv0 and srv1 else None,
+                "server_loop_thread_cpu_pct": pct(srv1[1] - srv0[1]) if srv0 and srv1 else None,
+                "loadgen_cpu_pct": pct(r.cpu_seconds),
+                "receivers_cpu_pct": pct(rx1 - rx0),
+                "machine_busy_pct": pct(m1 - m0) if m0 is not None and m1 is not None else None,
+            }
+            known = [cpu["server_cpu_pct"], cpu["loadgen_cpu_pct"], cpu["receivers_cpu_pct"]]
+            if cpu["machine_busy_pct"] is not None and None not in known:
+                cpu["other_processes_cpu_pct"] = round(
+                    cpu["machine_busy_pct"] - sum(k for k in known if k is not None), 1
+                )
+            return r, cpu
 
         # warm-up: a short burst on each endpoint so imports/caches are not measured
         log("warm-up ...")
@@ -1035,14 +1109,8 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             )
 
         log(f"phase 2/4 ingest: POST /v1/post, c={args.concurrency}, {args.duration}s ...")
-        rx_cpu0 = rx.call("cpu")
         ingest, ingest_cpu = load("/v1/post", args.rate, args.duration, 0)
-        rx_cpu1 = rx.call("cpu")
         result["ingest"] = _phase_summary(ingest, ingest_cpu)
-        if ingest.elapsed:
-            result["ingest"]["receivers_cpu_pct"] = round(
-                100 * (rx_cpu1 - rx_cpu0) / ingest.elapsed, 1
-            )
         acc2 = ingest.accepted_map
         n2 = len(acc2)
         log(f"  waiting for fan-out of {ingest.accepted} accepted posts to drain ...")
@@ -1059,18 +1127,12 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             )
 
         log(f"phase 3/4 latency: {args.latency_rate} posts/s paced, {args.latency_duration}s ...")
-        rx_cpu0 = rx.call("cpu")
         lat, lat_cpu = load("/v1/post", args.latency_rate, args.latency_duration, n2)
-        rx_cpu1 = rx.call("cpu")
         acc3 = lat.accepted_map
         n3 = len(acc3)
         result["latency"] = _phase_summary(lat, lat_cpu)
         result["latency"]["target_rate"] = args.latency_rate
         result["latency"]["max_send_lag_ms"] = round(lat.max_lag_ms, 3)
-        if lat.elapsed:
-            result["latency"]["receivers_cpu_pct"] = round(
-                100 * (rx_cpu1 - rx_cpu0) / lat.elapsed, 1
-            )
 
         log("phase 4/4 loss check: waiting until every device has every accepted post ...")
         accepted_all = acc2 + acc3
@@ -1151,6 +1213,8 @@ def _fmt(v: Any, unit: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
+        if unit == "%":
+            return f"{v:.0f}%"
         return f"{v:,.1f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
     return f"{v:,}{unit}"
 
@@ -1159,7 +1223,7 @@ def print_table(r: dict[str, Any]) -> None:
     c = r["config"]
     print(
         f"\nPushgate ingest benchmark  {r['date']}  nproc={r['machine']['nproc']}  "
-        f"python {r['machine']['python']} ({r['machine']['loop']})"
+        f"python {r['machine']['python']} ({r['machine']['loop']})  source {r.get('source')}"
     )
     print(
         f"concurrency={c['concurrency']} devices={c['devices']} duration={c['duration_s']}s "
@@ -1168,7 +1232,7 @@ def print_table(r: dict[str, Any]) -> None:
     )
     hdr = (
         f"{'phase':<10}{'ok/s':>10}{'2xx':>9}{'non-2xx':>9}{'errors':>8}{'acc p50':>10}"
-        f"{'acc p99':>10}{'p2d p50':>10}{'p2d p99':>10}{'srv cpu':>9}{'gen cpu':>9}"
+        f"{'acc p99':>10}{'p2d p50':>10}{'p2d p99':>10}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -1182,22 +1246,48 @@ def print_table(r: dict[str, Any]) -> None:
             f"{sum(p['errors'].values()):>8}"
             f"{_fmt(lat['p50'], 'ms'):>10}{_fmt(lat['p99'], 'ms'):>10}"
             f"{_fmt(p2d.get('p50'), 'ms'):>10}{_fmt(p2d.get('p99'), 'ms'):>10}"
-            f"{_fmt(p['server_cpu_pct'], '%'):>9}{_fmt(p['loadgen_cpu_pct'], '%'):>9}"
         )
+    hdr = (
+        f"\n{'CPU':<10}{'server':>9}{'s. loop':>9}{'loadgen':>9}{'devices':>9}"
+        f"{'others':>9}{'machine':>9}"
+    )
+    print(hdr)
+    print("-" * (len(hdr) - 1))
+    for name in ("floor", "ingest", "latency"):
+        c = r[name]["cpu"]
+        print(
+            f"{name:<10}{_fmt(c['server_cpu_pct'], '%'):>9}"
+            f"{_fmt(c['server_loop_thread_cpu_pct'], '%'):>9}"
+            f"{_fmt(c['loadgen_cpu_pct'], '%'):>9}{_fmt(c['receivers_cpu_pct'], '%'):>9}"
+            f"{_fmt(c.get('other_processes_cpu_pct'), '%'):>9}"
+            f"{_fmt(c['machine_busy_pct'], '%'):>9}"
+        )
+    print(
+        "(ok/s: 2xx answers/s; acc: accept latency; p2d: post-to-device latency. CPU in % of\n"
+        " one core over the phase: server process (all threads), its event-loop thread, HTTP\n"
+        " load generator, device receivers, every other process, whole machine (max "
+        f"{100 * (r['machine']['nproc'] or 1)}%))"
+    )
+    for name in ("floor", "ingest", "latency"):
+        other = r[name]["cpu"].get("other_processes_cpu_pct")
+        if other is not None and other > 25:
+            print(
+                f"WARNING: other processes used {other:.0f}% CPU during {name}: "
+                "the machine was not quiet, figures are disturbed"
+            )
     wrk = r["floor"].get("wrk")
     if wrk and wrk.get("available"):
         print(f"floor cross-check: wrk -t1 {_fmt(wrk['requests_per_s'])} req/s")
     ing = r["ingest"]
     print(
         f"\ningest: fan-out drained {ing['drain_after_s']}s after the load stopped; "
-        f"{_fmt(ing.get('deliveries_per_s_incl_drain'))} deliveries/s overall; "
-        f"receivers used {_fmt(ing.get('receivers_cpu_pct'), '%')} CPU"
+        f"{_fmt(ing.get('deliveries_per_s_incl_drain'))} deliveries/s overall"
     )
     la = r["latency"]
     print(
         f"latency: {la['accepted_per_s']:.0f} accepted/s of {la['target_rate']} paced; "
-        f"worst send lag {la['max_send_lag_ms']} ms; receivers used "
-        f"{_fmt(la.get('receivers_cpu_pct'), '%')} CPU"
+        f"worst send lag {la['max_send_lag_ms']} ms; {la['not_sent']} due posts not sent "
+        "(all connections busy)"
     )
     lo = r["loss"]
     print(
@@ -1225,7 +1315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=100, help="connected channel devices")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
     ap.add_argument(
-        "--max-posts", type=int, default=100_000, help="cap on posts per phase (default 100000)"
+        "--max-posts", type=int, default=300_000, help="cap on posts per phase (default 300000)"
     )
     ap.add_argument(
         "--rate", type=float, default=0.0,
@@ -1243,6 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and log")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
     args = ap.parse_args(argv)
     if args.concurrency < 1 or args.devices < 1 or args.duration <= 0 or args.max_posts < 1:
         ap.error("concurrency, devices, duration and max-posts must be positive")
@@ -1257,6 +1348,8 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         log(f"harness error: {exc}")
         return 2
+    if args.json_out:
+        args.json_out.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n")
     if args.json:
         sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
