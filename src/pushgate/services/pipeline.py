@@ -1,12 +1,15 @@
 """The delivery pipeline: group commit of accepted notifications with their deliveries,
 batched delivery-status updates, TTL expiry, and hand-off to live device connections.
 
-One writer task owns every write on this path. Each cycle takes everything pending and writes
-it in ONE transaction: new notifications, one delivery row per notification x enabled device,
+One writer task owns every write on this path. A cycle takes what is pending and writes it in
+ONE transaction: new notifications, one queued delivery per notification x enabled device,
 status changes reported by connections (sent, delivered), and expired deliveries. Only after
 the commit are the callers answered and the notifications handed to the hub, so nothing is
 answered as accepted before it is durable, and no acknowledgement can reach a delivery row
 before that row exists.
+
+New notifications start a cycle at once. Status changes wait up to ``STATUS_FLUSH_SECONDS``
+so that a "sent" and the device's acknowledgement that follows it become one row update.
 """
 
 from __future__ import annotations
@@ -16,20 +19,21 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.channel.hub import Hub, Outgoing
 from pushgate.channel.messages import notification_message
 from pushgate.services.devices import DeviceService
 from pushgate.storage.database import Database, now_ms
-from pushgate.storage.models import deliveries, devices, notifications
+from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow
 
 log = logging.getLogger(__name__)
 
-MAX_NOTIFICATIONS_PER_CYCLE = 512
+MAX_NOTIFICATIONS_PER_CYCLE = 1024
 SWEEP_INTERVAL_SECONDS = 1.0
-OPEN_STATUSES = ("queued", "sent")
+STATUS_FLUSH_SECONDS = 0.1
+# Expiry looks back this far past the previous sweep, so a failed sweep is caught up later.
+SWEEP_OVERLAP_MS = 60_000
 
 
 class PipelineUnavailable(Exception):
@@ -54,53 +58,47 @@ class _Pending:
     future: asyncio.Future[int]
 
 
-_insert_notification = insert(notifications).returning(
-    notifications.c.id, sort_by_parameter_order=True
-)
-_insert_delivery = insert(deliveries)
-_d = deliveries.c
+@dataclass(slots=True)
+class _Statuses:
+    """Status changes waiting for the next flush, coalesced per (device, notification)."""
 
+    sent: dict[tuple[int, int], tuple[int, int]]
+    delivered: dict[tuple[int, int], int]
+    seen: dict[int, int]
 
-def _status_is(*statuses: str) -> ColumnElement[bool]:
-    # Not ``status.in_(...)``: an expanding IN cannot be used with executemany.
-    return or_(*(_d.status == status for status in statuses))
+    @classmethod
+    def empty(cls) -> _Statuses:
+        return cls({}, {}, {})
 
+    def __bool__(self) -> bool:
+        return bool(self.sent or self.delivered or self.seen)
 
-_match_delivery = (_d.device_id == bindparam("d_id"), _d.notification_id == bindparam("n_id"))
-_mark_sent = (
-    update(deliveries)
-    .where(*_match_delivery, _status_is(*OPEN_STATUSES))
-    .values(
-        status="sent",
-        attempts=_d.attempts + bindparam("sends"),
-        sent_ms=bindparam("at"),
-        updated_ms=bindparam("at"),
-    )
-)
-_mark_delivered = (
-    update(deliveries)
-    .where(*_match_delivery, _status_is(*OPEN_STATUSES, "expired"))
-    .values(
-        status="delivered",
-        attempts=_d.attempts + bindparam("sends"),
-        delivered_ms=bindparam("at"),
-        updated_ms=bindparam("at"),
-    )
-)
-_mark_seen = (
-    update(devices).where(devices.c.id == bindparam("dev_id")).values(last_seen_ms=bindparam("at"))
-)
+    def rows(
+        self,
+    ) -> tuple[
+        list[tuple[int, int, int, int]], list[tuple[int, int, int, int]], list[tuple[int, int]]
+    ]:
+        sent = self.sent
+        delivered = self.delivered
+        sent_rows = [
+            (sends, at, d, n) for (d, n), (sends, at) in sent.items() if (d, n) not in delivered
+        ]
+        delivered_rows = [
+            (sent.get((d, n), (0, 0))[0], at, d, n) for (d, n), at in delivered.items()
+        ]
+        seen_rows = [(at, d) for d, at in self.seen.items()]
+        return sent_rows, delivered_rows, seen_rows
 
 
 class DeliveryPipeline:
     def __init__(self, db: Database, device_service: DeviceService, hub: Hub) -> None:
         self._db = db
+        self._writes = DeliveryWrites(db.write.dialect.name)
         self._devices = device_service
         self._hub = hub
         self._pending: list[_Pending] = []
-        self._sent: dict[tuple[int, int], tuple[int, int]] = {}
-        self._delivered: dict[tuple[int, int], int] = {}
-        self._seen: dict[int, int] = {}
+        self._statuses = _Statuses.empty()
+        self._statuses_since = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -117,21 +115,25 @@ class DeliveryPipeline:
         self._wake.set()
         return await future
 
+    def _status_recorded(self) -> None:
+        if not self._statuses:
+            self._statuses_since = asyncio.get_running_loop().time()
+
     def record_sent(self, device_id: int, notification_id: int) -> None:
+        self._status_recorded()
         key = (device_id, notification_id)
-        sends, _ = self._sent.get(key, (0, 0))
-        self._sent[key] = (sends + 1, now_ms())
-        self._wake.set()
+        sends, _ = self._statuses.sent.get(key, (0, 0))
+        self._statuses.sent[key] = (sends + 1, now_ms())
 
     def record_delivered(self, device_id: int, notification_ids: list[int]) -> None:
+        self._status_recorded()
         at = now_ms()
         for notification_id in notification_ids:
-            self._delivered[(device_id, notification_id)] = at
-        self._wake.set()
+            self._statuses.delivered[(device_id, notification_id)] = at
 
     def record_seen(self, device_id: int) -> None:
-        self._seen[device_id] = now_ms()
-        self._wake.set()
+        self._status_recorded()
+        self._statuses.seen[device_id] = now_ms()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -139,7 +141,7 @@ class DeliveryPipeline:
         self._task = asyncio.create_task(self._run(), name="pushgate-delivery-pipeline")
 
     async def stop(self) -> None:
-        """Finish what is pending, then stop."""
+        """Write what is pending, then stop."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -147,18 +149,23 @@ class DeliveryPipeline:
                 await self._task
             self._task = None
 
-    def _has_work(self) -> bool:
-        return bool(self._pending or self._sent or self._delivered or self._seen)
+    def _seconds_to_next_duty(self) -> float:
+        loop_now = asyncio.get_running_loop().time()
+        sweep_in = SWEEP_INTERVAL_SECONDS - (now_ms() - self._last_sweep_ms) / 1000
+        if self._statuses:
+            flush_in = self._statuses_since + STATUS_FLUSH_SECONDS - loop_now
+            return max(0.0, min(sweep_in, flush_in))
+        return max(0.0, sweep_in)
 
     async def _run(self) -> None:
         while True:
-            if not self._has_work():
-                if self._stopping:
+            if not self._pending:
+                if self._stopping and not self._statuses:
                     return
-                timeout = max(0.0, SWEEP_INTERVAL_SECONDS - (now_ms() - self._last_sweep_ms) / 1000)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                self._wake.clear()
+                if not self._stopping:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._seconds_to_next_duty())
+            self._wake.clear()
             try:
                 await self._cycle()
             except Exception:  # never let the writer die; the cycle has answered its callers
@@ -167,33 +174,37 @@ class DeliveryPipeline:
 
     # -- one write cycle -----------------------------------------------------------------------
 
+    def _take_statuses(self) -> _Statuses:
+        due = (
+            self._stopping
+            or asyncio.get_running_loop().time() - self._statuses_since >= STATUS_FLUSH_SECONDS
+        )
+        if not self._statuses or not due:
+            return _Statuses.empty()
+        statuses, self._statuses = self._statuses, _Statuses.empty()
+        return statuses
+
     async def _cycle(self) -> None:
         batch = self._pending[:MAX_NOTIFICATIONS_PER_CYCLE]
         del self._pending[:MAX_NOTIFICATIONS_PER_CYCLE]
-        sent, self._sent = self._sent, {}
-        delivered, self._delivered = self._delivered, {}
-        seen, self._seen = self._seen, {}
+        statuses = self._take_statuses()
         now = now_ms()
         sweep = now - self._last_sweep_ms >= SWEEP_INTERVAL_SECONDS * 1000
+        if not batch and not statuses and not sweep:
+            return
 
-        audiences: dict[int, tuple[int, ...]] = {}
+        ids: list[int | None]
         try:
-            audiences = {
-                account_id: await self._devices.enabled_device_ids(account_id)
-                for account_id in {p.notification.account_id for p in batch}
-            }
             async with self._db.write.begin() as conn:
-                ids: list[int | None] = list(
-                    await self._store_notifications(conn, batch, audiences, now)
-                )
-                await self._store_statuses(conn, sent, delivered, seen)
+                ids = list(await self._store_notifications(conn, batch, now))
+                await self._writes.store_statuses(conn, *statuses.rows())
                 if sweep:
-                    await self._expire(conn, now)
+                    await self._writes.expire(conn, now, self._last_sweep_ms - SWEEP_OVERLAP_MS)
         except Exception:
             log.exception("delivery pipeline write failed; retrying its parts separately")
             # One bad part must not take the others down with it, cycle after cycle.
-            ids = await self._retry_notifications(batch, audiences, now)
-            await self._retry_statuses(sent, delivered, seen)
+            ids = await self._retry_notifications(batch, now)
+            await self._retry_statuses(statuses)
         if sweep:
             self._last_sweep_ms = now
         for pending, notification_id in zip(batch, ids, strict=True):
@@ -201,20 +212,43 @@ class DeliveryPipeline:
                 continue
             if not pending.future.done():
                 pending.future.set_result(notification_id)
-            self._publish(pending.notification, notification_id, now, audiences)
+            await self._publish(pending.notification, notification_id, now)
 
-    async def _retry_notifications(
-        self, batch: list[_Pending], audiences: dict[int, tuple[int, ...]], now: int
-    ) -> list[int | None]:
+    async def _store_notifications(
+        self, conn: AsyncConnection, batch: list[_Pending], now: int
+    ) -> list[int]:
+        if not batch:
+            return []
+        ids = await self._writes.reserve_notification_ids(conn, len(batch))
+        rows: list[NotificationRow] = []
+        audiences: list[tuple[int, int, int]] = []
+        for notification_id, pending in zip(ids, batch, strict=True):
+            n = pending.notification
+            rows.append(
+                (
+                    notification_id,
+                    n.account_id,
+                    n.app_id,
+                    n.event,
+                    n.title,
+                    n.message,
+                    n.data_json,
+                    now,
+                    now + n.ttl_seconds * 1000,
+                )
+            )
+            audiences.append((notification_id, n.account_id, now))
+        await self._writes.store_notifications(conn, rows, audiences)
+        return ids
+
+    async def _retry_notifications(self, batch: list[_Pending], now: int) -> list[int | None]:
         """Store the batch without the status updates; if it still fails, store each
         notification on its own so one bad row cannot fail the requests batched with it."""
         if not batch:
             return []
         try:
-            for account_id in {p.notification.account_id for p in batch} - audiences.keys():
-                audiences[account_id] = await self._devices.enabled_device_ids(account_id)
             async with self._db.write.begin() as conn:
-                return list(await self._store_notifications(conn, batch, audiences, now))
+                return list(await self._store_notifications(conn, batch, now))
         except Exception as exc:
             if len(batch) == 1:
                 log.exception("storing a notification failed; answering 503")
@@ -223,109 +257,25 @@ class DeliveryPipeline:
                 return [None]
         ids: list[int | None] = []
         for pending in batch:
-            ids.extend(await self._retry_notifications([pending], audiences, now))
+            ids.extend(await self._retry_notifications([pending], now))
         return ids
 
-    async def _retry_statuses(
-        self,
-        sent: dict[tuple[int, int], tuple[int, int]],
-        delivered: dict[tuple[int, int], int],
-        seen: dict[int, int],
-    ) -> None:
+    async def _retry_statuses(self, statuses: _Statuses) -> None:
+        if not statuses:
+            return
         try:
             async with self._db.write.begin() as conn:
-                await self._store_statuses(conn, sent, delivered, seen)
+                await self._writes.store_statuses(conn, *statuses.rows())
         except Exception:
             # Unrecorded "sent"/"delivered" marks only mean the device is offered these
             # notifications again on its next connection (at-least-once), never a loss.
             log.exception(
-                "recording %d delivery statuses failed; dropped", len(sent) + len(delivered)
+                "recording %d delivery statuses failed; dropped",
+                len(statuses.sent) + len(statuses.delivered),
             )
 
-    async def _store_notifications(
-        self,
-        conn: AsyncConnection,
-        batch: list[_Pending],
-        audiences: dict[int, tuple[int, ...]],
-        now: int,
-    ) -> list[int]:
-        if not batch:
-            return []
-        result = await conn.execute(
-            _insert_notification,
-            [
-                {
-                    "account_id": n.account_id,
-                    "app_id": n.app_id,
-                    "event": n.event,
-                    "title": n.title,
-                    "message": n.message,
-                    "data": n.data_json,
-                    "created_ms": now,
-                    "expires_ms": now + n.ttl_seconds * 1000,
-                }
-                for n in (p.notification for p in batch)
-            ],
-        )
-        ids = [int(row[0]) for row in result]
-        rows = [
-            {
-                "notification_id": notification_id,
-                "device_id": device_id,
-                "status": "queued",
-                "attempts": 0,
-                "created_ms": now,
-                "updated_ms": now,
-            }
-            for pending, notification_id in zip(batch, ids, strict=True)
-            for device_id in audiences[pending.notification.account_id]
-        ]
-        if rows:
-            await conn.execute(_insert_delivery, rows)
-        return ids
-
-    @staticmethod
-    async def _store_statuses(
-        conn: AsyncConnection,
-        sent: dict[tuple[int, int], tuple[int, int]],
-        delivered: dict[tuple[int, int], int],
-        seen: dict[int, int],
-    ) -> None:
-        sent_rows = [
-            {"d_id": d, "n_id": n, "sends": sends, "at": at}
-            for (d, n), (sends, at) in sent.items()
-            if (d, n) not in delivered
-        ]
-        delivered_rows = [
-            {"d_id": d, "n_id": n, "sends": sent.get((d, n), (0, 0))[0], "at": at}
-            for (d, n), at in delivered.items()
-        ]
-        if sent_rows:
-            await conn.execute(_mark_sent, sent_rows)
-        if delivered_rows:
-            await conn.execute(_mark_delivered, delivered_rows)
-        if seen:
-            await conn.execute(_mark_seen, [{"dev_id": d, "at": at} for d, at in seen.items()])
-
-    async def _expire(self, conn: AsyncConnection, now: int) -> None:
-        expired_ids = (
-            select(notifications.c.id)
-            .where(notifications.c.expires_ms <= now)
-            .where(notifications.c.expires_ms > self._last_sweep_ms - 60_000)
-        )
-        await conn.execute(
-            update(deliveries)
-            .where(_d.status.in_(OPEN_STATUSES), _d.notification_id.in_(expired_ids))
-            .values(status="expired", updated_ms=now)
-        )
-
-    def _publish(
-        self,
-        n: NewNotification,
-        notification_id: int,
-        created_ms: int,
-        audiences: dict[int, tuple[int, ...]],
-    ) -> None:
+    async def _publish(self, n: NewNotification, notification_id: int, created_ms: int) -> None:
+        audience = await self._devices.enabled_device_ids(n.account_id)
         payload = notification_message(
             notification_id=notification_id,
             app_key=n.app_key,
@@ -336,4 +286,4 @@ class DeliveryPipeline:
             created_ms=created_ms,
             expires_ms=created_ms + n.ttl_seconds * 1000,
         )
-        self._hub.publish(audiences[n.account_id], Outgoing(notification_id, payload))
+        self._hub.publish(audience, Outgoing(notification_id, payload))
