@@ -117,7 +117,9 @@ class DeliveryPipeline:
 
     def _status_recorded(self) -> None:
         if not self._statuses:
+            # The first change starts the flush clock; wake the writer to set its timer.
             self._statuses_since = asyncio.get_running_loop().time()
+            self._wake.set()
 
     def record_sent(self, device_id: int, notification_id: int) -> None:
         self._status_recorded()
