@@ -106,12 +106,15 @@ notifications = Table(
     Index("ix_notifications_account_id_id", "account_id", "id"),
 )
 
+# One row per notification x device. The primary key (notification_id, device_id) grows at its
+# end as notifications are added, so inserting a notification's deliveries is an append; on
+# SQLite the table is WITHOUT ROWID, so that key is the table itself. The second index is each
+# device's inbox, read when a device (re)connects.
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("id", Id, primary_key=True, autoincrement=True),
-    Column("notification_id", Id, ForeignKey("notifications.id"), nullable=False, index=True),
-    Column("device_id", Id, ForeignKey("devices.id"), nullable=False),
+    Column("notification_id", Id, ForeignKey("notifications.id"), primary_key=True),
+    Column("device_id", Id, ForeignKey("devices.id"), primary_key=True),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("reason", String(200), nullable=True),
@@ -119,7 +122,6 @@ deliveries = Table(
     Column("sent_ms", BigInteger, nullable=True),
     Column("delivered_ms", BigInteger, nullable=True),
     Column("updated_ms", BigInteger, nullable=False),
-    UniqueConstraint(
-        "device_id", "notification_id", name="uq_deliveries_device_id_notification_id"
-    ),
+    Index("ix_deliveries_device_id_notification_id", "device_id", "notification_id"),
+    sqlite_with_rowid=False,
 )
