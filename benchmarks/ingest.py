@@ -578,23 +578,32 @@ class _WsConn(asyncio.Protocol):
         try:
             msg = orjson.loads(payload)
             kind = msg.get("type")
-            if kind == "notification":
-                data = msg.get("data") or {}
-                if "seq" in data and "t" in data:
-                    seq = int(data["seq"])
-                    t = int(data["t"])
-                else:  # fall back to the rendered text "bench {seq} at {t}"
-                    parts = str(msg.get("message", "")).split()
-                    seq = int(parts[1])
-                    t = int(parts[3])
-                self.dev.pending_acks.append(msg["id"])
-            elif kind == "ready":
-                if not self.ready.done():
-                    self.ready.set_result(msg)
-                return
-            else:
-                rec.other_types[str(kind)] += 1
-                return
+        except (ValueError, AttributeError):
+            rec.bad_messages += 1
+            return
+        if kind == "notification":
+            self._on_notification(msg, now)
+        elif kind == "batch":  # several notifications in one frame (batch=1 connections)
+            for item in msg.get("notifications") or ():
+                self._on_notification(item, now)
+        elif kind == "ready":
+            if not self.ready.done():
+                self.ready.set_result(msg)
+        else:
+            rec.other_types[str(kind)] += 1
+
+    def _on_notification(self, msg: Any, now: int) -> None:
+        rec = self.rec
+        try:
+            data = msg.get("data") or {}
+            if "seq" in data and "t" in data:
+                seq = int(data["seq"])
+                t = int(data["t"])
+            else:  # fall back to the rendered text "bench {seq} at {t}"
+                parts = str(msg.get("message", "")).split()
+                seq = int(parts[1])
+                t = int(parts[3])
+            self.dev.pending_acks.append(msg["id"])
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             rec.bad_messages += 1
             return
@@ -617,9 +626,10 @@ class _Receivers:
     """The device side: connects, keeps devices connected (reconnecting like a real client
     after the server closes one), acks in batches, answers the parent's questions."""
 
-    def __init__(self, pipe: Any, ack_interval: float) -> None:
+    def __init__(self, pipe: Any, ack_interval: float, batch: bool) -> None:
         self.pipe = pipe
         self.ack_interval = ack_interval
+        self.batch = batch
         self.rec = _Recorder()
         self.devices: list[_Device] = []
         self.host = ""
@@ -637,9 +647,11 @@ class _Receivers:
         dev.conn = conn
         dev.connects += 1
         q = urllib.parse.quote(dev.token, safe="")
+        query = "&batch=1" if self.batch else ""
         assert conn.transport is not None
         conn.transport.write(
-            f"GET /api/v1/channel/ws?token={q} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"GET /api/v1/channel/ws?token={q}{query} HTTP/1.1\r\n"
+            f"Host: {self.host}:{self.port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
@@ -765,15 +777,17 @@ class _Receivers:
             self.pipe.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def _receivers_entry(pipe: Any, ack_interval: float) -> None:
-    _run_loop(_Receivers(pipe, ack_interval).serve())
+def _receivers_entry(pipe: Any, ack_interval: float, batch: bool) -> None:
+    _run_loop(_Receivers(pipe, ack_interval, batch).serve())
 
 
 class ReceiverProcess:
-    def __init__(self, ack_interval: float) -> None:
+    def __init__(self, ack_interval: float, batch: bool) -> None:
         ctx = mp.get_context("fork")
         self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_receivers_entry, args=(child, ack_interval), daemon=True)
+        self.proc = ctx.Process(
+            target=_receivers_entry, args=(child, ack_interval, batch), daemon=True
+        )
         self.proc.start()
         child.close()
 
@@ -1036,6 +1050,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             "latency_rate": args.latency_rate,
             "latency_duration_s": args.latency_duration,
             "ack_interval_s": args.ack_interval,
+            "ws_batch": not args.single_frames,
         },
     }
     try:
@@ -1057,7 +1072,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
         log(f"setup: app, event, {args.devices} channel devices ...")
         st = setup_account(base, user_token, args.devices)
-        rx = ReceiverProcess(args.ack_interval)
+        rx = ReceiverProcess(args.ack_interval, not args.single_frames)
         conn_info = rx.call("connect", host, port, st.device_tokens, 60.0, timeout=90)
         log(f"connected {conn_info['connected']} devices in {conn_info['seconds']:.2f}s")
         result["devices_connected"] = conn_info
@@ -1228,7 +1243,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"concurrency={c['concurrency']} devices={c['devices']} duration={c['duration_s']}s "
         f"latency-rate={c['latency_rate']}/s for {c['latency_duration_s']}s "
-        f"ack-interval={c['ack_interval_s']}s\n"
+        f"ack-interval={c['ack_interval_s']}s ws-batch={c['ws_batch']}\n"
     )
     hdr = (
         f"{'phase':<10}{'ok/s':>10}{'2xx':>9}{'non-2xx':>9}{'errors':>8}{'acc p50':>10}"
@@ -1324,6 +1339,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-rate", type=float, default=1000.0, help="paced posts/s, phase 3")
     ap.add_argument("--latency-duration", type=float, default=5.0, help="seconds of phase 3")
     ap.add_argument("--ack-interval", type=float, default=0.05, help="device ack batching (s)")
+    ap.add_argument(
+        "--single-frames",
+        action="store_true",
+        help="devices connect without batch=1: one WebSocket frame per notification",
+    )
     ap.add_argument("--drain-timeout", type=float, default=30.0, help="max wait for fan-out")
     ap.add_argument("--server", help="URL of a running loopback server (else start one)")
     ap.add_argument("--user-token", help="account user token for --server")

@@ -27,6 +27,14 @@ class Subscription:
     async def get(self) -> Outgoing:
         return await self.queue.get()
 
+    def drain(self, limit: int) -> list[Outgoing]:
+        """What is already queued, up to ``limit`` items, without waiting."""
+        items: list[Outgoing] = []
+        queue = self.queue
+        while len(items) < limit and not queue.empty():
+            items.append(queue.get_nowait())
+        return items
+
 
 class Hub:
     def __init__(self) -> None:

@@ -40,3 +40,8 @@ def notification_message(
 
 def ready_message(device_id: int, backlog: int) -> bytes:
     return orjson.dumps({"type": "ready", "device_id": device_id, "backlog": backlog})
+
+
+def batch_message(payloads: list[bytes]) -> bytes:
+    """Several notifications in one WebSocket frame (for clients that asked with batch=1)."""
+    return b'{"type":"batch","notifications":[' + b",".join(payloads) + b"]}"

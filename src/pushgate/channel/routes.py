@@ -14,7 +14,8 @@ from starlette.responses import Response, StreamingResponse
 
 from pushgate.api.native.deps import bearer
 from pushgate.api.native.errors import native_error
-from pushgate.channel.session import DeviceSession, SlowConsumer
+from pushgate.channel.messages import batch_message
+from pushgate.channel.session import READY, DeviceSession, SlowConsumer
 from pushgate.domain.errors import MAX_ID, InvalidInput, Unauthorized
 from pushgate.runtime import Runtime
 from pushgate.services.devices import Device
@@ -76,7 +77,9 @@ def channel_router(rt: Runtime) -> APIRouter:
         return DeviceSession(device.id, rt.hub, rt.notifications, rt.pipeline)
 
     @router.websocket("/ws")
-    async def websocket_channel(websocket: WebSocket, since: Since = None) -> None:
+    async def websocket_channel(
+        websocket: WebSocket, since: Since = None, batch: bool = False
+    ) -> None:
         device = await device_of(bearer(websocket) or websocket.query_params.get("token"))
         if device is None:
             await websocket.send_denial_response(native_error(INVALID_DEVICE_TOKEN, 401))
@@ -94,10 +97,15 @@ def channel_router(rt: Runtime) -> APIRouter:
                     await websocket.send_text(orjson.dumps(error).decode())
 
         async def write_messages() -> None:
-            async for item in device_session.messages(since):
-                assert item is not None
-                await websocket.send_text(item.payload.decode())
-                device_session.sent(item)
+            async for items in device_session.batches(since):
+                assert items is not None
+                if batch and len(items) > 1:
+                    payload = batch_message([item.payload for item in items])
+                    await websocket.send_text(payload.decode())
+                else:
+                    for item in items:
+                        await websocket.send_text(item.payload.decode())
+                device_session.sent_batch(items)
 
         reader = asyncio.create_task(read_acks())
         writer = asyncio.create_task(write_messages())
@@ -126,20 +134,20 @@ def channel_router(rt: Runtime) -> APIRouter:
         device_session = session(device)
 
         async def events() -> AsyncIterator[bytes]:
-            messages = device_session.messages(since, idle_timeout=SSE_KEEPALIVE_SECONDS)
+            batches = device_session.batches(since, idle_timeout=SSE_KEEPALIVE_SECONDS)
             try:
-                async for item in messages:
-                    if item is None:
+                async for items in batches:
+                    if items is None:
                         yield b": keepalive\n\n"
-                    elif item.notification_id < 0:
-                        yield b"event: ready\ndata: " + item.payload + b"\n\n"
+                    elif items[0].notification_id == READY:
+                        yield b"event: ready\ndata: " + items[0].payload + b"\n\n"
                     else:
-                        yield (
-                            b"id: %d\nevent: notification\ndata: " % item.notification_id
-                            + item.payload
-                            + b"\n\n"
+                        yield b"".join(
+                            b"id: %d\nevent: notification\ndata: %s\n\n"
+                            % (item.notification_id, item.payload)
+                            for item in items
                         )
-                        device_session.sent(item)
+                        device_session.sent_batch(items)
             except SlowConsumer:
                 return
 

@@ -12,6 +12,7 @@ from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 
 READY = -1  # notification_id of the "ready" message
+MAX_BATCH = 100
 
 
 class SlowConsumer(Exception):
@@ -31,36 +32,51 @@ class DeviceSession:
         self._queries = queries
         self._pipeline = pipeline
 
-    async def messages(
+    async def batches(
         self, since: int | None, idle_timeout: float | None = None
-    ) -> AsyncIterator[Outgoing | None]:
-        """Backlog, then ``ready``, then live messages; ``None`` after ``idle_timeout``
-        seconds without a message (for keep-alives)."""
+    ) -> AsyncIterator[list[Outgoing] | None]:
+        """The backlog, then ``ready`` (alone in its batch), then live notifications, in
+        batches of what is ready to go (at most ``MAX_BATCH``); ``None`` after
+        ``idle_timeout`` seconds without a notification (for keep-alives)."""
         subscription = self._hub.subscribe(self.device_id)
         self._pipeline.record_seen(self.device_id)
         try:
             # Subscribed first, so anything committed after the backlog query arrives live;
             # what arrives live and was already in the backlog is skipped.
             backlog_ids: set[int] = set()
+            page: list[Outgoing] = []
             async for item in self._queries.backlog(self.device_id, since):
                 backlog_ids.add(item.notification_id)
-                yield item
-            yield Outgoing(READY, ready_message(self.device_id, len(backlog_ids)))
+                page.append(item)
+                if len(page) == MAX_BATCH:
+                    yield page
+                    page = []
+            if page:
+                yield page
+            yield [Outgoing(READY, ready_message(self.device_id, len(backlog_ids)))]
             newest = max(backlog_ids, default=0)
             while True:
                 if subscription.overflowed:
                     raise SlowConsumer
                 try:
-                    item = await asyncio.wait_for(subscription.get(), idle_timeout)
+                    first = await asyncio.wait_for(subscription.get(), idle_timeout)
                 except TimeoutError:
                     yield None
                     continue
-                if item.notification_id <= newest and item.notification_id in backlog_ids:
-                    continue
-                yield item
+                batch = [
+                    item
+                    for item in (first, *subscription.drain(MAX_BATCH - 1))
+                    if item.notification_id > newest or item.notification_id not in backlog_ids
+                ]
+                if batch:
+                    yield batch
         finally:
             self._hub.unsubscribe(subscription)
             self._pipeline.record_seen(self.device_id)
+
+    def sent_batch(self, batch: list[Outgoing]) -> None:
+        for item in batch:
+            self.sent(item)
 
     def sent(self, item: Outgoing) -> None:
         if item.notification_id != READY:

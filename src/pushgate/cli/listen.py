@@ -67,7 +67,8 @@ class DeviceState:
 def _ws_url(server: str) -> str:
     parts = urlsplit(server)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/channel/ws", "", ""))
+    path = parts.path.rstrip("/") + "/api/v1/channel/ws"
+    return urlunsplit((scheme, parts.netloc, path, "batch=1", ""))
 
 
 def _status(text: str) -> None:
@@ -81,6 +82,7 @@ class Listener:
         self._state = state
         self._json = as_json
         self.received = 0
+        self.backoff = BACKOFF_START
 
     async def _register(self) -> dict[str, Any]:
         async with httpx2.AsyncClient(timeout=10) as client:
@@ -120,12 +122,15 @@ class Listener:
                     if kind == "ready":
                         _status(f"connected to {self._server} as device {message['device_id']}")
                         self.backoff = BACKOFF_START
-                    elif kind == "notification":
-                        self._show(message)
-                        await websocket.send(
-                            orjson.dumps({"type": "ack", "ids": [message["id"]]}).decode()
-                        )
-                        self.received += 1
+                    elif kind in ("notification", "batch"):
+                        items = message["notifications"] if kind == "batch" else [message]
+                        if limit is not None:
+                            items = items[: limit - self.received]
+                        for item in items:
+                            self._show(item)
+                        ids = [item["id"] for item in items]
+                        await websocket.send(orjson.dumps({"type": "ack", "ids": ids}).decode())
+                        self.received += len(items)
                         if limit is not None and self.received >= limit:
                             return True
         except InvalidStatus as exc:
@@ -133,8 +138,6 @@ class Listener:
                 raise TokenRejected("the server does not accept the saved device token") from exc
             raise
         return False
-
-    backoff = BACKOFF_START
 
     async def run(self, limit: int | None) -> None:
         entry = self._state.load()
