@@ -1,12 +1,13 @@
 """The delivery pipeline: group commit of accepted notifications with their deliveries,
 batched delivery-status updates, TTL expiry, and hand-off to live device connections.
 
-One writer task owns every write on this path. A cycle takes what is pending and writes it in
-ONE transaction: new notifications, one queued delivery per notification x enabled device,
-status changes reported by connections (sent, delivered), and expired deliveries. Only after
-the commit are the callers answered and the notifications handed to the hub, so nothing is
-answered as accepted before it is durable, and no acknowledgement can reach a delivery row
-before that row exists.
+One writer task owns every write on this path. A cycle first writes the pending notifications
+in ONE transaction: the notification rows and one queued delivery per notification x enabled
+device. Only after that commit are the callers answered and the notifications handed to the
+hub, so nothing is answered as accepted before it is durable, and no acknowledgement can reach
+a delivery row before that row exists. Then, in a transaction of its own, it writes a bounded
+chunk of the status changes reported by connections (sent, delivered) and expires deliveries
+whose TTL ran out.
 
 New notifications start a cycle at once. Status changes wait up to ``STATUS_FLUSH_SECONDS``
 so that a "sent" and the device's acknowledgement that follows it become one row update.
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from itertools import islice
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_NOTIFICATIONS_PER_CYCLE = 1024
 SWEEP_INTERVAL_SECONDS = 1.0
 STATUS_FLUSH_SECONDS = 0.1
+# Most delivery status changes written in one transaction.
+STATUS_CHUNK = 2_000
 # Expiry looks back this far past the previous sweep, so a failed sweep is caught up later.
 SWEEP_OVERLAP_MS = 60_000
 
@@ -72,6 +76,25 @@ class _Statuses:
 
     def __bool__(self) -> bool:
         return bool(self.sent or self.delivered or self.seen)
+
+    def take(self, limit: int) -> _Statuses:
+        """Move up to ``limit`` deliveries' changes (and every "seen") into a new chunk."""
+        if len(self.sent) + len(self.delivered) <= limit:
+            chunk = _Statuses(self.sent, self.delivered, self.seen)
+            self.sent, self.delivered, self.seen = {}, {}, {}
+            return chunk
+        chunk = _Statuses.empty()
+        for key in list(islice(self.delivered, limit)):
+            chunk.delivered[key] = self.delivered.pop(key)
+            if key in self.sent:
+                chunk.sent[key] = self.sent.pop(key)
+        room = limit - len(chunk.delivered)
+        # A "sent" whose acknowledgement is still waiting goes with it, in a later chunk.
+        alone = (key for key in self.sent if key not in self.delivered)
+        for key in list(islice(alone, max(0, room))):
+            chunk.sent[key] = self.sent.pop(key)
+        chunk.seen, self.seen = self.seen, {}
+        return chunk
 
     def rows(
         self,
@@ -177,44 +200,39 @@ class DeliveryPipeline:
     # -- one write cycle -----------------------------------------------------------------------
 
     def _take_statuses(self) -> _Statuses:
+        """A chunk of the status changes, when they are due. What is left stays due, so the
+        next cycle takes it, after any notifications that arrived in between."""
         due = (
             self._stopping
             or asyncio.get_running_loop().time() - self._statuses_since >= STATUS_FLUSH_SECONDS
         )
         if not self._statuses or not due:
             return _Statuses.empty()
-        statuses, self._statuses = self._statuses, _Statuses.empty()
-        return statuses
+        chunk = self._statuses.take(STATUS_CHUNK)
+        if self._statuses:
+            self._wake.set()
+        return chunk
 
     async def _cycle(self) -> None:
         batch = self._pending[:MAX_NOTIFICATIONS_PER_CYCLE]
         del self._pending[:MAX_NOTIFICATIONS_PER_CYCLE]
-        statuses = self._take_statuses()
         now = now_ms()
+        if batch:
+            ids = await self._store_batch(batch, now)
+            for pending, notification_id in zip(batch, ids, strict=True):
+                if notification_id is None:
+                    continue
+                if not pending.future.done():
+                    pending.future.set_result(notification_id)
+                await self._publish(pending.notification, notification_id, now)
+        # Status changes and expiry go in a transaction of their own, in bounded chunks, so
+        # an accepted notification never waits behind a large flush.
+        statuses = self._take_statuses()
         sweep = now - self._last_sweep_ms >= SWEEP_INTERVAL_SECONDS * 1000
-        if not batch and not statuses and not sweep:
-            return
-
-        ids: list[int | None]
-        try:
-            async with self._db.write.begin() as conn:
-                ids = list(await self._store_notifications(conn, batch, now))
-                await self._writes.store_statuses(conn, *statuses.rows())
-                if sweep:
-                    await self._writes.expire(conn, now, self._last_sweep_ms - SWEEP_OVERLAP_MS)
-        except Exception:
-            log.exception("delivery pipeline write failed; retrying its parts separately")
-            # One bad part must not take the others down with it, cycle after cycle.
-            ids = await self._retry_notifications(batch, now)
-            await self._retry_statuses(statuses)
-        if sweep:
-            self._last_sweep_ms = now
-        for pending, notification_id in zip(batch, ids, strict=True):
-            if notification_id is None:
-                continue
-            if not pending.future.done():
-                pending.future.set_result(notification_id)
-            await self._publish(pending.notification, notification_id, now)
+        if statuses or sweep:
+            await self._store_statuses(statuses, now if sweep else None)
+            if sweep:
+                self._last_sweep_ms = now
 
     async def _store_notifications(
         self, conn: AsyncConnection, batch: list[_Pending], now: int
@@ -243,11 +261,9 @@ class DeliveryPipeline:
         await self._writes.store_notifications(conn, rows, audiences)
         return ids
 
-    async def _retry_notifications(self, batch: list[_Pending], now: int) -> list[int | None]:
-        """Store the batch without the status updates; if it still fails, store each
-        notification on its own so one bad row cannot fail the requests batched with it."""
-        if not batch:
-            return []
+    async def _store_batch(self, batch: list[_Pending], now: int) -> list[int | None]:
+        """Store the batch in one transaction; if that fails, store each notification on its
+        own so one bad row cannot fail the requests batched with it. Failed ones get 503."""
         try:
             async with self._db.write.begin() as conn:
                 return list(await self._store_notifications(conn, batch, now))
@@ -257,20 +273,23 @@ class DeliveryPipeline:
                 if not batch[0].future.done():
                     batch[0].future.set_exception(PipelineUnavailable(str(exc)))
                 return [None]
+            log.exception("storing %d notifications failed; retrying one by one", len(batch))
         ids: list[int | None] = []
         for pending in batch:
-            ids.extend(await self._retry_notifications([pending], now))
+            ids.extend(await self._store_batch([pending], now))
         return ids
 
-    async def _retry_statuses(self, statuses: _Statuses) -> None:
-        if not statuses:
-            return
+    async def _store_statuses(self, statuses: _Statuses, sweep_at: int | None) -> None:
         try:
             async with self._db.write.begin() as conn:
                 await self._writes.store_statuses(conn, *statuses.rows())
+                if sweep_at is not None:
+                    after = self._last_sweep_ms - SWEEP_OVERLAP_MS
+                    await self._writes.expire(conn, sweep_at, after)
         except Exception:
             # Unrecorded "sent"/"delivered" marks only mean the device is offered these
-            # notifications again on its next connection (at-least-once), never a loss.
+            # notifications again on its next connection (at-least-once), never a loss; a
+            # failed sweep is caught up by the next one (it looks back SWEEP_OVERLAP_MS).
             log.exception(
                 "recording %d delivery statuses failed; dropped",
                 len(statuses.sent) + len(statuses.delivered),
