@@ -108,9 +108,9 @@ async def test_concurrent_submits_are_group_committed_and_all_stored(world: Worl
 async def test_sent_then_delivered(world: World) -> None:
     notification_id = await world.pipeline.submit(world.notification())
     first, second, third = world.device_ids
-    world.pipeline.record_sent(first, notification_id)
-    world.pipeline.record_sent(second, notification_id)
-    world.pipeline.record_sent(second, notification_id)
+    world.pipeline.record_sent(first, [notification_id])
+    world.pipeline.record_sent(second, [notification_id])
+    world.pipeline.record_sent(second, [notification_id])
     await world.wait_for(
         notification_id, [(first, "sent", 1), (second, "sent", 2), (third, "queued", 0)]
     )
@@ -118,8 +118,8 @@ async def test_sent_then_delivered(world: World) -> None:
     await world.wait_for(
         notification_id, [(first, "delivered", 1), (second, "sent", 2), (third, "queued", 0)]
     )
-    world.pipeline.record_sent(first, notification_id)  # a late "sent" never goes back
-    world.pipeline.record_sent(third, notification_id)
+    world.pipeline.record_sent(first, [notification_id])  # a late "sent" never goes back
+    world.pipeline.record_sent(third, [notification_id])
     world.pipeline.record_delivered(third, [notification_id])  # same cycle: coalesced
     await world.wait_for(
         notification_id, [(first, "delivered", 1), (second, "sent", 2), (third, "delivered", 1)]

@@ -165,13 +165,10 @@ def channel_router(rt: Runtime) -> APIRouter:
     ) -> Response:
         """What the device is owed right now (see docs/channel.md for `since`)."""
         device = await require_device(request)
-        device_session = session(device)
         rt.pipeline.record_seen(device.id)
-        payloads: list[bytes] = []
-        async for item in rt.notifications.backlog(device.id, since, limit):
-            payloads.append(item.payload)
-            device_session.sent(item)
-        body = b'{"notifications":[' + b",".join(payloads) + b"]}"
+        items = [item async for item in rt.notifications.backlog(device.id, since, limit)]
+        session(device).sent_batch(items)
+        body = b'{"notifications":[' + b",".join(item.payload for item in items) + b"]}"
         return Response(body, media_type="application/json")
 
     @router.post("/ack", response_model=AckOut)

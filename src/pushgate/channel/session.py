@@ -75,12 +75,9 @@ class DeviceSession:
             self._pipeline.record_seen(self.device_id)
 
     def sent_batch(self, batch: list[Outgoing]) -> None:
-        for item in batch:
-            self.sent(item)
-
-    def sent(self, item: Outgoing) -> None:
-        if item.notification_id != READY:
-            self._pipeline.record_sent(self.device_id, item.notification_id)
+        ids = [item.notification_id for item in batch if item.notification_id != READY]
+        if ids:
+            self._pipeline.record_sent(self.device_id, ids)
 
     def acknowledged(self, notification_ids: list[int]) -> None:
         if notification_ids:

@@ -144,11 +144,14 @@ class DeliveryPipeline:
             self._statuses_since = asyncio.get_running_loop().time()
             self._wake.set()
 
-    def record_sent(self, device_id: int, notification_id: int) -> None:
+    def record_sent(self, device_id: int, notification_ids: list[int]) -> None:
         self._status_recorded()
-        key = (device_id, notification_id)
-        sends, _ = self._statuses.sent.get(key, (0, 0))
-        self._statuses.sent[key] = (sends + 1, now_ms())
+        at = now_ms()
+        sent = self._statuses.sent
+        for notification_id in notification_ids:
+            key = (device_id, notification_id)
+            previous = sent.get(key)
+            sent[key] = (1, at) if previous is None else (previous[0] + 1, at)
 
     def record_delivered(self, device_id: int, notification_ids: list[int]) -> None:
         self._status_recorded()

@@ -1,0 +1,65 @@
+"""WebSocket clients that ask for batch=1 get what is queued in one frame."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx2
+from e2e_support import (
+    make_tenant,
+    post_ok,
+    register_device,
+    wait_delivery_status,
+    ws_recv,
+)
+from websockets.asyncio.client import connect
+
+from pushgate.testing.server import ServerProcess
+
+
+def batch_url(server: ServerProcess, token: str) -> str:
+    return server.url.replace("http://", "ws://", 1) + f"/api/v1/channel/ws?token={token}&batch=1"
+
+
+async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
+    server: ServerProcess, http: httpx2.AsyncClient
+) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    device = await register_device(http, tenant)
+    for n in range(3):
+        await post_ok(http, tenant, {"email": f"u{n}@example.com", "country": "NL"})
+    async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+        first = await ws_recv(ws)
+        assert first["type"] == "batch"
+        messages = [item["message"] for item in first["notifications"]]
+        assert messages == [f"u{n}@example.com has signed up from NL" for n in range(3)]
+        ready = await ws_recv(ws)
+        assert ready == {"type": "ready", "device_id": device["id"], "backlog": 3}
+        ids = [item["id"] for item in first["notifications"]]
+        await ws.send(json.dumps({"type": "ack", "ids": ids}))
+        await post_ok(http, tenant, {"email": "live@example.com", "country": "NL"})
+        live = await ws_recv(ws)
+        # a single queued notification is sent as a plain notification frame
+        assert live["type"] == "notification"
+        assert live["message"] == "live@example.com has signed up from NL"
+    for notification_id in ids:
+        await wait_delivery_status(http, tenant, notification_id, "delivered")
+
+
+async def test_a_burst_is_received_completely(
+    server: ServerProcess, http: httpx2.AsyncClient
+) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    device = await register_device(http, tenant)
+    async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+        assert (await ws_recv(ws))["type"] == "ready"
+        await asyncio.gather(
+            *(post_ok(http, tenant, {"email": f"b{n}", "country": "NL"}) for n in range(50))
+        )
+        received: list[str] = []
+        while len(received) < 50:
+            frame = await ws_recv(ws)
+            items = frame["notifications"] if frame["type"] == "batch" else [frame]
+            received += [item["message"] for item in items]
+    assert sorted(received) == sorted(f"b{n} has signed up from NL" for n in range(50))
