@@ -35,7 +35,7 @@ MAX_NOTIFICATIONS_PER_CYCLE = 1024
 SWEEP_INTERVAL_SECONDS = 1.0
 STATUS_FLUSH_SECONDS = 0.1
 # Most delivery status changes written in one transaction.
-STATUS_CHUNK = 2_000
+STATUS_CHUNK = 200
 # Expiry looks back this far past the previous sweep, so a failed sweep is caught up later.
 SWEEP_OVERLAP_MS = 60_000
 

@@ -1,15 +1,19 @@
-"""The write statements on the delivery hot path, as plain SQL executed with tuples.
+"""The write statements on the delivery hot path, as plain SQL with multi-row VALUES lists.
 
-Going through the driver directly (no per-row SQLAlchemy parameter processing) and creating
-delivery rows with ``INSERT ... SELECT`` (one parameter set per notification instead of one per
-device) is what lets one writer keep up with thousands of posts a second. The statements are
-the same on SQLite and PostgreSQL except for parameter markers and casts; the storage test
-suite runs them on both.
+Each batch is ONE statement, whatever its number of rows: new notifications in one INSERT, their
+deliveries in one ``INSERT ... SELECT`` joined to the devices (one parameter set per
+notification, not per device), status changes in one ``UPDATE ... FROM (VALUES ...)``. That
+skips SQLAlchemy's per-row parameter processing, and it lets SQLite run a whole batch inside one
+``sqlite3_step`` call, which releases the GIL, instead of handing the GIL back and forth with
+the event loop once per row. The SQL is the same on SQLite and PostgreSQL except for parameter
+markers and casts; the storage test suite runs it on both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,61 +22,56 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 NotificationRow = tuple[int, int, int | None, str | None, str | None, str, str, int, int]
 # (notification_id, account_id, created_ms)
 AudienceRow = tuple[int, int, int]
-# (sends, at, device_id, notification_id)
-SentRow = tuple[int, int, int, int]
-# (sends, at, device_id, notification_id)
-DeliveredRow = tuple[int, int, int, int]
+# (sends, at, device_id, notification_id), for both "sent" and "delivered"
+StatusRow = tuple[int, int, int, int]
 
 _NOTIFICATION_COLUMNS = (
     "id, account_id, app_id, event, title, message, data, created_ms, expires_ms"
 )
+_NOTIFICATION_CASTS = (
+    "bigint",
+    "bigint",
+    "bigint",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bigint",
+    "bigint",
+)
+_AUDIENCE_CASTS = ("bigint", "bigint", "bigint")
+_STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
+
+
+@lru_cache(maxsize=256)
+def _values(rows: int, casts: tuple[str, ...], postgres: bool) -> str:
+    """``VALUES (...), (...)`` for ``rows`` rows of ``len(casts)`` parameters, named
+    ``v(column1, column2, ...)`` on both databases (SQLite's own names for VALUES columns)."""
+    width = len(casts)
+    if postgres:
+        groups = (
+            "(" + ", ".join(f"${r * width + c + 1}::{casts[c]}" for c in range(width)) + ")"
+            for r in range(rows)
+        )
+        names = ", ".join(f"column{c + 1}" for c in range(width))
+        return f"(VALUES {', '.join(groups)}) AS v({names})"
+    group = "(" + ", ".join("?" * width) + ")"
+    return f"(VALUES {', '.join([group] * rows)}) AS v"
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(chain.from_iterable(rows))
 
 
 class DeliveryWrites:
-    """Dialect-specific SQL text, built once per database."""
+    """Builds and runs the hot-path statements for one database dialect."""
 
     def __init__(self, dialect_name: str) -> None:
         self._postgres = dialect_name == "postgresql"
+        self._enabled = "devices.enabled" if self._postgres else "devices.enabled = 1"
 
-        def marks(count: int, casts: Sequence[str] = ()) -> list[str]:
-            # Numbered markers, so one tuple order serves both (SQLite: ?1, PostgreSQL: $1).
-            if not self._postgres:
-                return [f"?{i + 1}" for i in range(count)]
-            return [f"${i + 1}" + (casts[i] if i < len(casts) else "") for i in range(count)]
-
-        n = marks(9)
-        self.insert_notifications = (
-            f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) VALUES ({', '.join(n)})"
-        )
-        a = marks(3, ("::bigint", "::bigint", "::bigint"))
-        enabled = "enabled" if self._postgres else "enabled = 1"
-        self.insert_deliveries = (
-            "INSERT INTO deliveries "
-            "(notification_id, device_id, status, attempts, created_ms, updated_ms) "
-            f"SELECT {a[0]}, id, 'queued', 0, {a[2]}, {a[2]} FROM devices "
-            f"WHERE account_id = {a[1]} AND {enabled}"
-        )
-        s = marks(4)
-        self.mark_sent = (
-            f"UPDATE deliveries SET status = 'sent', attempts = attempts + {s[0]}, "
-            f"sent_ms = {s[1]}, updated_ms = {s[1]} "
-            f"WHERE device_id = {s[2]} AND notification_id = {s[3]} "
-            "AND status IN ('queued', 'sent')"
-        )
-        self.mark_delivered = (
-            f"UPDATE deliveries SET status = 'delivered', attempts = attempts + {s[0]}, "
-            f"delivered_ms = {s[1]}, updated_ms = {s[1]} "
-            f"WHERE device_id = {s[2]} AND notification_id = {s[3]} "
-            "AND status IN ('queued', 'sent', 'expired')"
-        )
-        m = marks(2)
-        self.mark_seen = f"UPDATE devices SET last_seen_ms = {m[0]} WHERE id = {m[1]}"
-        e = marks(3)
-        self.expire_sql = (
-            f"UPDATE deliveries SET status = 'expired', updated_ms = {e[0]} "
-            "WHERE status IN ('queued', 'sent') AND notification_id IN "
-            f"(SELECT id FROM notifications WHERE expires_ms <= {e[1]} AND expires_ms > {e[2]})"
-        )
+    def _marks(self, count: int) -> list[str]:
+        return [f"${i + 1}" for i in range(count)] if self._postgres else ["?"] * count
 
     async def reserve_notification_ids(self, conn: AsyncConnection, count: int) -> list[int]:
         """Ids for ``count`` new notifications, in order.
@@ -94,11 +93,6 @@ class DeliveryWrites:
         start = int(result.scalar_one()) + 1
         return list(range(start, start + count))
 
-    @staticmethod
-    async def _many(conn: AsyncConnection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            await conn.exec_driver_sql(sql, list(rows))
-
     async def store_notifications(
         self,
         conn: AsyncConnection,
@@ -107,20 +101,59 @@ class DeliveryWrites:
     ) -> None:
         """Insert notifications and one queued delivery per enabled device of each one's
         account."""
-        await self._many(conn, self.insert_notifications, rows)
-        await self._many(conn, self.insert_deliveries, audiences)
+        if not rows:
+            return
+        values = _values(len(rows), _NOTIFICATION_CASTS, self._postgres)
+        await conn.exec_driver_sql(
+            f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
+            _flat(rows),
+        )
+        values = _values(len(audiences), _AUDIENCE_CASTS, self._postgres)
+        await conn.exec_driver_sql(
+            "INSERT INTO deliveries "
+            "(notification_id, device_id, status, attempts, created_ms, updated_ms) "
+            "SELECT v.column1, devices.id, 'queued', 0, v.column3, v.column3 "
+            f"FROM {values} JOIN devices ON devices.account_id = v.column2 "
+            f"WHERE {self._enabled} ORDER BY v.column1, devices.id",
+            _flat(audiences),
+        )
+
+    async def _update_statuses(
+        self, conn: AsyncConnection, rows: Sequence[StatusRow], status: str, stamp: str
+    ) -> None:
+        if not rows:
+            return
+        allowed = "('queued', 'sent')" if status == "sent" else "('queued', 'sent', 'expired')"
+        values = _values(len(rows), _STATUS_CASTS, self._postgres)
+        await conn.exec_driver_sql(
+            f"UPDATE deliveries SET status = '{status}', attempts = attempts + v.column1, "
+            f"{stamp} = v.column2, updated_ms = v.column2 FROM {values} "
+            "WHERE deliveries.device_id = v.column3 AND deliveries.notification_id = v.column4 "
+            f"AND deliveries.status IN {allowed}",
+            _flat(rows),
+        )
 
     async def store_statuses(
         self,
         conn: AsyncConnection,
-        sent: Sequence[SentRow],
-        delivered: Sequence[DeliveredRow],
+        sent: Sequence[StatusRow],
+        delivered: Sequence[StatusRow],
         seen: Sequence[tuple[int, int]],
     ) -> None:
-        await self._many(conn, self.mark_sent, sent)
-        await self._many(conn, self.mark_delivered, delivered)
-        await self._many(conn, self.mark_seen, seen)
+        await self._update_statuses(conn, sent, "sent", "sent_ms")
+        await self._update_statuses(conn, delivered, "delivered", "delivered_ms")
+        if seen:
+            at, device = self._marks(2)
+            await conn.exec_driver_sql(
+                f"UPDATE devices SET last_seen_ms = {at} WHERE id = {device}", list(seen)
+            )
 
     async def expire(self, conn: AsyncConnection, now: int, after: int) -> None:
         """Deliveries still open whose notification's TTL ran out in ``(after, now]``."""
-        await conn.exec_driver_sql(self.expire_sql, (now, now, after))
+        at, upto, since = self._marks(3)
+        await conn.exec_driver_sql(
+            f"UPDATE deliveries SET status = 'expired', updated_ms = {at} "
+            "WHERE status IN ('queued', 'sent') AND notification_id IN "
+            f"(SELECT id FROM notifications WHERE expires_ms <= {upto} AND expires_ms > {since})",
+            (now, now, after),
+        )
