@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,12 +42,22 @@ def _ping(limit: int) -> Route:
     return Route("/api/v1/ping", ping, methods=["POST"], include_in_schema=False)
 
 
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper collections: everything alive after start-up is frozen out of the
+    cyclic collector, and the young generation is collected less often. A full collection
+    over a busy heap otherwise stalls every request and device for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     rt = runtime or build_runtime(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(rt.db)
+        tune_garbage_collector()
         rt.pipeline.start()
         try:
             yield

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_NOTIFICATIONS_PER_CYCLE = 1024
 SWEEP_INTERVAL_SECONDS = 1.0
+CHECKPOINT_INTERVAL_SECONDS = 1.0
 STATUS_FLUSH_SECONDS = 0.1
 # Most delivery status changes written in one transaction.
 STATUS_CHUNK = 200
@@ -124,6 +125,7 @@ class DeliveryPipeline:
         self._statuses_since = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_sweep_ms = 0
 
@@ -167,11 +169,26 @@ class DeliveryPipeline:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pushgate-delivery-pipeline")
+        self._checkpoints = asyncio.create_task(self._checkpoint(), name="pushgate-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        """Keep SQLite's write-ahead log short, off the writer's path."""
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+            try:
+                await self._db.checkpoint()
+            except Exception:
+                log.exception("WAL checkpoint failed; retrying later")
 
     async def stop(self) -> None:
         """Write what is pending, then stop."""
         self._stopping = True
         self._wake.set()
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoints
+            self._checkpoints = None
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

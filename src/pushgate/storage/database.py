@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def now_ms() -> int:
@@ -34,6 +35,16 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.write.dialect.name == "sqlite"
 
+    async def checkpoint(self) -> None:
+        """Copy committed pages from SQLite's write-ahead log into the database file without
+        blocking the writer (PASSIVE). A no-op on PostgreSQL."""
+        if not self.is_sqlite:
+            return
+        async with self.read.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     async def dispose(self) -> None:
         await self.write.dispose()
         if self.read is not self.write:
@@ -41,6 +52,9 @@ class Database:
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+    """``immediate``: the write engine. Its commits never run a WAL checkpoint themselves (that
+    would stall the writer for tens of milliseconds now and then); ``Database.checkpoint``
+    does it from a reader connection, and SQLite does it when the last connection closes."""
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -51,6 +65,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if immediate:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
