@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushgate import __version__
+from pushgate.api.body import read_body
 from pushgate.api.body_limit import NativeBodyLimit
 from pushgate.api.dialects.instapush import InstapushRouter
 from pushgate.api.native.deps import user_auth
@@ -33,7 +34,6 @@ async def _health(request: Request) -> Response:
 
 def _ping(limit: int) -> Route:
     """A no-op POST on the same stack as the send endpoints: the floor for benchmarks."""
-    from pushgate.api.body import read_body
 
     async def ping(request: Request) -> Response:
         await read_body(request, limit)

@@ -88,3 +88,14 @@ async def test_unknown_native_path_and_wrong_platform(
     response = await http.post("/api/v1/devices", headers=tenant.bearer, json={"platform": "fax"})
     assert response.status_code == 400
     assert "platform" in response.json()["error"]["message"]
+
+
+async def test_openapi_and_docs_are_served(http: httpx2.AsyncClient) -> None:
+    spec = await http.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    for path in ("/api/v1/devices", "/api/v1/channel/poll", "/api/v1/channel/ack"):
+        assert path in paths
+    docs = await http.get("/docs")
+    assert docs.status_code == 200
+    assert "text/html" in docs.headers["content-type"]

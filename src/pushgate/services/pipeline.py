@@ -169,7 +169,8 @@ class DeliveryPipeline:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pushgate-delivery-pipeline")
-        self._checkpoints = asyncio.create_task(self._checkpoint(), name="pushgate-checkpoint")
+        if self._db.is_sqlite:
+            self._checkpoints = asyncio.create_task(self._checkpoint(), name="pushgate-checkpoint")
 
     async def _checkpoint(self) -> None:
         """Keep SQLite's write-ahead log short, off the writer's path."""
