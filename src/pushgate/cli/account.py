@@ -40,7 +40,9 @@ def _with_accounts(work: Callable[[AccountService], Awaitable[T]]) -> T:
 
 @account_app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(help="A name for the account, e.g. your company.")],
+    name: Annotated[
+        str, typer.Argument(help="A name for the account, e.g. your company.", metavar="NAME")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create an account and print its user token (used by the Instapush apps/* calls and

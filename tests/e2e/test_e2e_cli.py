@@ -1,0 +1,77 @@
+"""The command line as a user meets it: help texts, migrate, account create and list."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pushgate.testing.server import run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], ["serve", "migrate", "account", "listen", "--data-dir"]),
+        (["serve"], ["--host", "--port"]),
+        (["account"], ["create", "list"]),
+        (["account", "create"], ["NAME", "--json"]),
+        (["listen"], ["--server", "--user-token", "--json", "--count"]),
+    ],
+)
+def test_every_command_explains_itself(
+    tmp_path: Path, args: list[str], expected: list[str]
+) -> None:
+    result = run_cli([*args, "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for word in expected:
+        assert word in result.stdout
+
+
+def test_migrate_creates_the_schema(tmp_path: Path) -> None:
+    result = run_cli(["migrate"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+    tables = {
+        row[0]
+        for row in sqlite3.connect(tmp_path / "pushgate.db").execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
+    assert {"accounts", "apps", "events", "devices", "notifications", "deliveries"} <= tables
+    assert run_cli(["migrate"], tmp_path).returncode == 0  # idempotent
+
+
+def test_account_create_and_list(tmp_path: Path) -> None:
+    created = run_cli(["account", "create", "Acme", "--json"], tmp_path)
+    assert created.returncode == 0, created.stderr
+    account = json.loads(created.stdout)
+    assert account["name"] == "Acme" and len(account["user_token"]) == 32
+
+    human = run_cli(["account", "create", "Beta"], tmp_path)
+    assert human.returncode == 0
+    assert "User token:" in human.stdout and "x-instapush-token" in human.stdout
+
+    listed = run_cli(["account", "list", "--json"], tmp_path)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [row["name"] for row in rows] == ["Acme", "Beta"]
+    assert account["user_token"] not in listed.stdout  # masked unless asked for
+    shown = run_cli(["account", "list", "--json", "--show-tokens"], tmp_path)
+    assert account["user_token"] in shown.stdout
+
+    table = run_cli(["account", "list"], tmp_path)
+    assert "Acme" in table.stdout and "Beta" in table.stdout
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    empty = run_cli(["account", "create", "  "], tmp_path)
+    assert empty.returncode == 2
+    assert "1-200 characters" in empty.stderr
+    bad_server = run_cli(["listen", "--server", "ftp://x", "--user-token", "t"], tmp_path)
+    assert bad_server.returncode == 2
+    assert "http://" in bad_server.stderr
+    bad_setting = run_cli(["migrate"], tmp_path, {"PUSHGATE_PORT": "not-a-port"})
+    assert bad_setting.returncode == 2
+    assert "port" in bad_setting.stderr.lower()
