@@ -34,6 +34,3 @@ class TTLCache(Generic[K, V]):
 
     def discard(self, key: K) -> None:
         self._items.pop(key, None)
-
-    def clear(self) -> None:
-        self._items.clear()

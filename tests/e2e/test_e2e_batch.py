@@ -63,3 +63,19 @@ async def test_a_burst_is_received_completely(
             items = frame["notifications"] if frame["type"] == "batch" else [frame]
             received += [item["message"] for item in items]
     assert sorted(received) == sorted(f"b{n} has signed up from NL" for n in range(50))
+
+
+async def test_binary_ack_frames_and_garbage_are_handled(
+    server: ServerProcess, http: httpx2.AsyncClient
+) -> None:
+    tenant = await make_tenant(http, server.data_dir)
+    device = await register_device(http, tenant)
+    async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+        assert (await ws_recv(ws))["type"] == "ready"
+        await post_ok(http, tenant)
+        notification = await ws_recv(ws)
+        await ws.send(b"not json")
+        error = await ws_recv(ws)
+        assert error["type"] == "error" and error["message"]
+        await ws.send(json.dumps({"type": "ack", "ids": [notification["id"]]}).encode())
+        await wait_delivery_status(http, tenant, notification["id"], "delivered")

@@ -89,7 +89,10 @@ def channel_router(rt: Runtime) -> APIRouter:
 
         async def read_acks() -> None:
             while True:
-                raw = await websocket.receive_text()
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes") or b""
                 try:
                     device_session.acknowledged(_ack_ids(orjson.loads(raw)))
                 except (orjson.JSONDecodeError, InvalidInput) as exc:

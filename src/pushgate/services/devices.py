@@ -14,7 +14,6 @@ from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import devices, subscribers
 
 DEVICE_TOKEN_PREFIX = "dvt_"
-PLATFORMS = ("channel",)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from pushgate.channel.hub import Hub, Outgoing
 from pushgate.channel.messages import notification_message
 from pushgate.services.devices import DeviceService
 from pushgate.storage.database import Database, now_ms
-from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow
+from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow, StatusRow
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,9 @@ class _Statuses:
         chunk.seen, self.seen = self.seen, {}
         return chunk
 
-    def rows(
-        self,
-    ) -> tuple[
-        list[tuple[int, int, int, int]], list[tuple[int, int, int, int]], list[tuple[int, int]]
-    ]:
+    def rows(self) -> tuple[list[StatusRow], list[StatusRow], list[tuple[int, int]]]:
+        """(sent rows, delivered rows, seen rows); a delivered row carries the sends that
+        preceded it, and a "sent" that was acknowledged in the same chunk is not written."""
         sent = self.sent
         delivered = self.delivered
         sent_rows = [
