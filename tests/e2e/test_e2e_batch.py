@@ -79,3 +79,21 @@ async def test_binary_ack_frames_and_garbage_are_handled(
         assert error["type"] == "error" and error["message"]
         await ws.send(json.dumps({"type": "ack", "ids": [notification["id"]]}).encode())
         await wait_delivery_status(http, tenant, notification["id"], "delivered")
+
+
+async def test_an_acknowledged_notification_is_not_resent_on_a_quick_reconnect(
+    server: ServerProcess, http: httpx2.AsyncClient
+) -> None:
+    """Status changes reach storage in batches; a reconnect right after an ack must not
+    be offered what was acknowledged."""
+    tenant = await make_tenant(http, server.data_dir)
+    device = await register_device(http, tenant)
+    for _ in range(5):
+        async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+            assert (await ws_recv(ws))["type"] == "ready"
+            await post_ok(http, tenant)
+            notification = await ws_recv(ws)
+            await ws.send(json.dumps({"type": "ack", "ids": [notification["id"]]}))
+        async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+            first = await ws_recv(ws)
+            assert first["type"] == "ready" and first["backlog"] == 0, first

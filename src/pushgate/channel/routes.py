@@ -169,8 +169,9 @@ def channel_router(rt: Runtime) -> APIRouter:
         """What the device is owed right now (see docs/channel.md for `since`)."""
         device = await require_device(request)
         rt.pipeline.record_seen(device.id)
-        items = [item async for item in rt.notifications.backlog(device.id, since, limit)]
-        session(device).sent_batch(items)
+        device_session = session(device)
+        items = [item async for item in device_session.owed(since, limit)]
+        device_session.sent_batch(items)
         body = b'{"notifications":[' + b",".join(item.payload for item in items) + b"]}"
         return Response(body, media_type="application/json")
 

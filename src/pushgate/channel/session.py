@@ -45,7 +45,7 @@ class DeviceSession:
             # what arrives live and was already in the backlog is skipped.
             backlog_ids: set[int] = set()
             page: list[Outgoing] = []
-            async for item in self._queries.backlog(self.device_id, since):
+            async for item in self.owed(since):
                 backlog_ids.add(item.notification_id)
                 page.append(item)
                 if len(page) == MAX_BATCH:
@@ -73,6 +73,14 @@ class DeviceSession:
         finally:
             self._hub.unsubscribe(subscription)
             self._pipeline.record_seen(self.device_id)
+
+    async def owed(self, since: int | None, limit: int | None = None) -> AsyncIterator[Outgoing]:
+        """The device's backlog from storage (see ``NotificationQueries.backlog``), less what
+        it has acknowledged in changes not written yet."""
+        async for item in self._queries.backlog(self.device_id, since, limit):
+            if since is None and self._pipeline.acknowledged(self.device_id, item.notification_id):
+                continue
+            yield item
 
     def sent_batch(self, batch: list[Outgoing]) -> None:
         ids = [item.notification_id for item in batch if item.notification_id != READY]

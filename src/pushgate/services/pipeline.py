@@ -120,6 +120,7 @@ class DeliveryPipeline:
         self._hub = hub
         self._pending: list[_Pending] = []
         self._statuses = _Statuses.empty()
+        self._writing = _Statuses.empty()  # the chunk being written right now
         self._statuses_since = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -158,6 +159,12 @@ class DeliveryPipeline:
         at = now_ms()
         for notification_id in notification_ids:
             self._statuses.delivered[(device_id, notification_id)] = at
+
+    def acknowledged(self, device_id: int, notification_id: int) -> bool:
+        """Whether the device has acknowledged this notification in a change that is not in
+        storage yet (status changes are written up to ``STATUS_FLUSH_SECONDS`` later)."""
+        key = (device_id, notification_id)
+        return key in self._statuses.delivered or key in self._writing.delivered
 
     def record_seen(self, device_id: int) -> None:
         self._status_recorded()
@@ -249,7 +256,11 @@ class DeliveryPipeline:
         statuses = self._take_statuses()
         sweep = now - self._last_sweep_ms >= SWEEP_INTERVAL_SECONDS * 1000
         if statuses or sweep:
-            await self._store_statuses(statuses, now if sweep else None)
+            self._writing = statuses
+            try:
+                await self._store_statuses(statuses, now if sweep else None)
+            finally:
+                self._writing = _Statuses.empty()
             if sweep:
                 self._last_sweep_ms = now
 
