@@ -8,8 +8,10 @@ import hashlib
 import json
 import os
 import random
+import signal
 import socket
 import sys
+from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,6 +164,19 @@ class Listener:
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
 
+async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work``; SIGINT or SIGTERM stop it cleanly, so the acknowledgement of what was
+    printed last still goes out and the connection is closed properly."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        _status("stopped")
+
+
 def listen(
     server: Annotated[str, typer.Option(help="Base URL of the Pushgate server.")],
     user_token: Annotated[
@@ -190,9 +205,7 @@ def listen(
     )
     listener = Listener(server, user_token, state, as_json)
     try:
-        asyncio.run(listener.run(count))
-    except KeyboardInterrupt:
-        _status("stopped")
+        asyncio.run(_until_signalled(listener.run(count)))
     except TokenRejected as exc:
         typer.secho(f"pushgate listen: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
