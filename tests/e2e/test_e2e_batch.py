@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx2
 from e2e_support import (
@@ -18,8 +19,11 @@ from websockets.asyncio.client import connect
 from pushgate.testing.server import ServerProcess
 
 
-def batch_url(server: ServerProcess, token: str) -> str:
-    return server.url.replace("http://", "ws://", 1) + f"/api/v1/channel/ws?token={token}&batch=1"
+def batch_ws(server: ServerProcess, device: dict[str, Any]) -> connect:
+    """A WebSocket device connection that asks for batched frames."""
+    base = server.url.replace("http://", "ws://", 1)
+    url = f"{base}/api/v1/channel/ws?token={device['device_token']}&batch=1"
+    return connect(url, compression=None)
 
 
 async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
@@ -29,7 +33,7 @@ async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
     device = await register_device(http, tenant)
     for n in range(3):
         await post_ok(http, tenant, {"email": f"u{n}@example.com", "country": "NL"})
-    async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+    async with batch_ws(server, device) as ws:
         first = await ws_recv(ws)
         assert first["type"] == "batch"
         messages = [item["message"] for item in first["notifications"]]
@@ -52,7 +56,7 @@ async def test_a_burst_is_received_completely(
 ) -> None:
     tenant = await make_tenant(http, server.data_dir)
     device = await register_device(http, tenant)
-    async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+    async with batch_ws(server, device) as ws:
         assert (await ws_recv(ws))["type"] == "ready"
         await asyncio.gather(
             *(post_ok(http, tenant, {"email": f"b{n}", "country": "NL"}) for n in range(50))
@@ -70,7 +74,7 @@ async def test_binary_ack_frames_and_garbage_are_handled(
 ) -> None:
     tenant = await make_tenant(http, server.data_dir)
     device = await register_device(http, tenant)
-    async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+    async with batch_ws(server, device) as ws:
         assert (await ws_recv(ws))["type"] == "ready"
         await post_ok(http, tenant)
         notification = await ws_recv(ws)
@@ -89,11 +93,11 @@ async def test_an_acknowledged_notification_is_not_resent_on_a_quick_reconnect(
     tenant = await make_tenant(http, server.data_dir)
     device = await register_device(http, tenant)
     for _ in range(5):
-        async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+        async with batch_ws(server, device) as ws:
             assert (await ws_recv(ws))["type"] == "ready"
             await post_ok(http, tenant)
             notification = await ws_recv(ws)
             await ws.send(json.dumps({"type": "ack", "ids": [notification["id"]]}))
-        async with connect(batch_url(server, device["device_token"]), compression=None) as ws:
+        async with batch_ws(server, device) as ws:
             first = await ws_recv(ws)
             assert first["type"] == "ready" and first["backlog"] == 0, first
