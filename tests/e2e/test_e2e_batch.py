@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 import httpx2
+import pytest
 from e2e_support import (
+    Tenant,
     make_tenant,
     post_ok,
     register_device,
@@ -26,11 +28,21 @@ def batch_ws(server: ServerProcess, device: dict[str, Any]) -> connect:
     return connect(url, compression=None)
 
 
-async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
+@pytest.fixture
+async def tenant_device(
     server: ServerProcess, http: httpx2.AsyncClient
-) -> None:
+) -> tuple[Tenant, dict[str, Any]]:
+    """A fresh account with the signups event and one registered channel device."""
     tenant = await make_tenant(http, server.data_dir)
-    device = await register_device(http, tenant)
+    return tenant, await register_device(http, tenant)
+
+
+async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
+    server: ServerProcess,
+    http: httpx2.AsyncClient,
+    tenant_device: tuple[Tenant, dict[str, Any]],
+) -> None:
+    tenant, device = tenant_device
     for n in range(3):
         await post_ok(http, tenant, {"email": f"u{n}@example.com", "country": "NL"})
     async with batch_ws(server, device) as ws:
@@ -52,10 +64,11 @@ async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
 
 
 async def test_a_burst_is_received_completely(
-    server: ServerProcess, http: httpx2.AsyncClient
+    server: ServerProcess,
+    http: httpx2.AsyncClient,
+    tenant_device: tuple[Tenant, dict[str, Any]],
 ) -> None:
-    tenant = await make_tenant(http, server.data_dir)
-    device = await register_device(http, tenant)
+    tenant, device = tenant_device
     async with batch_ws(server, device) as ws:
         assert (await ws_recv(ws))["type"] == "ready"
         await asyncio.gather(
@@ -70,10 +83,11 @@ async def test_a_burst_is_received_completely(
 
 
 async def test_binary_ack_frames_and_garbage_are_handled(
-    server: ServerProcess, http: httpx2.AsyncClient
+    server: ServerProcess,
+    http: httpx2.AsyncClient,
+    tenant_device: tuple[Tenant, dict[str, Any]],
 ) -> None:
-    tenant = await make_tenant(http, server.data_dir)
-    device = await register_device(http, tenant)
+    tenant, device = tenant_device
     async with batch_ws(server, device) as ws:
         assert (await ws_recv(ws))["type"] == "ready"
         await post_ok(http, tenant)
@@ -86,12 +100,13 @@ async def test_binary_ack_frames_and_garbage_are_handled(
 
 
 async def test_an_acknowledged_notification_is_not_resent_on_a_quick_reconnect(
-    server: ServerProcess, http: httpx2.AsyncClient
+    server: ServerProcess,
+    http: httpx2.AsyncClient,
+    tenant_device: tuple[Tenant, dict[str, Any]],
 ) -> None:
     """Status changes reach storage in batches; a reconnect right after an ack must not
     be offered what was acknowledged."""
-    tenant = await make_tenant(http, server.data_dir)
-    device = await register_device(http, tenant)
+    tenant, device = tenant_device
     for _ in range(5):
         async with batch_ws(server, device) as ws:
             assert (await ws_recv(ws))["type"] == "ready"
