@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    LargeBinary,
     Boolean,
     Column,
     ForeignKey,
@@ -71,6 +72,9 @@ subscribers = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
     Column("external_id", String(200), nullable=True),
+    Column("email", String(320), nullable=True),
+    Column("phone_number", String(32), nullable=True),
+    Column("uuid", String(64), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     UniqueConstraint("account_id", "external_id", name="uq_subscribers_account_id_external_id"),
 )
@@ -84,11 +88,17 @@ devices = Table(
     Column("platform", String(16), nullable=False),
     Column("name", String(200), nullable=True),
     Column("language", String(16), nullable=True),
+    Column("timezone", String(64), nullable=True),
     Column("token_hash", String(64), nullable=False, unique=True),
+    # The provider address (APNs/FCM/HMS token or Web Push subscription JSON), encrypted; its
+    # digest finds a re-registration of the same address.
+    Column("push_token_enc", Text, nullable=True),
+    Column("push_token_hash", String(64), nullable=True),
     Column("enabled", Boolean, nullable=False),
     Column("disabled_reason", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("last_seen_ms", BigInteger, nullable=True),
+    Index("ix_devices_account_id_push_token_hash", "account_id", "push_token_hash"),
 )
 
 notifications = Table(
@@ -116,6 +126,8 @@ deliveries = Table(
     Column("notification_id", Id, ForeignKey("notifications.id"), primary_key=True),
     Column("device_id", Id, ForeignKey("devices.id"), primary_key=True),
     Column("status", String(16), nullable=False),
+    # The device's platform when the delivery was made: the transport that carries it.
+    Column("transport", String(16), nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("reason", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
@@ -124,4 +136,19 @@ deliveries = Table(
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_deliveries_device_id_notification_id", "device_id", "notification_id"),
     sqlite_with_rowid=False,
+)
+
+# The embedded queue engine's jobs. A job is visible to workers once ``visible_ms`` has passed:
+# a claim pushes it into the future by the lease, an acknowledgement deletes the row, so a job
+# whose worker died becomes visible again when its lease runs out.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("queue", String(64), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("visible_ms", BigInteger, nullable=False),
+    Column("claims", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_jobs_queue_visible_ms", "queue", "visible_ms"),
 )

@@ -1,0 +1,1 @@
+"""Queue engines: where jobs wait for workers (see ``base.QueueEngine``)."""
