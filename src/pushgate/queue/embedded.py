@@ -101,7 +101,7 @@ class EmbeddedQueue(QueueEngine):
         async with self._db.write.begin() as conn:
             rows = (await conn.exec_driver_sql(sql, (queue, now, limit, until))).all()
         return sorted(
-            (Job(str(row[0]), queue, bytes(row[1]), int(row[2])) for row in rows),
+            (Job(str(id_), queue, bytes(payload), int(claims)) for id_, payload, claims in rows),
             key=lambda job: int(job.id),
         )
 
@@ -147,7 +147,9 @@ class EmbeddedQueue(QueueEngine):
                 (queue, now_ms(), limit),
             )
         ).all()
-        jobs = [Job(str(row[0]), queue, bytes(row[1]), int(row[2]) + 1) for row in rows]
+        jobs = [
+            Job(str(id_), queue, bytes(payload), int(claims) + 1) for id_, payload, claims in rows
+        ]
         await self.ack_within(conn, jobs)
         return jobs
 
