@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -99,7 +100,7 @@ class EmbeddedQueue(QueueEngine):
             "RETURNING id, payload, claims"
         )
         async with self._db.write.begin() as conn:
-            rows = (await conn.exec_driver_sql(sql, (queue, now, limit, until))).all()
+            rows: list[Any] = list(await conn.exec_driver_sql(sql, (queue, now, limit, until)))
         return sorted(
             (Job(str(id_), queue, bytes(payload), int(claims)) for id_, payload, claims in rows),
             key=lambda job: int(job.id),
@@ -140,13 +141,13 @@ class EmbeddedQueue(QueueEngine):
         exactly when that transaction commits, and untouched when it rolls back."""
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
         q, upto, n = self._marks(1, 3).split(", ")
-        rows = (
+        rows: list[Any] = list(
             await conn.exec_driver_sql(
                 f"SELECT id, payload, claims FROM jobs WHERE queue = {q} AND visible_ms <= {upto} "
                 f"ORDER BY visible_ms, id LIMIT {n}{skip_locked}",
                 (queue, now_ms(), limit),
             )
-        ).all()
+        )
         jobs = [
             Job(str(id_), queue, bytes(payload), int(claims) + 1) for id_, payload, claims in rows
         ]
