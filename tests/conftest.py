@@ -69,3 +69,46 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'pushgate.db'}"
     return str(request.getfixturevalue("postgres_database_url"))
+
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_test_url() -> str:
+    return os.environ.get("PUSHGATE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The test Redis server's URL, after checking that it answers (skip, or fail when
+    services are required). Tests use a random key prefix of their own and clean it up."""
+    import redis
+
+    url = redis_test_url()
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        message = f"Redis at {url} is unreachable: {exc}"
+        if services_required():
+            pytest.fail(message + " (PUSHGATE_REQUIRE_SERVICES=1)")
+        pytest.skip(message)
+    finally:
+        client.close()
+    yield url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own on the test Redis server; its keys are deleted after."""
+    import redis
+
+    prefix = f"pgtest-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

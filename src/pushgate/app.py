@@ -65,12 +65,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(rt.db)
         tune_interpreter()
-        rt.pipeline.start()
+        await rt.start(accepting=True, working=settings.run_workers)
         try:
             yield
         finally:
-            await rt.pipeline.stop()
-            await rt.db.dispose()
+            await rt.stop()
 
     app = FastAPI(
         title="Pushgate",

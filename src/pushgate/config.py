@@ -47,9 +47,50 @@ class Settings(BaseSettings):
     notification_ttl_seconds: int = Field(
         86_400, ge=1, description="How long an undelivered notification is kept for a device."
     )
+    queue_url: str | None = Field(
+        None,
+        description="Queue engine for delivery jobs: unset for the embedded engine (a table in "
+        "the database); redis://host:port/db for Redis Streams, which lets several server and "
+        "`pushgate worker` processes share the work.",
+    )
+    queue_prefix: str = Field(
+        "pushgate",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every Redis key and channel Pushgate uses.",
+    )
+    run_workers: bool = Field(
+        True, description="Whether `pushgate serve` runs delivery workers in its own process."
+    )
+    push_concurrency: int = Field(
+        4, ge=1, le=256, description="Push delivery jobs handled at once per platform."
+    )
+    max_attempts: int = Field(
+        8, ge=1, le=100, description="Attempts per push delivery before it is marked failed."
+    )
+    retry_base_seconds: float = Field(
+        1.0, gt=0, le=3600, description="First retry delay; it doubles per attempt (jittered)."
+    )
+    retry_max_seconds: float = Field(
+        600.0, gt=0, le=86_400, description="Longest delay between two attempts."
+    )
+    job_lease_seconds: float = Field(
+        60.0,
+        ge=0.5,
+        le=3600,
+        description="How long a worker holds a job before another may take it over.",
+    )
     environment: Literal["development", "production"] = "development"
     log_level: str = "info"
     config_file: Path | None = Field(None, description="Optional TOML file with these settings.")
+
+    @field_validator("queue_url", mode="after")
+    @classmethod
+    def _redis_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("queue_url must be a redis://, rediss:// or unix:// URL (or unset)")
+        return value
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -1,20 +1,29 @@
-"""Everything one server process holds: settings, storage, services and the channel hub."""
+"""Everything one Pushgate process holds: settings, storage, services, the queue engine, the
+channel hub and the delivery workers; started and stopped in one place."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pushgate.channel.broadcast import ChannelBroadcast, LocalBroadcast, RedisBroadcast
 from pushgate.channel.hub import Hub
 from pushgate.config import Settings
 from pushgate.crypto import SecretBox
+from pushgate.domain.retry import RetryPolicy
+from pushgate.queue.base import QueueEngine
+from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
 from pushgate.services.apps import AppService
 from pushgate.services.devices import DeviceService
 from pushgate.services.events import EventService
+from pushgate.services.fan_out import FanOut
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
+from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.send import SendService
 from pushgate.storage.database import Database, open_database
+from pushgate.transports.base import Transport, default_transports
+from pushgate.workers import Workers
 
 
 @dataclass
@@ -28,18 +37,81 @@ class Runtime:
     devices: DeviceService
     notifications: NotificationQueries
     hub: Hub
+    jobs: EmbeddedQueue
+    queue: QueueEngine
+    broadcast: ChannelBroadcast
+    transports: dict[str, Transport]
     pipeline: DeliveryPipeline
+    workers: Workers
     send: SendService
 
+    async def start(self, *, accepting: bool, working: bool) -> None:
+        """``accepting``: this process takes requests and holds device connections (a server);
+        ``working``: it runs delivery workers."""
+        await self.queue.start()
+        await self.broadcast.start()
+        if accepting:
+            self.pipeline.start()
+        if working:
+            self.workers.start()
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Wire the services together; no I/O happens until the pipeline is started."""
+    async def stop(self) -> None:
+        await self.workers.stop()
+        await self.pipeline.stop()
+        await self.broadcast.close()
+        await self.queue.close()
+        for transport in self.transports.values():
+            await transport.close()
+        await self.db.dispose()
+
+
+def build_queue(settings: Settings, jobs: EmbeddedQueue) -> QueueEngine:
+    if settings.queue_url is None:
+        return jobs
+    from pushgate.queue.redis import RedisQueue
+
+    return RedisQueue(settings.queue_url, prefix=settings.queue_prefix)
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    accepting: bool = True,
+    transports: dict[str, Transport] | None = None,
+) -> Runtime:
+    """Wire the services together; no I/O happens until ``start``. ``accepting``: whether
+    this process holds device connections (it then receives channel broadcasts)."""
     db = open_database(settings.resolved_database_url)
     box = SecretBox(settings.resolved_secret_key())
     events = EventService(db)
     devices = DeviceService(db, box)
     hub = Hub()
-    pipeline = DeliveryPipeline(db, devices, hub)
+    jobs = EmbeddedQueue(db)
+    queue = build_queue(settings, jobs)
+    broadcast: ChannelBroadcast
+    if settings.queue_url is None:
+        broadcast = LocalBroadcast(hub)
+    else:
+        broadcast = RedisBroadcast(
+            settings.queue_url, settings.queue_prefix, hub if accepting else None
+        )
+    pipeline = DeliveryPipeline(db, jobs)
+    chosen = default_transports() if transports is None else transports
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        base_seconds=settings.retry_base_seconds,
+        max_seconds=settings.retry_max_seconds,
+    )
+    workers = Workers(
+        jobs=jobs,
+        queue=queue,
+        fan_out=FanOut(db, jobs, queue),
+        broadcast=broadcast,
+        push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds),
+        platforms=sorted(chosen),
+        push_concurrency=settings.push_concurrency,
+        lease_seconds=settings.job_lease_seconds,
+    )
     return Runtime(
         settings=settings,
         db=db,
@@ -50,6 +122,11 @@ def build_runtime(settings: Settings) -> Runtime:
         devices=devices,
         notifications=NotificationQueries(db),
         hub=hub,
+        jobs=jobs,
+        queue=queue,
+        broadcast=broadcast,
+        transports=chosen,
         pipeline=pipeline,
+        workers=workers,
         send=SendService(events, pipeline, settings.notification_ttl_seconds),
     )

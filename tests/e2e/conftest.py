@@ -11,7 +11,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,10 +164,12 @@ async def post_ok(
     tenant: Tenant,
     trackers: Mapping[str, Any] | None = None,
     event: str = "signups",
-) -> None:
+) -> int:
+    """Post an event; returns the accepted notification's id."""
     resp = await post_event(http, tenant, trackers, event)
     assert resp.status_code == 201, resp.text
     assert resp.json() == {"msg": "Notification Sent Succesfully", "error": False, "status": 201}
+    return int(resp.headers["x-pushgate-notification-id"])
 
 
 async def register_device(
@@ -221,6 +223,14 @@ async def wait_delivery_status(
         if time.monotonic() > deadline:
             pytest.fail(f"deliveries of {notification_id} never became {status!r}: {rows}")
         await asyncio.sleep(0.1)
+
+
+async def wait_fanned_out(
+    http: httpx2.AsyncClient, tenant: Tenant, notification_ids: Sequence[int]
+) -> None:
+    """Until every notification has its deliveries (the fan-out runs after the 2xx answer)."""
+    for notification_id in notification_ids:
+        await wait_delivery_status(http, tenant, notification_id, "queued")
 
 
 # --------------------------------------------------------------------------- channel clients

@@ -14,6 +14,7 @@ from e2e_support import (
     post_ok,
     register_device,
     wait_delivery_status,
+    wait_fanned_out,
     ws_recv,
 )
 from websockets.asyncio.client import connect
@@ -43,8 +44,11 @@ async def test_backlog_arrives_as_one_batch_and_live_ones_follow(
     tenant_device: tuple[Tenant, dict[str, Any]],
 ) -> None:
     tenant, device = tenant_device
-    for n in range(3):
+    posted = [
         await post_ok(http, tenant, {"email": f"u{n}@example.com", "country": "NL"})
+        for n in range(3)
+    ]
+    await wait_fanned_out(http, tenant, posted)
     async with batch_ws(server, device) as ws:
         first = await ws_recv(ws)
         assert first["type"] == "batch"

@@ -22,6 +22,7 @@ from e2e_support import (
     post_ok,
     register_device,
     wait_delivery_status,
+    wait_fanned_out,
     with_timeout,
     ws_connect,
     ws_expect_silence,
@@ -119,8 +120,8 @@ async def test_sse_with_query_token_and_last_event_id(
     tenant = await make_tenant(http, server.data_dir)
     device = await register_device(http, tenant, "sse-query")
     token = device["device_token"]
-    for n in (1, 2, 3):
-        await post_ok(http, tenant, signup(n))
+    posted = [await post_ok(http, tenant, signup(n)) for n in (1, 2, 3)]
+    await wait_fanned_out(http, tenant, posted)
 
     async with (
         http.sse("/api/v1/channel/sse", params={"token": token}, timeout=SSE_TIMEOUT) as source,
@@ -198,7 +199,7 @@ async def test_offline_device_gets_backlog_then_since(
     device = await register_device(http, tenant, "offline")
     token = device["device_token"]
 
-    await post_ok(http, tenant, signup(1))
+    await wait_fanned_out(http, tenant, [await post_ok(http, tenant, signup(1))])
     first_id = await latest_notification_id(http, tenant)
     rows = await deliveries(http, tenant, first_id)
     assert len(rows) == 1

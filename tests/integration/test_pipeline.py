@@ -1,28 +1,27 @@
-"""The delivery pipeline on both engines: group commit, deliveries, statuses, expiry,
-backlog."""
+"""The delivery flow on both databases, with the embedded queue and in-process workers: group
+commit, fan-out into deliveries, live hand-off, statuses, expiry, backlog."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import pytest
 from sqlalchemy import func, select
 
 from pushgate.channel.hub import Hub
-from pushgate.crypto import SecretBox
+from pushgate.config import Settings
+from pushgate.runtime import build_runtime
 from pushgate.services import pipeline as pipeline_module
-from pushgate.services.accounts import AccountService
 from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline, NewNotification, PipelineUnavailable
-from pushgate.storage.database import Database, open_database
+from pushgate.storage.database import Database
 from pushgate.storage.migrate import migrate
-from pushgate.storage.models import deliveries, notifications
-
-BOX = SecretBox("test-secret-" * 4)
+from pushgate.storage.models import deliveries, jobs, notifications
 
 
 @dataclass
@@ -65,28 +64,36 @@ class World:
 
 
 @pytest.fixture
-async def world(database_url: str) -> AsyncIterator[World]:
-    db = open_database(database_url)
-    await migrate(db)
-    account = (await AccountService(db, BOX).create("acme")).account
-    other = (await AccountService(db, BOX).create("other")).account
-    devices = DeviceService(db, BOX)
+async def world(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    settings = Settings(database_url=database_url, data_dir=tmp_path, secret_key="s" * 40)
+    rt = build_runtime(settings)
+    await migrate(rt.db)
+    account = (await rt.accounts.create("acme")).account
+    other = (await rt.accounts.create("other")).account
     ids = [
-        (await devices.register(account.id, DeviceRegistration("channel"))).device.id
+        (await rt.devices.register(account.id, DeviceRegistration("channel"))).device.id
         for _ in range(3)
     ]
-    await devices.register(other.id, DeviceRegistration("channel"))
-    hub = Hub()
-    pipeline = DeliveryPipeline(db, devices, hub)
-    pipeline.start()
-    yield World(db, hub, devices, pipeline, NotificationQueries(db), account.id, ids)
-    await pipeline.stop()
-    await db.dispose()
+    await rt.devices.register(other.id, DeviceRegistration("channel"))
+    await rt.start(accepting=True, working=True)
+    yield World(rt.db, rt.hub, rt.devices, rt.pipeline, rt.notifications, account.id, ids)
+    await rt.stop()
 
 
-async def test_submit_stores_one_delivery_per_enabled_device_of_the_account(world: World) -> None:
+async def test_submit_fans_out_one_delivery_per_enabled_device_of_the_account(
+    world: World,
+) -> None:
     notification_id = await world.pipeline.submit(world.notification())
-    assert await world.statuses(notification_id) == [(d, "queued", 0) for d in world.device_ids]
+    await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
+    for _ in range(200):  # the fan-out job, then the channel job, are done and gone
+        async with world.db.read.connect() as conn:
+            left = (await conn.execute(select(func.count()).select_from(jobs))).scalar()
+        if left == 0:
+            break
+        await asyncio.sleep(0.025)
+    async with world.db.read.connect() as conn:
+        print(list(await conn.execute(select(jobs))))
+    assert left == 0
 
 
 async def test_live_connections_get_the_message_after_commit(world: World) -> None:
@@ -100,14 +107,19 @@ async def test_live_connections_get_the_message_after_commit(world: World) -> No
 async def test_concurrent_submits_are_group_committed_and_all_stored(world: World) -> None:
     ids = await asyncio.gather(*(world.pipeline.submit(world.notification()) for _ in range(300)))
     assert len(set(ids)) == 300
-    async with world.db.read.connect() as conn:
-        count = (await conn.execute(select(func.count()).select_from(deliveries))).scalar()
+    for _ in range(200):
+        async with world.db.read.connect() as conn:
+            count = (await conn.execute(select(func.count()).select_from(deliveries))).scalar()
+        if count == 300 * len(world.device_ids):
+            break
+        await asyncio.sleep(0.025)
     assert count == 300 * len(world.device_ids)
 
 
 async def test_sent_then_delivered(world: World) -> None:
     notification_id = await world.pipeline.submit(world.notification())
     first, second, third = world.device_ids
+    await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
     world.pipeline.record_sent(first, [notification_id])
     world.pipeline.record_sent(second, [notification_id])
     world.pipeline.record_sent(second, [notification_id])
@@ -130,6 +142,7 @@ async def test_undelivered_deliveries_expire(world: World, monkeypatch: pytest.M
     monkeypatch.setattr(pipeline_module, "SWEEP_INTERVAL_SECONDS", 0.1)
     notification_id = await world.pipeline.submit(world.notification(ttl=1))
     first, second, third = world.device_ids
+    await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
     world.pipeline.record_delivered(first, [notification_id])
     await asyncio.sleep(1.3)
     world.pipeline.record_seen(first)  # wakes the writer for a sweep
@@ -142,6 +155,7 @@ async def test_undelivered_deliveries_expire(world: World, monkeypatch: pytest.M
 async def test_backlog_without_since_is_what_is_unacknowledged(world: World) -> None:
     device = world.device_ids[0]
     ids = [await world.pipeline.submit(world.notification(str(i))) for i in range(4)]
+    await world.wait_for(ids[3], [(d, "queued", 0) for d in world.device_ids])
     world.pipeline.record_delivered(device, ids[:2])
     await world.wait_for(
         ids[1], [(device, "delivered", 0), *[(d, "queued", 0) for d in world.device_ids[1:]]]
@@ -158,6 +172,7 @@ async def test_backlog_pages_through_many(world: World, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(notifications_module, "BACKLOG_PAGE", 7)
     ids = await asyncio.gather(*(world.pipeline.submit(world.notification()) for _ in range(30)))
+    await world.wait_for(max(ids), [(d, "queued", 0) for d in world.device_ids])
     got = [i.notification_id async for i in world.queries.backlog(world.device_ids[0], None)]
     assert got == sorted(ids)
 

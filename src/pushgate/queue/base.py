@@ -69,11 +69,15 @@ class QueueEngine(ABC):
     async def claim(
         self, queue: str, *, limit: int, lease_seconds: float, wait_seconds: float = 0.0
     ) -> list[Job]:
-        """Lease up to ``limit`` visible jobs, waiting up to ``wait_seconds`` for the first."""
+        """Lease up to ``limit`` visible jobs, waiting up to ``wait_seconds`` for the first.
+
+        Every claimer of one queue must use the same ``lease_seconds``: Redis measures a lease
+        when another claimer takes the job over, the embedded engine when it is claimed."""
 
     @abstractmethod
     async def ack(self, jobs: Sequence[Job]) -> None:
-        """Remove finished jobs for good."""
+        """Remove finished jobs for good. A job whose lease ran out and that another worker
+        took over is removed too (at-least-once: that worker's run still happens)."""
 
     @abstractmethod
     async def depth(self, queue: str) -> int:

@@ -42,10 +42,19 @@ class EmbeddedQueue(QueueEngine):
     def wake(self, queue: str) -> None:
         self._event(queue).set()
 
+    async def wait_for(self, queue: str, seconds: float) -> None:
+        """Until jobs are committed to ``queue`` in this process, or at most ``seconds`` (or
+        the poll interval) seconds, for jobs from other processes."""
+        event = self._event(queue)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), min(seconds, self._poll))
+        event.clear()
+
     def _marks(self, start: int, count: int) -> str:
         if self._postgres:
             return ", ".join(f"${start + i}" for i in range(count))
-        return ", ".join("?" * count)
+        # Numbered on SQLite too, so a statement may use its parameters in any order.
+        return ", ".join(f"?{start + i}" for i in range(count))
 
     async def enqueue(
         self,
@@ -88,8 +97,23 @@ class EmbeddedQueue(QueueEngine):
                 tuple(params),
             )
 
+    async def _any_visible(self, queue: str, now: int) -> bool:
+        """A read (never waiting for the write lock) that tells whether a claim would find
+        anything, so idle workers poll without taking SQLite's write lock."""
+        q, upto = self._marks(1, 2).split(", ")
+        async with self._db.read.connect() as conn:
+            row = (
+                await conn.exec_driver_sql(
+                    f"SELECT 1 FROM jobs WHERE queue = {q} AND visible_ms <= {upto} LIMIT 1",
+                    (queue, now),
+                )
+            ).first()
+        return row is not None
+
     async def _claim_once(self, queue: str, limit: int, lease_seconds: float) -> list[Job]:
         now = now_ms()
+        if self._db.is_sqlite and not await self._any_visible(queue, now):
+            return []
         until = now + int(lease_seconds * 1000)
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
         q, upto, n, lease = self._marks(1, 4).split(", ")
@@ -109,6 +133,8 @@ class EmbeddedQueue(QueueEngine):
     async def claim(
         self, queue: str, *, limit: int, lease_seconds: float, wait_seconds: float = 0.0
     ) -> list[Job]:
+        if limit <= 0:
+            return []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
         event = self._event(queue)

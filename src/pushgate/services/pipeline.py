@@ -1,13 +1,12 @@
-"""The delivery pipeline: group commit of accepted notifications with their deliveries,
-batched delivery-status updates, TTL expiry, and hand-off to live device connections.
+"""The accepting end of the delivery flow: group commit of accepted notifications with their
+fan-out jobs, batched delivery-status updates from device connections, and TTL expiry.
 
-One writer task owns every write on this path. A cycle first writes the pending notifications
-in ONE transaction: the notification rows and one queued delivery per notification x enabled
-device. Only after that commit are the callers answered and the notifications handed to the
-hub, so nothing is answered as accepted before it is durable, and no acknowledgement can reach
-a delivery row before that row exists. Then, in a transaction of its own, it writes a bounded
-chunk of the status changes reported by connections (sent, delivered) and expires deliveries
-whose TTL ran out.
+One writer task owns these writes. A cycle first writes the pending notifications in ONE
+transaction: the notification rows and one ``fanout`` job per notification. Only after that
+commit are the callers answered, so nothing is answered as accepted before it is durable; the
+fan-out (``services/fan_out.py``) then makes the deliveries. In a transaction of its own, a
+cycle writes a bounded chunk of the status changes reported by device connections (sent,
+delivered) and expires deliveries whose TTL ran out.
 
 New notifications start a cycle at once. Status changes wait up to ``STATUS_FLUSH_SECONDS``
 so that a "sent" and the device's acknowledgement that follows it become one row update.
@@ -23,9 +22,8 @@ from itertools import islice
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.channel.hub import Hub, Outgoing
-from pushgate.channel.messages import notification_message
-from pushgate.services.devices import DeviceService
+from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow, StatusRow
 
@@ -37,6 +35,7 @@ CHECKPOINT_INTERVAL_SECONDS = 1.0
 STATUS_FLUSH_SECONDS = 0.1
 # Most delivery status changes written in one transaction.
 STATUS_CHUNK = 200
+RECENT_SECONDS = 2.0
 # Expiry looks back this far past the previous sweep, so a failed sweep is caught up later.
 SWEEP_OVERLAP_MS = 60_000
 
@@ -113,14 +112,16 @@ class _Statuses:
 
 
 class DeliveryPipeline:
-    def __init__(self, db: Database, device_service: DeviceService, hub: Hub) -> None:
+    def __init__(self, db: Database, jobs: EmbeddedQueue) -> None:
         self._db = db
         self._writes = DeliveryWrites(db.write.dialect.name)
-        self._devices = device_service
-        self._hub = hub
+        self._jobs = jobs
         self._pending: list[_Pending] = []
         self._statuses = _Statuses.empty()
         self._writing = _Statuses.empty()  # the chunk being written right now
+        # Acknowledgements written in the last RECENT_SECONDS: a backlog query that started
+        # before their commit may still offer those notifications.
+        self._recent: dict[tuple[int, int], float] = {}
         self._statuses_since = 0.0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -164,7 +165,9 @@ class DeliveryPipeline:
         """Whether the device has acknowledged this notification in a change that is not in
         storage yet (status changes are written up to ``STATUS_FLUSH_SECONDS`` later)."""
         key = (device_id, notification_id)
-        return key in self._statuses.delivered or key in self._writing.delivered
+        return (
+            key in self._statuses.delivered or key in self._writing.delivered or key in self._recent
+        )
 
     def record_seen(self, device_id: int) -> None:
         self._status_recorded()
@@ -245,12 +248,10 @@ class DeliveryPipeline:
         now = now_ms()
         if batch:
             ids = await self._store_batch(batch, now)
+            self._jobs.wake(FANOUT_QUEUE)
             for pending, notification_id in zip(batch, ids, strict=True):
-                if notification_id is None:
-                    continue
-                if not pending.future.done():
+                if notification_id is not None and not pending.future.done():
                     pending.future.set_result(notification_id)
-                await self._publish(pending.notification, notification_id, now)
         # Status changes and expiry go in a transaction of their own, in bounded chunks, so
         # an accepted notification never waits behind a large flush.
         statuses = self._take_statuses()
@@ -260,9 +261,24 @@ class DeliveryPipeline:
             try:
                 await self._store_statuses(statuses, now if sweep else None)
             finally:
+                self._remember(statuses)
                 self._writing = _Statuses.empty()
             if sweep:
                 self._last_sweep_ms = now
+
+    def _remember(self, written: _Statuses) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        recent = self._recent
+        cutoff = loop_now - RECENT_SECONDS
+        old: list[tuple[int, int]] = []
+        for key, at in recent.items():  # oldest first: insertion order
+            if at >= cutoff:
+                break
+            old.append(key)
+        for key in old:
+            del recent[key]
+        for key in written.delivered:
+            recent[key] = loop_now
 
     async def _store_notifications(
         self, conn: AsyncConnection, batch: list[_Pending], now: int
@@ -271,7 +287,6 @@ class DeliveryPipeline:
             return []
         ids = await self._writes.reserve_notification_ids(conn, len(batch))
         rows: list[NotificationRow] = []
-        audiences: list[tuple[int, int, int]] = []
         for notification_id, pending in zip(ids, batch, strict=True):
             n = pending.notification
             rows.append(
@@ -287,8 +302,8 @@ class DeliveryPipeline:
                     now + n.ttl_seconds * 1000,
                 )
             )
-            audiences.append((notification_id, n.account_id, now))
-        await self._writes.store_notifications(conn, rows, audiences)
+        await self._writes.store_notifications(conn, rows)
+        await self._jobs.enqueue(FANOUT_QUEUE, [fanout_payload(i) for i in ids], conn=conn)
         return ids
 
     async def _store_batch(self, batch: list[_Pending], now: int) -> list[int | None]:
@@ -324,17 +339,3 @@ class DeliveryPipeline:
                 "recording %d delivery statuses failed; dropped",
                 len(statuses.sent) + len(statuses.delivered),
             )
-
-    async def _publish(self, n: NewNotification, notification_id: int, created_ms: int) -> None:
-        audience = await self._devices.enabled_device_ids(n.account_id)
-        payload = notification_message(
-            notification_id=notification_id,
-            app_key=n.app_key,
-            event=n.event,
-            title=n.title,
-            message=n.message,
-            data_json=n.data_json,
-            created_ms=created_ms,
-            expires_ms=created_ms + n.ttl_seconds * 1000,
-        )
-        self._hub.publish(audience, Outgoing(notification_id, payload))

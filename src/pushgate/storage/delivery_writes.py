@@ -71,7 +71,9 @@ class DeliveryWrites:
         self._enabled = "devices.enabled" if self._postgres else "devices.enabled = 1"
 
     def _marks(self, count: int) -> list[str]:
-        return [f"${i + 1}" for i in range(count)] if self._postgres else ["?"] * count
+        # Numbered on SQLite too, so a statement may use its parameters in any order.
+        sign = "$" if self._postgres else "?"
+        return [f"{sign}{i + 1}" for i in range(count)]
 
     async def reserve_notification_ids(self, conn: AsyncConnection, count: int) -> list[int]:
         """Ids for ``count`` new notifications, in order.
@@ -94,13 +96,9 @@ class DeliveryWrites:
         return list(range(start, start + count))
 
     async def store_notifications(
-        self,
-        conn: AsyncConnection,
-        rows: Sequence[NotificationRow],
-        audiences: Sequence[AudienceRow],
+        self, conn: AsyncConnection, rows: Sequence[NotificationRow]
     ) -> None:
-        """Insert notifications and one queued delivery per enabled device of each one's
-        account."""
+        """Insert accepted notifications (their deliveries are made by the fan-out)."""
         if not rows:
             return
         values = _values(len(rows), _NOTIFICATION_CASTS, self._postgres)
@@ -108,15 +106,29 @@ class DeliveryWrites:
             f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
             _flat(rows),
         )
+
+    async def fan_out(
+        self, conn: AsyncConnection, audiences: Sequence[AudienceRow]
+    ) -> list[tuple[int, int, str]]:
+        """One queued delivery per notification x enabled device of its account, skipping
+        deliveries that exist already (a fan-out that runs twice adds nothing). Returns the
+        new deliveries as (notification_id, device_id, transport)."""
+        if not audiences:
+            return []
         values = _values(len(audiences), _AUDIENCE_CASTS, self._postgres)
-        await conn.exec_driver_sql(
-            "INSERT INTO deliveries "
-            "(notification_id, device_id, status, attempts, created_ms, updated_ms) "
-            "SELECT v.column1, devices.id, 'queued', 0, v.column3, v.column3 "
-            f"FROM {values} JOIN devices ON devices.account_id = v.column2 "
-            f"WHERE {self._enabled} ORDER BY v.column1, devices.id",
-            _flat(audiences),
+        result: list[Any] = list(
+            await conn.exec_driver_sql(
+                "INSERT INTO deliveries "
+                "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
+                "SELECT v.column1, devices.id, 'queued', devices.platform, 0, v.column3, v.column3 "
+                f"FROM {values} JOIN devices ON devices.account_id = v.column2 "
+                f"WHERE {self._enabled} ORDER BY v.column1, devices.id "
+                "ON CONFLICT (notification_id, device_id) DO NOTHING "
+                "RETURNING notification_id, device_id, transport",
+                _flat(audiences),
+            )
         )
+        return [(int(n), int(d), str(t)) for n, d, t in result]
 
     async def _update_statuses(
         self, conn: AsyncConnection, rows: Sequence[StatusRow], status: str, stamp: str
@@ -156,4 +168,72 @@ class DeliveryWrites:
             "WHERE status IN ('queued', 'sent') AND notification_id IN "
             f"(SELECT id FROM notifications WHERE expires_ms <= {upto} AND expires_ms > {since})",
             (now, now, after),
+        )
+
+    def _list(self, start: int, count: int) -> str:
+        sign = "$" if self._postgres else "?"
+        return ", ".join(f"{sign}{start + i}" for i in range(count))
+
+    async def notifications_by_id(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
+        """(id, account_id, app_key, event, title, message, data, created_ms, expires_ms) of
+        these notifications, in id order."""
+        if not ids:
+            return []
+        return list(
+            await conn.exec_driver_sql(
+                "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
+                "n.created_ms, n.expires_ms FROM notifications n "
+                f"LEFT JOIN apps ON apps.id = n.app_id WHERE n.id IN ({self._list(1, len(ids))}) "
+                "ORDER BY n.id",
+                tuple(ids),
+            )
+        )
+
+    async def start_attempts(
+        self,
+        conn: AsyncConnection,
+        notification_id: int,
+        device_ids: Sequence[int],
+        attempts: int,
+        stale_before: int,
+        now: int,
+    ) -> dict[int, int]:
+        """Count a new attempt on the deliveries still ``queued`` at ``attempts`` attempts (or
+        whose last attempt started before ``stale_before``); device id -> attempts now."""
+        n, made, stale, at = self._marks(4)
+        rows: list[Any] = list(
+            await conn.exec_driver_sql(
+                f"UPDATE deliveries SET attempts = attempts + 1, updated_ms = {at} "
+                f"WHERE notification_id = {n} AND device_id IN ({self._list(5, len(device_ids))}) "
+                f"AND status = 'queued' AND (attempts = {made} OR updated_ms < {stale}) "
+                "RETURNING device_id, attempts",
+                (notification_id, attempts, stale_before, now, *device_ids),
+            )
+        )
+        return {int(device_id): int(count) for device_id, count in rows}
+
+    async def set_status(
+        self,
+        conn: AsyncConnection,
+        notification_id: int,
+        device_ids: Sequence[int],
+        *,
+        status: str,
+        reason: str | None,
+        sent_ms: int | None,
+        at: int,
+        only_queued: bool = False,
+    ) -> None:
+        """Record an outcome on these deliveries (only those still queued, if asked)."""
+        if not device_ids:
+            return
+        status_, reason_, sent, updated, n = self._marks(5)
+        guard = " AND status = 'queued'" if only_queued else ""
+        sent_cast = f"{sent}::bigint" if self._postgres else sent
+        await conn.exec_driver_sql(
+            f"UPDATE deliveries SET status = {status_}, reason = {reason_}, "
+            f"sent_ms = coalesce({sent_cast}, sent_ms), updated_ms = {updated} "
+            f"WHERE notification_id = {n} AND device_id IN ({self._list(6, len(device_ids))})"
+            f"{guard}",
+            (status, reason, sent_ms, at, notification_id, *device_ids),
         )

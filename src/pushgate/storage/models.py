@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
-    LargeBinary,
     Boolean,
     Column,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -151,4 +151,7 @@ jobs = Table(
     Column("claims", Integer, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Index("ix_jobs_queue_visible_ms", "queue", "visible_ms"),
+    # Ids are never reused on SQLite either, so a late acknowledgement of a job that was taken
+    # over cannot delete a newer job that got the same id.
+    sqlite_autoincrement=True,
 )

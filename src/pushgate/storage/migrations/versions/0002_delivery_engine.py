@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("claims", sa.Integer(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_jobs_queue_visible_ms", "jobs", ["queue", "visible_ms"], unique=False)
     with op.batch_alter_table("subscribers") as batch_op:

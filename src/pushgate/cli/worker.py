@@ -1,0 +1,36 @@
+"""``pushgate worker``: delivery workers in a process of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+
+from pushgate.config import Settings
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run fan-out, channel and push workers until SIGTERM or SIGINT, then stop cleanly
+    (jobs in flight are finished for a few seconds, or left to come back after their lease)."""
+    from pushgate.app import tune_interpreter
+    from pushgate.runtime import build_runtime
+    from pushgate.storage.migrate import migrate
+
+    runtime = build_runtime(settings, accepting=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await migrate(runtime.db)
+    tune_interpreter()
+    await runtime.start(accepting=False, working=True)
+    typer.echo(
+        f"Pushgate worker running (queue: {runtime.queue.kind}, "
+        f"platforms: channel, {', '.join(sorted(runtime.transports))}); Ctrl-C stops it",
+        err=True,
+    )
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()

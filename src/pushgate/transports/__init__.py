@@ -1,0 +1,1 @@
+"""Transports: how a delivery leaves Pushgate (see ``base.Transport``)."""

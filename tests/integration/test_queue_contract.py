@@ -1,0 +1,430 @@
+"""The queue engine contract, run on every engine: embedded on SQLite, embedded on PostgreSQL,
+and Redis Streams.
+
+Redis tests use ``PUSHGATE_TEST_REDIS_URL`` (default: the local server, database 0); each test
+uses keys under a random prefix and deletes them afterwards. An unreachable server skips the
+Redis tests with the reason, or fails them when ``PUSHGATE_REQUIRE_SERVICES=1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from pushgate.queue.base import Job, QueueEngine, QueueFull
+from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.queue.redis import RedisQueue
+from pushgate.storage.database import Database, open_database
+from pushgate.storage.migrate import migrate
+
+Q = "contract"
+
+
+@dataclass
+class Storage:
+    """Where one test's jobs live; ``open`` makes a new engine on it (like a new process)."""
+
+    kind: str  # "sqlite" | "postgresql" | "redis"
+    url: str
+    prefix: str = field(default_factory=lambda: f"pushgate-test-{uuid.uuid4().hex[:12]}")
+    opened: list[tuple[QueueEngine, Database | None]] = field(default_factory=list)
+
+    @property
+    def embedded(self) -> bool:
+        return self.kind != "redis"
+
+    async def open(self, **options: Any) -> QueueEngine:
+        engine: QueueEngine
+        db: Database | None = None
+        if self.embedded:
+            db = open_database(self.url)
+            engine = EmbeddedQueue(db, **options)
+        else:
+            engine = RedisQueue(self.url, prefix=self.prefix, **options)
+        await engine.start()
+        self.opened.append((engine, db))
+        return engine
+
+    def db(self, engine: QueueEngine) -> Database:
+        return next(db for e, db in self.opened if e is engine and db is not None)
+
+    async def close(self, engine: QueueEngine) -> None:
+        for i, (e, db) in enumerate(self.opened):
+            if e is engine:
+                del self.opened[i]
+                await e.close()
+                if db is not None:
+                    await db.dispose()
+                return
+
+    async def close_all(self) -> None:
+        while self.opened:
+            await self.close(self.opened[-1][0])
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    if request.param == "sqlite":
+        return "sqlite", f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+    if request.param == "postgresql":
+        return "postgresql", str(request.getfixturevalue("postgres_database_url"))
+    return "redis", str(request.getfixturevalue("redis_url"))
+
+
+@contextlib.asynccontextmanager
+async def make_storage(kind: str, url: str) -> AsyncIterator[Storage]:
+    store = Storage(kind, url)
+    if store.embedded:
+        db = open_database(url)
+        try:
+            await migrate(db)
+        finally:
+            await db.dispose()
+    try:
+        yield store
+    finally:
+        await store.close_all()
+        if not store.embedded:
+            client = aioredis.from_url(url)
+            try:
+                keys = [key async for key in client.scan_iter(match=f"{store.prefix}:*")]
+                if keys:
+                    await client.delete(*keys)
+            finally:
+                await client.aclose()
+
+
+@pytest.fixture
+async def storage(storage_url: tuple[str, str]) -> AsyncIterator[Storage]:
+    async with make_storage(*storage_url) as store:
+        yield store
+
+
+@pytest.fixture
+async def redis_storage(redis_url: str) -> AsyncIterator[Storage]:
+    async with make_storage("redis", redis_url) as store:
+        yield store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def embedded_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    if request.param == "sqlite":
+        return "sqlite", f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+    return "postgresql", str(request.getfixturevalue("postgres_database_url"))
+
+
+@pytest.fixture
+async def embedded_storage(embedded_url: tuple[str, str]) -> AsyncIterator[Storage]:
+    async with make_storage(*embedded_url) as store:
+        yield store
+
+
+@pytest.fixture
+async def engine(storage: Storage) -> QueueEngine:
+    return await storage.open()
+
+
+async def drain(engine: QueueEngine, *, limit: int = 100, lease: float = 30.0) -> list[Job]:
+    """Claim (without acknowledging) until the queue has nothing visible."""
+    jobs: list[Job] = []
+    while batch := await engine.claim(Q, limit=limit, lease_seconds=lease):
+        jobs.extend(batch)
+    return jobs
+
+
+# --- every engine -------------------------------------------------------------------------
+
+
+async def test_payload_bytes_round_trip(engine: QueueEngine) -> None:
+    payloads = [
+        b"plain",
+        b"",
+        b"\x00",
+        bytes(range(256)),
+        "ünïcødé ✓".encode(),
+        os.urandom(64 * 1024),
+    ]
+    await engine.enqueue(Q, payloads)
+    await engine.enqueue(Q, [b"\x00delayed\xff", b""], delay_seconds=0.05)
+    await asyncio.sleep(0.1)
+    jobs = await drain(engine)
+    assert [job.payload for job in jobs] == [*payloads, b"\x00delayed\xff", b""]
+    assert all(type(job.payload) is bytes for job in jobs)
+    assert all(job.queue == Q and job.claims == 1 for job in jobs)
+    assert len({job.id for job in jobs}) == len(jobs)
+
+
+async def test_single_claimer_gets_jobs_in_order(engine: QueueEngine) -> None:
+    expected = [f"job-{i}".encode() for i in range(23)]
+    for payload in expected[:5]:
+        await engine.enqueue(Q, [payload])
+    await engine.enqueue(Q, expected[5:])
+    got = [job.payload for job in await drain(engine, limit=3)]
+    assert got == expected
+
+
+async def test_claimed_job_is_leased_then_comes_back(engine: QueueEngine) -> None:
+    await engine.enqueue(Q, [b"lease me"])
+    [first] = await engine.claim(Q, limit=10, lease_seconds=0.3)
+    assert (first.payload, first.claims) == (b"lease me", 1)
+    assert await engine.claim(Q, limit=10, lease_seconds=0.3) == []
+    await asyncio.sleep(0.45)
+    [again] = await engine.claim(Q, limit=10, lease_seconds=0.3)
+    assert (again.id, again.payload, again.claims) == (first.id, b"lease me", 2)
+    assert await engine.claim(Q, limit=10, lease_seconds=0.3) == []
+
+
+async def test_ack_removes_for_good(engine: QueueEngine) -> None:
+    await engine.enqueue(Q, [b"a", b"b", b"c"])
+    jobs = await engine.claim(Q, limit=10, lease_seconds=0.2)
+    assert len(jobs) == 3
+    await engine.ack(jobs[:2])
+    await asyncio.sleep(0.35)
+    [back] = await engine.claim(Q, limit=10, lease_seconds=0.2)
+    assert (back.payload, back.claims) == (b"c", 2)
+    await engine.ack([back])
+    await engine.ack([back])  # acknowledging twice is harmless
+    await asyncio.sleep(0.35)
+    assert await engine.claim(Q, limit=10, lease_seconds=0.2) == []
+    assert await engine.depth(Q) == 0
+
+
+async def test_late_ack_never_removes_another_job(storage: Storage) -> None:
+    engine = await storage.open()
+    await engine.enqueue(Q, [b"old"])
+    [slow] = await engine.claim(Q, limit=1, lease_seconds=0.2)
+    await asyncio.sleep(0.35)
+    [fast] = await engine.claim(Q, limit=1, lease_seconds=0.2)
+    await engine.ack([fast])  # the job is done
+    await engine.enqueue(Q, [b"new"])
+    await engine.ack([slow])  # the slow worker finishes too, after its lease ran out
+    assert [job.payload for job in await drain(engine)] == [b"new"]
+
+
+async def test_delayed_job_is_invisible_until_due(engine: QueueEngine) -> None:
+    await engine.enqueue(Q, [b"later"], delay_seconds=0.6)
+    await engine.enqueue(Q, [b"later, too"], delay_seconds=0.6)
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []
+    await asyncio.sleep(0.3)
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []
+    await asyncio.sleep(0.4)
+    jobs = await engine.claim(Q, limit=10, lease_seconds=30)
+    assert [job.payload for job in jobs] == [b"later", b"later, too"]
+
+
+async def test_waiting_claim_sees_delayed_job_when_due(engine: QueueEngine) -> None:
+    started = time.monotonic()
+    await engine.enqueue(Q, [b"soon"], delay_seconds=0.5)
+    jobs = await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
+    elapsed = time.monotonic() - started
+    assert [job.payload for job in jobs] == [b"soon"]
+    assert 0.45 <= elapsed < 2.0
+
+
+async def test_concurrent_claimers_get_disjoint_jobs(storage: Storage) -> None:
+    first, second = await storage.open(), await storage.open()
+    expected = {f"job-{i}".encode() for i in range(300)}
+    await first.enqueue(Q, sorted(expected))
+    seen: list[list[Job]] = [[], [], [], []]
+
+    async def claimer(engine: QueueEngine, out: list[Job]) -> None:
+        while batch := await engine.claim(Q, limit=7, lease_seconds=60):
+            out.extend(batch)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(
+        claimer(first, seen[0]),
+        claimer(second, seen[1]),
+        claimer(first, seen[2]),
+        claimer(second, seen[3]),
+    )
+    ids = [job.id for jobs in seen for job in jobs]
+    assert len(ids) == len(set(ids)) == 300
+    assert {job.payload for jobs in seen for job in jobs} == expected
+    assert all(job.claims == 1 for jobs in seen for job in jobs)
+    assert sum(1 for jobs in seen if jobs) >= 2  # the work was actually shared
+
+
+async def test_jobs_survive_closing_the_engine(storage: Storage) -> None:
+    engine = await storage.open()
+    await engine.enqueue(Q, [b"durable 1", b"durable 2"])
+    await engine.enqueue(Q, [b"durable later"], delay_seconds=0.3)
+    await storage.close(engine)
+    reopened = await storage.open()
+    assert await reopened.depth(Q) == 3
+    await asyncio.sleep(0.35)
+    jobs = await drain(reopened)
+    assert [job.payload for job in jobs] == [b"durable 1", b"durable 2", b"durable later"]
+
+
+async def test_dead_workers_job_is_taken_over_after_its_lease(storage: Storage) -> None:
+    dead = await storage.open()
+    await dead.enqueue(Q, [b"orphan"])
+    [held] = await dead.claim(Q, limit=10, lease_seconds=0.4)
+    await storage.close(dead)  # never acknowledged
+    survivor = await storage.open()
+    assert await survivor.claim(Q, limit=10, lease_seconds=0.4) == []
+    await asyncio.sleep(0.5)
+    [taken] = await survivor.claim(Q, limit=10, lease_seconds=0.4)
+    assert (taken.id, taken.payload, taken.claims) == (held.id, b"orphan", 2)
+    await survivor.ack([taken])
+    assert await survivor.depth(Q) == 0
+
+
+async def test_waiting_claim_returns_when_a_job_arrives(storage: Storage) -> None:
+    # A long poll interval: only the wake-up (embedded) or BLOCK (Redis) can return early.
+    engine = await storage.open(poll_seconds=3.0)
+
+    async def produce() -> None:
+        await asyncio.sleep(0.2)
+        await engine.enqueue(Q, [b"wake up"])
+
+    started = time.monotonic()
+    jobs, _ = await asyncio.gather(
+        engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=10), produce()
+    )
+    elapsed = time.monotonic() - started
+    assert [job.payload for job in jobs] == [b"wake up"]
+    assert 0.15 <= elapsed < 1.5
+
+
+async def test_depth_counts_waiting_claimed_and_delayed_jobs(engine: QueueEngine) -> None:
+    assert await engine.depth(Q) == 0
+    await engine.enqueue(Q, [b"1", b"2", b"3"])
+    await engine.enqueue(Q, [b"4", b"5"], delay_seconds=60)
+    await engine.enqueue("other", [b"x"])
+    assert await engine.depth(Q) == 5
+    jobs = await engine.claim(Q, limit=2, lease_seconds=30)
+    assert await engine.depth(Q) == 5
+    await engine.ack(jobs)
+    assert await engine.depth(Q) == 3
+    assert await engine.depth("other") == 1
+    assert await engine.depth("never used") == 0
+
+
+async def test_empty_claim_without_wait_returns_at_once(engine: QueueEngine) -> None:
+    started = time.monotonic()
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []
+    assert await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=0) == []
+    assert time.monotonic() - started < 0.5
+    started = time.monotonic()
+    assert await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=0.3) == []
+    assert 0.25 <= time.monotonic() - started < 1.5
+
+
+# --- Redis only ---------------------------------------------------------------------------
+
+
+async def test_redis_refuses_jobs_beyond_max_length(redis_storage: Storage) -> None:
+    engine = await redis_storage.open(max_length=5)
+    await engine.enqueue(Q, [b"1", b"2", b"3"])
+    with pytest.raises(QueueFull):
+        await engine.enqueue(Q, [b"4", b"5", b"6"])
+    assert await engine.depth(Q) == 3  # nothing of the refused batch was added
+    await engine.enqueue(Q, [b"4"], delay_seconds=60)
+    with pytest.raises(QueueFull):
+        await engine.enqueue(Q, [b"5", b"6"], delay_seconds=60)
+    await engine.enqueue(Q, [b"5"])
+    with pytest.raises(QueueFull):
+        await engine.enqueue(Q, [b"6"])
+    jobs = await engine.claim(Q, limit=2, lease_seconds=30)
+    with pytest.raises(QueueFull):  # claimed but unfinished jobs still count
+        await engine.enqueue(Q, [b"6"])
+    await engine.ack(jobs)
+    await engine.enqueue(Q, [b"6", b"7"])
+    assert await engine.depth(Q) == 5
+
+
+async def test_redis_dead_consumer_entry_moves_to_the_new_consumer(
+    redis_storage: Storage,
+) -> None:
+    dead = await redis_storage.open(consumer="dead")
+    await dead.enqueue(Q, [b"orphan"])
+    [held] = await dead.claim(Q, limit=10, lease_seconds=0.3)
+    await redis_storage.close(dead)
+    survivor = await redis_storage.open(consumer="survivor")
+    client = aioredis.from_url(redis_storage.url)
+    try:
+        stream = f"{redis_storage.prefix}:q:{Q}"
+        [pending] = await client.xpending_range(stream, "workers", "-", "+", 10)
+        assert pending["consumer"] == b"dead"  # closing did not drop its pending entry
+        await asyncio.sleep(0.4)
+        [taken] = await survivor.claim(Q, limit=10, lease_seconds=0.3)
+        assert (taken.id, taken.claims) == (held.id, 2)
+        [pending] = await client.xpending_range(stream, "workers", "-", "+", 10)
+        assert (pending["consumer"], pending["times_delivered"]) == (b"survivor", 2)
+        await survivor.ack([taken])
+        assert await client.xpending_range(stream, "workers", "-", "+", 10) == []
+        assert await client.xlen(stream) == 0  # acknowledged entries are deleted
+    finally:
+        await client.aclose()
+
+
+async def test_redis_waiting_claim_blocks_in_the_server(
+    redis_storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await redis_storage.open(poll_seconds=3.0)
+    assert isinstance(engine, RedisQueue)
+    client = engine._redis
+    commands: list[object] = []
+    execute = client.execute_command
+
+    async def counting(*args: Any, **options: Any) -> Any:
+        commands.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    started = time.monotonic()
+    assert await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=1.0) == []
+    assert 0.95 <= time.monotonic() - started < 2.0
+    assert len(commands) <= 4, commands  # one blocking read, not a polling loop
+
+
+async def test_redis_skips_entries_deleted_while_pending(redis_storage: Storage) -> None:
+    slow, fast = await redis_storage.open(), await redis_storage.open()
+    await slow.enqueue(Q, [b"a", b"b"])
+    jobs = await slow.claim(Q, limit=10, lease_seconds=0.2)
+    client = aioredis.from_url(redis_storage.url)
+    try:
+        await client.xdel(f"{redis_storage.prefix}:q:{Q}", jobs[0].id)
+    finally:
+        await client.aclose()
+    await asyncio.sleep(0.3)
+    [back] = await fast.claim(Q, limit=10, lease_seconds=0.2)
+    assert (back.payload, back.claims) == (b"b", 2)
+
+
+# --- embedded only ------------------------------------------------------------------------
+
+
+class Rollback(Exception):
+    pass
+
+
+async def test_embedded_enqueue_in_a_transaction(embedded_storage: Storage) -> None:
+    engine = await embedded_storage.open()
+    db = embedded_storage.db(engine)
+    with pytest.raises(Rollback):
+        async with db.write.begin() as conn:
+            await engine.enqueue(Q, [b"rolled back"], conn=conn)
+            await engine.enqueue(Q, [b"rolled back, delayed"], delay_seconds=0.1, conn=conn)
+            raise Rollback
+    await asyncio.sleep(0.15)
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []
+    assert await engine.depth(Q) == 0
+
+    async with db.write.begin() as conn:
+        await engine.enqueue(Q, [b"committed 1", b"committed 2"], conn=conn)
+    engine.wake(Q)
+    jobs = await engine.claim(Q, limit=10, lease_seconds=30)
+    assert [job.payload for job in jobs] == [b"committed 1", b"committed 2"]
