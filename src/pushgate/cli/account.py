@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pushgate.channel.messages import iso_ms
@@ -94,5 +95,7 @@ def list_accounts(
         return
     table = Table("id", "name", "created", "user token")
     for account, token in rows:
-        table.add_row(str(account.id), account.name, iso_ms(account.created_ms), token_text(token))
+        table.add_row(
+            str(account.id), escape(account.name), iso_ms(account.created_ms), token_text(token)
+        )
     Console().print(table)

@@ -1,4 +1,4 @@
-"""``pushgate``: serve, migrate, account, listen."""
+"""``pushgate``: serve, worker, migrate, account, listen."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pushgate.cli.account import account_app
+from pushgate.cli.deliveries import deliveries_app
 from pushgate.cli.listen import listen
 from pushgate.config import Settings, load_settings
 
@@ -22,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(account_app, name="account")
+app.add_typer(deliveries_app, name="deliveries")
 app.command(help=listen.__doc__)(listen)
 
 
@@ -85,6 +87,34 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+
+
+@app.command()
+def worker() -> None:
+    """Run delivery workers (fan-out, device channel, push platforms) in this process.
+
+    Needs PUSHGATE_QUEUE_URL=redis://...: jobs and device-channel messages then travel through
+    Redis, so any number of `pushgate worker` and `pushgate serve` processes, on one machine
+    or several, share the work. Give every process the same PUSHGATE_DATABASE_URL (PostgreSQL
+    when they run on several machines) and the same PUSHGATE_SECRET_KEY.
+    """
+    from pushgate.cli.worker import run_worker
+
+    settings = settings_or_exit()
+    if settings.queue_url is None:
+        typer.secho(
+            "pushgate worker needs PUSHGATE_QUEUE_URL=redis://host:port/db: with the embedded "
+            "queue, `pushgate serve` runs the workers itself.",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+    settings.ensure_data_dir()
+    try:
+        asyncio.run(run_worker(settings))
+    except ValueError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()

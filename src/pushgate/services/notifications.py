@@ -1,4 +1,5 @@
-"""Reading notifications and deliveries: a device's backlog, an account's latest sends."""
+"""Reading notifications and deliveries: a device's backlog, an account's latest sends,
+one notification's deliveries and delivery counts by status."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from sqlalchemy import func, select
 
 from pushgate.channel.hub import Outgoing
 from pushgate.channel.messages import notification_message
-from pushgate.domain.errors import NotFound
+from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.storage.database import Database, now_ms
-from pushgate.storage.models import apps, deliveries, notifications
+from pushgate.storage.models import apps, deliveries, devices, notifications
 
 BACKLOG_PAGE = 500
 DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed", "expired")
+# Every status a delivery can have (``latest`` keeps reporting ``DELIVERY_STATUSES``).
+ALL_DELIVERY_STATUSES = ("queued", "sent", "delivered", "opened", "failed", "expired")
+DELIVERY_PAGE = 100
+MAX_DELIVERY_PAGE = 1000
 
 _n = notifications.c
 _d = deliveries.c
@@ -36,6 +41,8 @@ class NotificationSummary:
 @dataclass(frozen=True, slots=True)
 class DeliveryRecord:
     device_id: int
+    # The transport that carries it: the device's platform when the delivery was made.
+    transport: str
     status: str
     attempts: int
     reason: str | None
@@ -43,6 +50,13 @@ class DeliveryRecord:
     sent_ms: int | None
     delivered_ms: int | None
     updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPage:
+    deliveries: list[DeliveryRecord]
+    # Pass as ``after_device_id`` for the next page; None on the last page.
+    next_after_device_id: int | None
 
 
 class NotificationQueries:
@@ -150,27 +164,81 @@ class NotificationQueries:
                     counts[notification_id][status] = count
         return [NotificationSummary(*row, deliveries=counts[row.id]) for row in rows]
 
-    async def deliveries(self, account_id: int, notification_id: int) -> list[DeliveryRecord]:
+    async def deliveries(
+        self,
+        account_id: int,
+        notification_id: int,
+        *,
+        status: str | None = None,
+        after_device_id: int = 0,
+        limit: int = DELIVERY_PAGE,
+    ) -> DeliveryPage:
+        """One page of a notification's deliveries, by device id. Raises ``NotFound`` when
+        the notification is not the account's."""
+        if status is not None and status not in ALL_DELIVERY_STATUSES:
+            raise InvalidInput(
+                f"status must be one of {', '.join(ALL_DELIVERY_STATUSES)}; got {status!r}"
+            )
+        limit = max(1, min(limit, MAX_DELIVERY_PAGE))
+        query = (
+            select(
+                _d.device_id,
+                func.coalesce(_d.transport, devices.c.platform),
+                _d.status,
+                _d.attempts,
+                _d.reason,
+                _d.created_ms,
+                _d.sent_ms,
+                _d.delivered_ms,
+                _d.updated_ms,
+            )
+            .select_from(deliveries.join(devices, devices.c.id == _d.device_id))
+            .where(
+                _d.notification_id == notification_id,
+                _d.device_id > after_device_id,
+                devices.c.account_id == account_id,
+            )
+            .order_by(_d.device_id)
+            .limit(limit)
+        )
+        if status is not None:
+            query = query.where(_d.status == status)
         async with self._db.read.connect() as conn:
             owner = (
-                await conn.execute(select(_n.account_id).where(_n.id == notification_id))
-            ).scalar()
-            if owner != account_id:
-                raise NotFound(f"No notification {notification_id} in this account")
-            rows = (
                 await conn.execute(
-                    select(
-                        _d.device_id,
-                        _d.status,
-                        _d.attempts,
-                        _d.reason,
-                        _d.created_ms,
-                        _d.sent_ms,
-                        _d.delivered_ms,
-                        _d.updated_ms,
-                    )
-                    .where(_d.notification_id == notification_id)
-                    .order_by(_d.device_id)
+                    select(_n.id).where(_n.id == notification_id, _n.account_id == account_id)
                 )
-            ).all()
-        return [DeliveryRecord(*row) for row in rows]
+            ).scalar()
+            if owner is None:
+                raise NotFound(f"No notification {notification_id} in this account")
+            rows = (await conn.execute(query)).all()
+        records = [DeliveryRecord(*row) for row in rows]
+        after = records[-1].device_id if len(records) == limit else None
+        return DeliveryPage(records, after)
+
+    async def delivery_counts(self, account_id: int, app_key: str | None = None) -> dict[str, int]:
+        """Deliveries by status of the account's notifications, or of one of its apps' (by
+        its app key). Raises ``NotFound`` when the app is not the account's."""
+        query = (
+            select(_d.status, func.count())
+            .select_from(notifications.join(deliveries, _d.notification_id == _n.id))
+            .where(_n.account_id == account_id)
+            .group_by(_d.status)
+        )
+        async with self._db.read.connect() as conn:
+            if app_key is not None:
+                app_id = (
+                    await conn.execute(
+                        select(apps.c.id).where(
+                            apps.c.app_key == app_key, apps.c.account_id == account_id
+                        )
+                    )
+                ).scalar()
+                if app_id is None:
+                    raise NotFound(f"No app {app_key} in this account")
+                query = query.where(_n.app_id == app_id)
+            rows = (await conn.execute(query)).all()
+        counts = dict.fromkeys(ALL_DELIVERY_STATUSES, 0)
+        for status, count in rows:
+            counts[status] = int(count)
+        return counts

@@ -1,0 +1,263 @@
+"""``pushgate deliveries``: what happened to notifications, read from the database directly."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pushgate.channel.messages import iso_ms
+from pushgate.config import load_settings
+from pushgate.crypto import SecretBox
+from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
+from pushgate.services.accounts import Account, AccountService
+from pushgate.services.notifications import (
+    ALL_DELIVERY_STATUSES,
+    MAX_DELIVERY_PAGE,
+    DeliveryRecord,
+    NotificationQueries,
+)
+from pushgate.storage.database import open_database
+from pushgate.storage.migrate import migrate
+
+deliveries_app = typer.Typer(
+    help="What happened to each delivery (one notification x one device), read from the "
+    "database of the data directory: no server needed.",
+    no_args_is_help=True,
+)
+T = TypeVar("T")
+PIPED_WIDTH = 160
+
+ACCOUNT_HELP = (
+    "The account, by id or name (see `pushgate account list`). May be left out when the "
+    "data directory holds only one account."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    account: Account
+    queries: NotificationQueries
+
+
+def _select_account(rows: list[Account], wanted: str | None) -> Account:
+    if not rows:
+        raise NotFound("No accounts yet: create one with `pushgate account create NAME`")
+    if wanted is None:
+        if len(rows) == 1:
+            return rows[0]
+        raise InvalidInput(
+            f"There are {len(rows)} accounts: choose one with --account ID or NAME "
+            "(see `pushgate account list`)"
+        )
+    if wanted.isdigit():
+        by_id = [account for account in rows if account.id == int(wanted)]
+        if by_id:
+            return by_id[0]
+    by_name = [account for account in rows if account.name == wanted]
+    if len(by_name) == 1:
+        return by_name[0]
+    if by_name:
+        ids = ", ".join(str(account.id) for account in by_name)
+        raise InvalidInput(f"Several accounts are named {wanted!r} (ids {ids}): use --account ID")
+    raise NotFound(f"No account {wanted!r} (see `pushgate account list`)")
+
+
+def _run(account: str | None, work: Callable[[_Context], Awaitable[T]]) -> T:
+    """Run ``work`` for the selected account; a PushgateError exits with its message
+    (code 1 when something is not found, 2 for input to fix)."""
+    settings = load_settings()
+    settings.ensure_data_dir()
+
+    async def run() -> T:
+        db = open_database(settings.resolved_database_url)
+        try:
+            await migrate(db)
+            accounts = AccountService(db, SecretBox(settings.resolved_secret_key()))
+            rows = [row for row, _token in await accounts.list()]
+            selected = _select_account(rows, account)
+            return await work(_Context(selected, NotificationQueries(db)))
+        finally:
+            await db.dispose()
+
+    try:
+        return asyncio.run(run())
+    except PushgateError as exc:
+        typer.secho(exc.message, fg="red", err=True)
+        raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from exc
+
+
+def _maybe_iso(ms: int | None) -> str | None:
+    return iso_ms(ms) if ms is not None else None
+
+
+def _record(delivery: DeliveryRecord) -> dict[str, object]:
+    return {
+        "device_id": delivery.device_id,
+        "transport": delivery.transport,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "reason": delivery.reason,
+        "created_at": iso_ms(delivery.created_ms),
+        "sent_at": _maybe_iso(delivery.sent_ms),
+        "delivered_at": _maybe_iso(delivery.delivered_ms),
+        "updated_at": iso_ms(delivery.updated_ms),
+    }
+
+
+def _console() -> Console:
+    """Rich output fitted to the terminal; wide enough for every column when piped."""
+    return Console() if sys.stdout.isatty() else Console(width=PIPED_WIDTH)
+
+
+def _day(ms: int) -> str:
+    return iso_ms(ms)[:10]
+
+
+def _when(ms: int | None, day: str) -> str:
+    """``HH:MM:SS.mmm`` on ``day``, else ``YYYY-MM-DD HH:MM:SS.mmm``; empty for None."""
+    if ms is None:
+        return ""
+    stamp = iso_ms(ms)
+    return stamp[11:23] if stamp[:10] == day else stamp[:10] + " " + stamp[11:23]
+
+
+def _status_option(status: str | None) -> str | None:
+    if status is not None and status not in ALL_DELIVERY_STATUSES:
+        raise typer.BadParameter(f"must be one of {', '.join(ALL_DELIVERY_STATUSES)}")
+    return status
+
+
+@deliveries_app.command("show")
+def show(
+    notification_id: Annotated[
+        int,
+        typer.Argument(
+            help="The notification's id (listed by GET /api/v1/notifications).",
+            metavar="NOTIFICATION_ID",
+            min=1,
+        ),
+    ],
+    account: Annotated[str | None, typer.Option("--account", help=ACCOUNT_HELP)] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Only deliveries in this status: {', '.join(ALL_DELIVERY_STATUSES)}.",
+            callback=_status_option,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(help="Show at most this many deliveries; 0 shows all.", min=0)
+    ] = 100,
+    after_device_id: Annotated[
+        int, typer.Option(help="Start after this device id (to page through).", min=0)
+    ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per delivery, one per line.")
+    ] = False,
+) -> None:
+    """Show one notification's deliveries.
+
+    One row per device, by device id: the transport (the device's platform), the status
+    (queued, sent, delivered, opened, failed, expired), the attempts, the last reason a
+    provider gave, and when it was sent, delivered and last updated (UTC; --json also has
+    when it was created)."""
+
+    async def work(context: _Context) -> list[DeliveryRecord]:
+        found: list[DeliveryRecord] = []
+        after = after_device_id
+        while limit == 0 or len(found) < limit:
+            wanted = MAX_DELIVERY_PAGE if limit == 0 else min(MAX_DELIVERY_PAGE, limit - len(found))
+            page = await context.queries.deliveries(
+                context.account.id,
+                notification_id,
+                status=status,
+                after_device_id=after,
+                limit=wanted,
+            )
+            found.extend(page.deliveries)
+            if page.next_after_device_id is None:
+                break
+            after = page.next_after_device_id
+        return found
+
+    rows = _run(account, work)
+    if as_json:
+        for delivery in rows:
+            typer.echo(orjson.dumps(_record(delivery)).decode())
+        return
+    if not rows:
+        typer.echo(
+            f"Notification {notification_id} has no deliveries"
+            + (f" in status {status}." if status else ".")
+        )
+        return
+    day = _day(rows[0].created_ms)
+    table = Table(
+        "device",
+        "transport",
+        "status",
+        "tries",
+        "sent",
+        "delivered",
+        "updated",
+        "reason",
+        title=f"Deliveries of notification {notification_id} (times UTC, on {day} unless dated)",
+    )
+    for delivery in rows:
+        table.add_row(
+            str(delivery.device_id),
+            Text(delivery.transport),
+            Text(delivery.status),
+            str(delivery.attempts),
+            _when(delivery.sent_ms, day),
+            _when(delivery.delivered_ms, day),
+            _when(delivery.updated_ms, day),
+            Text(delivery.reason or ""),  # provider text: never read as rich markup
+        )
+    _console().print(table)
+
+
+@deliveries_app.command("counts")
+def counts(
+    app: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            help="Count only this app's notifications, by its appID (the Instapush app id). "
+            "Without it: every notification of the account.",
+        ),
+    ] = None,
+    account: Annotated[str | None, typer.Option("--account", help=ACCOUNT_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Count deliveries by status.
+
+    Every notification of the account, or of one of its apps (--app), is counted: queued,
+    sent, delivered, opened, failed and expired."""
+
+    async def work(context: _Context) -> tuple[Account, dict[str, int]]:
+        return context.account, await context.queries.delivery_counts(context.account.id, app)
+
+    selected, by_status = _run(account, work)
+    total = sum(by_status.values())
+    if as_json:
+        record = {"account_id": selected.id, "app_id": app, "counts": by_status, "total": total}
+        typer.echo(orjson.dumps(record).decode())
+        return
+    scope = f"app {app}" if app else "all apps"
+    console = _console()
+    console.print(f"Deliveries of account {selected.id} ({selected.name}), {scope}:", markup=False)
+    table = Table("status", "deliveries")
+    for name, count in by_status.items():
+        table.add_row(Text(name), str(count))
+    table.add_row("total", str(total), style="bold")
+    console.print(table)
