@@ -61,6 +61,7 @@ class Workers:
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._spawn("fanout", self._fan_out_loop())
         self._spawn("channel", self._job_loop(deliver_queue(CHANNEL), 64, self._channel_job))
         for platform in self._platforms:

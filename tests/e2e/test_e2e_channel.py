@@ -169,10 +169,10 @@ async def test_ack_ignores_foreign_notification_ids(
     bob = await make_tenant(http, server.data_dir)
     alice_device = await register_device(http, alice)
     bob_device = await register_device(http, bob)
-    await post_ok(http, alice)
-    alice_notification = await latest_notification_id(http, alice)
-    await post_ok(http, bob)
-    bob_notification = await latest_notification_id(http, bob)
+    alice_notification = await post_ok(http, alice)
+    bob_notification = await post_ok(http, bob)
+    await wait_fanned_out(http, alice, [alice_notification])
+    await wait_fanned_out(http, bob, [bob_notification])
 
     resp = await ack(
         http, bob_device["device_token"], [alice_notification, 10**9, bob_notification]
@@ -223,8 +223,11 @@ async def test_offline_device_gets_backlog_then_since(
         await ws_expect_silence(ws, 0.3)
 
     # two more while offline
-    await post_ok(http, tenant, signup(2))
-    await post_ok(http, tenant, signup(3))
+    await wait_fanned_out(
+        http,
+        tenant,
+        [await post_ok(http, tenant, signup(2)), await post_ok(http, tenant, signup(3))],
+    )
     newer = await poll(http, token, since=first_id)
     assert [item["message"] for item in newer] == [signup_message(2), signup_message(3)]
     second_id, third_id = (item["id"] for item in newer)

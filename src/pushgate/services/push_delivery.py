@@ -140,6 +140,10 @@ class PushDelivery:
             else:
                 assert isinstance(step, GiveUp)
                 changes[_Change(step.status, short_reason(step.reason), None)].extend(device_ids)
+        # Devices first: a crash right after leaves the deliveries to be retried, and the
+        # retry finds the device disabled.
+        for device_id, reason in invalid:
+            await self._devices.disable(device_id, reason)
         async with self._db.write.begin() as conn:
             await self._write(conn, job.notification_id, changes, sent_at, False)
             for (at_ms, attempts), device_ids in retries.items():
@@ -152,8 +156,6 @@ class PushDelivery:
                 )
         if retries:
             self._queue.wake(deliver_queue(transport_name))
-        for device_id, reason in invalid:
-            await self._devices.disable(device_id, reason)
 
     async def _send(
         self, transport_name: str, content: Content, targets: list[Target]

@@ -136,10 +136,12 @@ class DeliveryWrites:
         if not rows:
             return
         allowed = "('queued', 'sent')" if status == "sent" else "('queued', 'sent', 'expired')"
+        # A delivery acknowledged in the same flush as its send was sent then too.
+        also = "" if status == "sent" else "sent_ms = coalesce(deliveries.sent_ms, v.column2), "
         values = _values(len(rows), _STATUS_CASTS, self._postgres)
         await conn.exec_driver_sql(
             f"UPDATE deliveries SET status = '{status}', attempts = attempts + v.column1, "
-            f"{stamp} = v.column2, updated_ms = v.column2 FROM {values} "
+            f"{stamp} = v.column2, {also}updated_ms = v.column2 FROM {values} "
             "WHERE deliveries.device_id = v.column3 AND deliveries.notification_id = v.column4 "
             f"AND deliveries.status IN {allowed}",
             _flat(rows),

@@ -30,6 +30,7 @@ import httpx2
 
 __all__ = [
     "ServerProcess",
+    "WorkerProcess",
     "ServerStartError",
     "cli_env",
     "create_account",
@@ -201,6 +202,79 @@ class ServerProcess:
 
     def __repr__(self) -> str:
         return f"ServerProcess(url={self.url!r}, data_dir={str(self.data_dir)!r})"
+
+
+class WorkerProcess:
+    """A ``pushgate worker`` subprocess (needs PUSHGATE_QUEUE_URL in ``env``); its output goes
+    to ``<data_dir>/<name>.log``. ``start`` waits until it says it is running."""
+
+    READY_LINE = "Pushgate worker running"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
+        name: str = "worker",
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.env = cli_env(self.data_dir, env)
+        self.log_path = self.data_dir / f"{name}.log"
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            offset = log.tell()
+            self._proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [sys.executable, "-m", "pushgate", "worker"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            text = self.log_path.read_bytes()[offset:].decode("utf-8", "replace")
+            if self.READY_LINE in text:
+                return self
+            code = self._proc.poll()
+            if code is not None or time.monotonic() > deadline:
+                self.kill()
+                raise ServerStartError(f"pushgate worker did not start (exit {code}):\n{text}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                return proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return proc.wait()
+
+    def kill(self) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.kill()
+        return proc.wait()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def run_cli(
