@@ -1,4 +1,4 @@
-"""Several processes on Redis: one server that holds the device connections and runs no
+"""Several processes on Redis: two servers that hold the device connections and run no
 workers, and two `pushgate worker` processes sharing the jobs through Redis Streams, on
 PostgreSQL. Every notification reaches every channel device exactly once, and every push
 delivery is attempted exactly once."""
@@ -45,6 +45,7 @@ async def test_two_workers_share_the_work_without_loss_or_repeats(
     make_server: ServerFactory, shared_env: dict[str, str], tmp_path: Path
 ) -> None:
     server = make_server(env={**shared_env, "PUSHGATE_RUN_WORKERS": "false"})
+    other_server = make_server(env={**shared_env, "PUSHGATE_RUN_WORKERS": "false"})
     workers = [
         WorkerProcess(tmp_path / f"w{n}", shared_env, name=f"worker-{n}").start() for n in range(2)
     ]
@@ -66,7 +67,9 @@ async def test_two_workers_share_the_work_without_loss_or_repeats(
             received: list[Counter[int]] = [Counter() for _ in channel]
 
             async def listen(index: int, device: dict[str, Any]) -> None:
-                async with ws_connect(server, token=device["device_token"]) as ws:
+                # Devices spread over both servers: the channel reaches them in either.
+                holder = server if index % 2 == 0 else other_server
+                async with ws_connect(holder, token=device["device_token"]) as ws:
                     assert (await ws_recv(ws))["type"] == "ready"
                     connected.release()
                     while sum(received[index].values()) < POSTS:
@@ -106,3 +109,41 @@ async def test_two_workers_share_the_work_without_loss_or_repeats(
     finally:
         for worker in workers:
             worker.stop()
+
+
+async def test_a_killed_worker_leaves_its_jobs_to_the_other(
+    make_server: ServerFactory, shared_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**shared_env, "PUSHGATE_JOB_LEASE_SECONDS": "1"}
+    server = make_server(env={**env, "PUSHGATE_RUN_WORKERS": "false"})
+    doomed, survivor = (
+        WorkerProcess(tmp_path / f"w{n}", env, name=f"worker-{n}").start() for n in range(2)
+    )
+    try:
+        account = create_account(server.data_dir, "killed", env)
+        tenant = Tenant(data_dir=server.data_dir, user_token=account["user_token"])
+        async with client_for(server) as http:
+            await add_app(http, tenant)
+            assert (await add_event(http, tenant)).status_code == 201
+            device = await register_device(http, tenant, "survivor")
+            posted: list[int] = []
+            for n in range(POSTS):
+                posted.append(await post_ok(http, tenant, {"email": f"k{n}", "country": "NL"}))
+                if n == POSTS // 3:
+                    doomed.kill()
+            # Everything accepted reaches the device (possibly twice: at-least-once).
+            received: set[int] = set()
+            for _ in range(200):
+                response = await http.get(
+                    "/api/v1/channel/poll",
+                    params={"since": 0, "limit": 1000},
+                    headers={"Authorization": f"Bearer {device['device_token']}"},
+                )
+                received = {item["id"] for item in response.json()["notifications"]}
+                if received >= set(posted):
+                    break
+                await asyncio.sleep(0.1)
+            assert set(posted) - received == set()
+    finally:
+        doomed.kill()
+        survivor.stop()
