@@ -38,7 +38,6 @@ class World:
         return NewNotification(
             account_id=self.account_id,
             app_id=None,
-            app_key=None,
             event="e",
             title="t",
             message=message,

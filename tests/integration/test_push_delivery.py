@@ -45,7 +45,6 @@ class World:
             NewNotification(
                 account_id=self.account_id,
                 app_id=None,
-                app_key=None,
                 event=None,
                 title="t",
                 message="hello",

@@ -48,7 +48,6 @@ class PipelineUnavailable(Exception):
 class NewNotification:
     account_id: int
     app_id: int | None
-    app_key: str | None
     event: str | None
     title: str | None
     message: str

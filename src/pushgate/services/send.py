@@ -29,7 +29,6 @@ class SendService:
             NewNotification(
                 account_id=app.account_id,
                 app_id=app.id,
-                app_key=app.app_key,
                 event=event.title,
                 title=event.title,
                 message=message,
