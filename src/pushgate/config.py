@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         le=3600,
         description="How long a worker holds a job before another may take it over.",
     )
+    websocket_ping_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Seconds between WebSocket pings to each device connection (0: none); a "
+        "connection that does not answer within as long again is closed.",
+    )
     environment: Literal["development", "production"] = "development"
     log_level: str = "info"
     config_file: Path | None = Field(None, description="Optional TOML file with these settings.")

@@ -10,6 +10,7 @@ from contextlib import aclosing
 from typing import Any
 
 import httpx2
+import pytest
 from e2e_support import (
     SIGNUP_MESSAGE,
     SIGNUP_TRACKERS,
@@ -310,3 +311,28 @@ async def test_notification_expires_when_ttl_runs_out(make_server: ServerFactory
             await post_ok(http, tenant)
             message = await ws_recv(ws, 2.0)
             assert message["message"] == SIGNUP_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("token=dvt_wrong", 401, "Missing or invalid device token"),
+        ("since=abc", 400, "since must be a notification id"),
+        ("since=-1", 400, "since must be a notification id"),
+        ("since=99999999999999999999", 400, "since must be a notification id"),
+        ("batch=maybe", 400, "batch must be 1 or 0"),
+    ],
+)
+async def test_websocket_refuses_bad_tokens_and_options_with_the_reason(
+    server: ServerProcess, query: str, status: int, message: str
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    url = server.url.replace("http://", "ws://", 1) + "/api/v1/channel/ws?" + query
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, compression=None):
+            pass
+    response = refused.value.response
+    assert response.status_code == status
+    assert json.loads(response.body)["error"]["message"].startswith(message)

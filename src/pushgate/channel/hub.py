@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # A connection that falls this far behind is closed; it gets the rest from storage on reconnect.
 MAX_QUEUED_PER_CONNECTION = 10_000
@@ -18,21 +18,41 @@ class Outgoing:
     payload: bytes
 
 
-@dataclass(eq=False)
 class Subscription:
-    device_id: int
-    queue: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
-    overflowed: bool = False
+    """One live connection's outgoing items. Deliberately small: a list, and a future only
+    while the connection waits (an idle device connection holds just these few objects,
+    where an ``asyncio.Queue`` would hold four deques of ~760 bytes each)."""
+
+    __slots__ = ("device_id", "overflowed", "_items", "_waiter")
+
+    def __init__(self, device_id: int) -> None:
+        self.device_id = device_id
+        self.overflowed = False
+        self._items: list[Outgoing] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Outgoing) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def get(self) -> Outgoing:
-        return await self.queue.get()
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
 
     def drain(self, limit: int) -> list[Outgoing]:
         """What is already queued, up to ``limit`` items, without waiting."""
-        items: list[Outgoing] = []
-        queue = self.queue
-        while len(items) < limit and not queue.empty():
-            items.append(queue.get_nowait())
+        items = self._items[:limit]
+        del self._items[:limit]
         return items
 
 
@@ -62,10 +82,10 @@ class Hub:
             if not subscriptions:
                 continue
             for subscription in subscriptions:
-                if subscription.queue.qsize() >= MAX_QUEUED_PER_CONNECTION:
+                if subscription.qsize() >= MAX_QUEUED_PER_CONNECTION:
                     subscription.overflowed = True
                     continue
-                subscription.queue.put_nowait(item)
+                subscription.put(item)
                 queued += 1
         return queued
 
