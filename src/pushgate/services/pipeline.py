@@ -34,7 +34,7 @@ SWEEP_INTERVAL_SECONDS = 1.0
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 STATUS_FLUSH_SECONDS = 0.1
 # Most delivery status changes written in one transaction.
-STATUS_CHUNK = 200
+STATUS_CHUNK = 1000
 RECENT_SECONDS = 2.0
 # Expiry looks back this far past the previous sweep, so a failed sweep is caught up later.
 SWEEP_OVERLAP_MS = 60_000
