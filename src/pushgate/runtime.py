@@ -105,7 +105,9 @@ def build_runtime(
     workers = Workers(
         jobs=jobs,
         queue=queue,
-        fan_out=FanOut(db, jobs, queue),
+        fan_out=FanOut(
+            db, jobs, queue, direct_channel=broadcast if settings.queue_url is None else None
+        ),
         broadcast=broadcast,
         push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds),
         platforms=sorted(chosen),

@@ -5,6 +5,7 @@ deliveries (one per notification x enabled device) and queues the delivery jobs.
 embedded queue engine the delivery jobs are rows of that same transaction, so the step happens
 exactly once. With Redis they are added just before the commit; if the commit then fails, the
 fan-out runs again, adds no delivery twice, and the extra jobs find nothing left to send.
+Channel deliveries of a single process skip the queue (see ``__init__``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from pushgate.channel.broadcast import ChannelBroadcast
+from pushgate.channel.hub import Outgoing
 from pushgate.channel.messages import notification_message
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
@@ -35,15 +38,28 @@ FANOUT_BATCH = 64
 
 
 class FanOut:
-    def __init__(self, db: Database, jobs: EmbeddedQueue, queue: QueueEngine) -> None:
+    def __init__(
+        self,
+        db: Database,
+        jobs: EmbeddedQueue,
+        queue: QueueEngine,
+        direct_channel: ChannelBroadcast | None = None,
+    ) -> None:
         self._db = db
         self._jobs = jobs
         self._queue = queue
         self._writes = DeliveryWrites(db.write.dialect.name)
+        # With one process (embedded queue, local broadcast) channel deliveries are handed to
+        # this process's connections right after the commit, without a job: a job would only
+        # protect that hand-off against a crash of this process, which takes the connections
+        # with it (the devices then get their backlog when they reconnect). With several
+        # processes a channel job carries it, so a crashed worker's hand-off is done by another.
+        self._direct = direct_channel
 
     async def step(self, limit: int = FANOUT_BATCH) -> int:
         """Fan out up to ``limit`` accepted notifications; returns how many."""
         queued: set[str] = set()
+        direct: list[tuple[list[int], Outgoing]] = []
         async with self._db.write.begin() as conn:
             jobs = await self._jobs.take_within(conn, FANOUT_QUEUE, limit)
             if not jobs:
@@ -71,6 +87,9 @@ class FanOut:
                         created_ms=int(row[7]),
                         expires_ms=int(row[8]),
                     )
+                    if self._direct is not None:
+                        direct.append((device_ids, Outgoing(notification_id, message)))
+                        continue
                     payloads[deliver_queue(CHANNEL)].extend(
                         ChannelJob(notification_id, part, message).encode()
                         for part in batches(device_ids, CHANNEL_BATCH)
@@ -85,4 +104,7 @@ class FanOut:
                 queued.add(queue)
         for queue in queued:
             self._queue.wake(queue)
+        if self._direct is not None:
+            for device_ids, item in direct:
+                await self._direct.publish(device_ids, item)
         return len(jobs)
