@@ -72,6 +72,8 @@ from ingest import (  # noqa: E402
     _percentiles,
     _run_loop,
     _source_version,
+    add_output_options,
+    run_and_report,
     setup_account,
 )
 
@@ -656,9 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "postgresql+asyncpg://postgres@127.0.0.1:5432/test; default: SQLite in the data dir",
     )
     ap.add_argument("--queue-url", help="redis://127.0.0.1:6379/0: the Redis Streams engine")
-    ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and logs")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     if args.connected is None:
         args.connected = args.devices // 2
@@ -666,22 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("need 0 < kill-after <= posts, devices >= 1, concurrency >= 1")
     if not 0 <= args.connected <= args.devices:
         ap.error("--connected must be between 0 and --devices")
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    try:
-        r = run(args, log)
-    except HarnessError as exc:
-        log(f"harness error: {exc}")
-        return 2
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.json:
-        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print_table(r)
-    return 0
+    return run_and_report(args, run, print_table)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ from ingest import (  # noqa: E402
     _Receivers,
     _run_loop,
     _source_version,
+    add_output_options,
+    run_and_report,
     setup_account,
     uvloop,
 )
@@ -1167,28 +1169,11 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy", type=Path, metavar="OUT",
         help="profile the server with py-spy (if installed) during the Pushgate rounds",
     )  # fmt: skip
-    ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and log")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     if args.devices < 1 or args.rounds < 1 or args.time_limit <= 0 or args.receivers < 1:
         ap.error("devices, rounds, time-limit and receivers must be positive")
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    try:
-        r = run(args, log)
-    except HarnessError as exc:
-        log(f"harness error: {exc}")
-        return 2
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.json:
-        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print_table(r)
-    return 0
+    return run_and_report(args, run, print_table)
 
 
 if __name__ == "__main__":

@@ -1324,6 +1324,34 @@ def print_table(r: dict[str, Any]) -> None:
             print(f"         note: {note}")
 
 
+def add_output_options(ap: argparse.ArgumentParser) -> None:
+    """--keep-data, --json and --json-out, shared by the benchmarks."""
+    ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and log")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
+
+
+def run_and_report(args: argparse.Namespace, run: Any, print_table: Any) -> int:
+    """Run a benchmark (progress on stderr), then print its table or JSON; the exit code is 2
+    on a harness error, else 0 whatever the targets say."""
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        r = run(args, log)
+    except HarnessError as exc:
+        log(f"harness error: {exc}")
+        return 2
+    if args.json_out:
+        args.json_out.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.json:
+        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print_table(r)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", type=int, default=64, help="HTTP connections (default 64)")
@@ -1351,30 +1379,13 @@ def main(argv: list[str] | None = None) -> int:
         "--wrk-check", action="store_true",
         help="also measure the floor with wrk (if installed) to check the Python client",
     )  # fmt: skip
-    ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and log")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     if args.concurrency < 1 or args.devices < 1 or args.duration <= 0 or args.max_posts < 1:
         ap.error("concurrency, devices, duration and max-posts must be positive")
     if args.latency_rate <= 0 or args.latency_duration <= 0:
         ap.error("latency-rate and latency-duration must be positive")
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    try:
-        r = run(args, log)
-    except HarnessError as exc:
-        log(f"harness error: {exc}")
-        return 2
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.json:
-        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print_table(r)
-    return 0
+    return run_and_report(args, run, print_table)
 
 
 if __name__ == "__main__":
