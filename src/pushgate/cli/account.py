@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -13,30 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from pushgate.channel.messages import iso_ms
-from pushgate.config import load_settings
-from pushgate.crypto import SecretBox
+from pushgate.cli.database import with_database
 from pushgate.domain.errors import PushgateError
 from pushgate.services.accounts import AccountService
-from pushgate.storage.database import open_database
-from pushgate.storage.migrate import migrate
 
 account_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 T = TypeVar("T")
 
 
 def _with_accounts(work: Callable[[AccountService], Awaitable[T]]) -> T:
-    settings = load_settings()
-    settings.ensure_data_dir()
-
-    async def run() -> T:
-        db = open_database(settings.resolved_database_url)
-        try:
-            await migrate(db)
-            return await work(AccountService(db, SecretBox(settings.resolved_secret_key())))
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
+    return with_database(lambda db, box: work(AccountService(db, box)))
 
 
 @account_app.command("create")

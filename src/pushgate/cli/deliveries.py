@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pushgate.channel.messages import iso_ms
-from pushgate.config import load_settings
+from pushgate.cli.database import with_database
 from pushgate.crypto import SecretBox
 from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
 from pushgate.services.accounts import Account, AccountService
@@ -25,8 +24,7 @@ from pushgate.services.notifications import (
     DeliveryRecord,
     NotificationQueries,
 )
-from pushgate.storage.database import open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database
 
 deliveries_app = typer.Typer(
     help="What happened to each delivery (one notification x one device), read from the "
@@ -74,22 +72,14 @@ def _select_account(rows: list[Account], wanted: str | None) -> Account:
 def _run(account: str | None, work: Callable[[_Context], Awaitable[T]]) -> T:
     """Run ``work`` for the selected account; a PushgateError exits with its message
     (code 1 when something is not found, 2 for input to fix)."""
-    settings = load_settings()
-    settings.ensure_data_dir()
 
-    async def run() -> T:
-        db = open_database(settings.resolved_database_url)
-        try:
-            await migrate(db)
-            accounts = AccountService(db, SecretBox(settings.resolved_secret_key()))
-            rows = [row for row, _token in await accounts.list()]
-            selected = _select_account(rows, account)
-            return await work(_Context(selected, NotificationQueries(db)))
-        finally:
-            await db.dispose()
+    async def run(db: Database, box: SecretBox) -> T:
+        rows = [row for row, _token in await AccountService(db, box).list()]
+        selected = _select_account(rows, account)
+        return await work(_Context(selected, NotificationQueries(db)))
 
     try:
-        return asyncio.run(run())
+        return with_database(run)
     except PushgateError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from exc

@@ -31,6 +31,7 @@ from pushgate.services.delivery_jobs import (
 )
 from pushgate.storage.database import Database
 from pushgate.storage.delivery_writes import DeliveryWrites
+from pushgate.transports.base import Content
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,12 @@ class FanOut:
             if not jobs:
                 return 0
             ids = [fanout_id(job.payload) for job in jobs]
-            rows = await self._writes.notifications_by_id(conn, ids)
-            by_id = {int(row[0]): row for row in rows}
+            contents = [
+                Content.from_row(row) for row in await self._writes.notifications_by_id(conn, ids)
+            ]
+            by_id = {content.notification_id: content for content in contents}
             created = await self._writes.fan_out(
-                conn, [(int(row[0]), int(row[1]), int(row[7])) for row in rows]
+                conn, [(c.notification_id, c.account_id, c.created_ms) for c in contents]
             )
             groups: dict[tuple[int, str], list[int]] = defaultdict(list)
             for notification_id, device_id, transport in created:
@@ -76,16 +79,16 @@ class FanOut:
             payloads: dict[str, list[bytes]] = defaultdict(list)
             for (notification_id, transport), device_ids in groups.items():
                 if transport == CHANNEL:
-                    row = by_id[notification_id]
+                    content = by_id[notification_id]
                     message = notification_message(
                         notification_id=notification_id,
-                        app_key=row[2],
-                        event=row[3],
-                        title=row[4],
-                        message=row[5],
-                        data_json=row[6],
-                        created_ms=int(row[7]),
-                        expires_ms=int(row[8]),
+                        app_key=content.app_key,
+                        event=content.event,
+                        title=content.title,
+                        message=content.message,
+                        data_json=content.data_json,
+                        created_ms=content.created_ms,
+                        expires_ms=content.expires_ms,
                     )
                     if self._direct is not None:
                         direct.append((device_ids, Outgoing(notification_id, message)))

@@ -65,18 +65,7 @@ class PushDelivery:
             rows = await self._writes.notifications_by_id(conn, [notification_id])
         if not rows:
             return None
-        row = rows[0]
-        return Content(
-            notification_id=int(row[0]),
-            account_id=int(row[1]),
-            app_key=row[2],
-            event=row[3],
-            title=row[4],
-            message=row[5],
-            data_json=row[6],
-            created_ms=int(row[7]),
-            expires_ms=int(row[8]),
-        )
+        return Content.from_row(rows[0])
 
     async def _claim(self, job: PushJob, now: int) -> dict[int, int]:
         """device id -> attempts (this one included) for the deliveries this job may send."""

@@ -43,6 +43,23 @@ HEALTH_PATH = "/api/v1/health"
 LOG_NAME = "server.log"
 
 
+def _end(proc: subprocess.Popen[bytes] | None, grace: float | None) -> int | None:
+    """Stop a child process: SIGTERM and up to ``grace`` seconds, or SIGKILL at once when
+    ``grace`` is None (or the grace runs out). Returns its exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        if grace is None:
+            proc.kill()
+        else:
+            proc.terminate()
+            try:
+                return proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return proc.wait()
+
+
 class ServerStartError(RuntimeError):
     """The server process died or did not become healthy in time."""
 
@@ -159,20 +176,12 @@ class ServerProcess:
 
     def stop(self) -> int | None:
         """SIGTERM, wait; SIGKILL after ``stop_timeout``. Returns the exit code."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _end(self._proc, self.stop_timeout)
         return self._reap()
 
     def kill(self) -> int | None:
         """SIGKILL at once. Returns the exit code."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        _end(self._proc, None)
         return self._reap()
 
     def restart(self) -> ServerProcess:
@@ -246,24 +255,12 @@ class WorkerProcess:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        return proc.wait()
+        """SIGTERM, wait; SIGKILL after ``timeout``. Returns the exit code."""
+        return _end(self._proc, timeout)
 
     def kill(self) -> int | None:
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.kill()
-        return proc.wait()
+        """SIGKILL at once. Returns the exit code."""
+        return _end(self._proc, None)
 
     def __enter__(self) -> WorkerProcess:
         return self.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pushgate.domain.outcomes import Outcome, PermanentFailure
 
@@ -30,6 +31,21 @@ class Content:
     data_json: str
     created_ms: int
     expires_ms: int
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Content:
+        """From a row of ``DeliveryWrites.notifications_by_id``."""
+        return cls(
+            notification_id=int(row[0]),
+            account_id=int(row[1]),
+            app_key=row[2],
+            event=row[3],
+            title=row[4],
+            message=row[5],
+            data_json=row[6],
+            created_ms=int(row[7]),
+            expires_ms=int(row[8]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
