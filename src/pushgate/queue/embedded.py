@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.queue.base import Job, QueueEngine
 from pushgate.storage.database import Database, now_ms
+from pushgate.storage.params import markers
 
 POLL_SECONDS = 0.2
 # SQLite allows 32766 bound parameters per statement; four per job row.
@@ -50,11 +51,8 @@ class EmbeddedQueue(QueueEngine):
             await asyncio.wait_for(event.wait(), min(seconds, self._poll))
         event.clear()
 
-    def _marks(self, start: int, count: int) -> str:
-        if self._postgres:
-            return ", ".join(f"${start + i}" for i in range(count))
-        # Numbered on SQLite too, so a statement may use its parameters in any order.
-        return ", ".join(f"?{start + i}" for i in range(count))
+    def _marks(self, count: int) -> list[str]:
+        return markers(self._postgres, count)
 
     async def enqueue(
         self,
@@ -100,7 +98,7 @@ class EmbeddedQueue(QueueEngine):
     async def _any_visible(self, queue: str, now: int) -> bool:
         """A read (never waiting for the write lock) that tells whether a claim would find
         anything, so idle workers poll without taking SQLite's write lock."""
-        q, upto = self._marks(1, 2).split(", ")
+        q, upto = self._marks(2)
         async with self._db.read.connect() as conn:
             row = (
                 await conn.exec_driver_sql(
@@ -116,7 +114,7 @@ class EmbeddedQueue(QueueEngine):
             return []
         until = now + int(lease_seconds * 1000)
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
-        q, upto, n, lease = self._marks(1, 4).split(", ")
+        q, upto, n, lease = self._marks(4)
         sql = (
             f"UPDATE jobs SET visible_ms = {lease}, claims = claims + 1 WHERE id IN "
             f"(SELECT id FROM jobs WHERE queue = {q} AND visible_ms <= {upto} "
@@ -159,14 +157,14 @@ class EmbeddedQueue(QueueEngine):
         for start in range(0, len(ids), _ROWS_PER_INSERT):
             chunk = ids[start : start + _ROWS_PER_INSERT]
             await conn.exec_driver_sql(
-                f"DELETE FROM jobs WHERE id IN ({self._marks(1, len(chunk))})", tuple(chunk)
+                f"DELETE FROM jobs WHERE id IN ({', '.join(self._marks(len(chunk)))})", tuple(chunk)
             )
 
     async def take_within(self, conn: AsyncConnection, queue: str, limit: int) -> list[Job]:
         """Claim and delete visible jobs inside the caller's transaction: they are done
         exactly when that transaction commits, and untouched when it rolls back."""
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
-        q, upto, n = self._marks(1, 3).split(", ")
+        q, upto, n = self._marks(3)
         rows: list[Any] = list(
             await conn.exec_driver_sql(
                 f"SELECT id, payload, claims FROM jobs WHERE queue = {q} AND visible_ms <= {upto} "
@@ -181,7 +179,7 @@ class EmbeddedQueue(QueueEngine):
         return jobs
 
     async def depth(self, queue: str) -> int:
-        q = self._marks(1, 1)
+        (q,) = self._marks(1)
         async with self._db.read.connect() as conn:
             result = await conn.exec_driver_sql(
                 f"SELECT count(*) FROM jobs WHERE queue = {q}", (queue,)

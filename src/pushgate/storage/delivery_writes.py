@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.storage.params import markers
+
 # (id, account_id, app_id, event, title, message, data, created_ms, expires_ms)
 NotificationRow = tuple[int, int, int | None, str | None, str | None, str, str, int, int]
 # (notification_id, account_id, created_ms)
@@ -71,9 +73,7 @@ class DeliveryWrites:
         self._enabled = "devices.enabled" if self._postgres else "devices.enabled = 1"
 
     def _marks(self, count: int) -> list[str]:
-        # Numbered on SQLite too, so a statement may use its parameters in any order.
-        sign = "$" if self._postgres else "?"
-        return [f"{sign}{i + 1}" for i in range(count)]
+        return markers(self._postgres, count)
 
     async def reserve_notification_ids(self, conn: AsyncConnection, count: int) -> list[int]:
         """Ids for ``count`` new notifications, in order.
@@ -173,8 +173,7 @@ class DeliveryWrites:
         )
 
     def _list(self, start: int, count: int) -> str:
-        sign = "$" if self._postgres else "?"
-        return ", ".join(f"{sign}{start + i}" for i in range(count))
+        return ", ".join(markers(self._postgres, count, start))
 
     async def notifications_by_id(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
         """(id, account_id, app_key, event, title, message, data, created_ms, expires_ms) of
