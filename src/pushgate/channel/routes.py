@@ -9,9 +9,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
-from pushgate.api.native.deps import bearer
 from pushgate.channel.session import READY, DeviceSession, SlowConsumer
-from pushgate.channel.websocket import INVALID_DEVICE_TOKEN, MAX_ACK_IDS
+from pushgate.channel.websocket import (
+    INVALID_DEVICE_TOKEN,
+    MAX_ACK_IDS,
+    connecting_device,
+    device_session,
+)
 from pushgate.domain.errors import MAX_ID, Unauthorized
 from pushgate.runtime import Runtime
 from pushgate.services.devices import Device
@@ -43,18 +47,14 @@ class PollOut(BaseModel):
 def channel_router(rt: Runtime) -> APIRouter:
     router = APIRouter(prefix="/api/v1/channel", tags=["device channel"])
 
-    async def device_of(token: str | None) -> Device | None:
-        device = await rt.devices.authenticate(token)
-        return device if device is not None and device.enabled else None
-
     async def require_device(request: Request) -> Device:
-        device = await device_of(bearer(request) or request.query_params.get("token"))
+        device = await connecting_device(rt, request)
         if device is None:
             raise Unauthorized(INVALID_DEVICE_TOKEN)
         return device
 
     def session(device: Device) -> DeviceSession:
-        return DeviceSession(device.id, rt.hub, rt.notifications, rt.pipeline)
+        return device_session(rt, device)
 
     @router.get(
         "/sse",

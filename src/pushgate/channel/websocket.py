@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import parse_qsl
+from collections.abc import Mapping
 
 import orjson
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -23,6 +24,7 @@ from pushgate.channel.messages import batch_message
 from pushgate.channel.session import DeviceSession, SlowConsumer
 from pushgate.domain.errors import MAX_ID, InvalidInput
 from pushgate.runtime import Runtime
+from pushgate.services.devices import Device
 
 PATH = "/api/v1/channel/ws"
 MAX_ACK_IDS = 1000
@@ -32,6 +34,19 @@ INVALID_DEVICE_TOKEN = (
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+async def connecting_device(rt: Runtime, connection: HTTPConnection) -> Device | None:
+    """The enabled device whose token the request carries (``Authorization: Bearer`` or
+    ``?token=``), for every channel endpoint."""
+    device = await rt.devices.authenticate(
+        bearer(connection) or connection.query_params.get("token")
+    )
+    return device if device is not None and device.enabled else None
+
+
+def device_session(rt: Runtime, device: Device) -> DeviceSession:
+    return DeviceSession(device.id, rt.hub, rt.notifications, rt.pipeline)
 
 
 def ack_ids(message: object) -> list[int]:
@@ -45,7 +60,7 @@ def ack_ids(message: object) -> list[int]:
     return ids
 
 
-def parse_options(query: dict[str, str]) -> tuple[int | None, bool]:
+def parse_options(query: Mapping[str, str]) -> tuple[int | None, bool]:
     """``since`` and ``batch`` from the query string; ``InvalidInput`` says what is wrong."""
     since: int | None = None
     raw_since = query.get("since")
@@ -65,18 +80,17 @@ class ChannelWebSocket:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         try:
-            since, batch = parse_options(query)
+            since, batch = parse_options(websocket.query_params)
         except InvalidInput as exc:
             await websocket.send_denial_response(native_error(exc.message, 400))
             return
-        device = await self._rt.devices.authenticate(bearer(websocket) or query.get("token"))
-        if device is None or not device.enabled:
+        device = await connecting_device(self._rt, websocket)
+        if device is None:
             await websocket.send_denial_response(native_error(INVALID_DEVICE_TOKEN, 401))
             return
         await websocket.accept()
-        session = DeviceSession(device.id, self._rt.hub, self._rt.notifications, self._rt.pipeline)
+        session = device_session(self._rt, device)
         reader = asyncio.create_task(self._read_acks(websocket, session))
         writer = asyncio.create_task(self._write(websocket, session, since, batch))
         done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
