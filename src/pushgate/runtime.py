@@ -96,6 +96,9 @@ def build_runtime(
             settings.queue_url, settings.queue_prefix, hub if accepting else None
         )
     pipeline = DeliveryPipeline(db, jobs)
+    # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
+    # does them itself right after its commit (see FanOut).
+    channel_jobs = settings.queue_url is not None
     chosen = default_transports() if transports is None else transports
     policy = RetryPolicy(
         max_attempts=settings.max_attempts,
@@ -105,14 +108,13 @@ def build_runtime(
     workers = Workers(
         jobs=jobs,
         queue=queue,
-        fan_out=FanOut(
-            db, jobs, queue, direct_channel=broadcast if settings.queue_url is None else None
-        ),
+        fan_out=FanOut(db, jobs, queue, direct_channel=None if channel_jobs else broadcast),
         broadcast=broadcast,
         push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds),
         platforms=sorted(chosen),
         push_concurrency=settings.push_concurrency,
         lease_seconds=settings.job_lease_seconds,
+        channel_jobs=channel_jobs,
     )
     return Runtime(
         settings=settings,

@@ -1,7 +1,8 @@
 """Delivery workers: thin loops that take jobs off the queues and call a service.
 
 - one fan-out loop (``fanout`` jobs, always in the database);
-- channel loops: hand channel deliveries to the live connections (``ChannelBroadcast``);
+- a channel loop, with several processes: hand channel deliveries to the live connections
+  (``ChannelBroadcast``);
 - push loops, several per platform: send through the platform's transport.
 
 A job is acknowledged after its handler returns. A handler that fails leaves its job to come
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from pushgate.channel.broadcast import ChannelBroadcast
 from pushgate.channel.hub import Outgoing
@@ -48,6 +50,7 @@ class Workers:
         platforms: list[str],
         push_concurrency: int,
         lease_seconds: float,
+        channel_jobs: bool,
     ) -> None:
         self._jobs = jobs
         self._queue = queue
@@ -57,13 +60,16 @@ class Workers:
         self._platforms = platforms
         self._push_concurrency = push_concurrency
         self._lease = lease_seconds
+        # False when the fan-out hands channel deliveries over itself (one process).
+        self._channel_jobs = channel_jobs
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     def start(self) -> None:
         self._stopping.clear()
         self._spawn("fanout", self._fan_out_loop())
-        self._spawn("channel", self._job_loop(deliver_queue(CHANNEL), 64, self._channel_job))
+        if self._channel_jobs:
+            self._spawn("channel", self._job_loop(deliver_queue(CHANNEL), 64, self._channel_job))
         for platform in self._platforms:
             handler = self._push_handler(platform)
             self._spawn(
@@ -71,11 +77,8 @@ class Workers:
                 self._job_loop(deliver_queue(platform), self._push_concurrency, handler),
             )
 
-    def _spawn(self, name: str, work: Awaitable[None]) -> None:
-        async def run() -> None:
-            await work
-
-        self._tasks.append(asyncio.create_task(run(), name=f"pushgate-worker-{name}"))
+    def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(work, name=f"pushgate-worker-{name}"))
 
     async def stop(self) -> None:
         """Let the handlers finish what they hold (for a few seconds), then stop."""
