@@ -88,6 +88,38 @@ class Settings(BaseSettings):
         description="Seconds between WebSocket pings to each device connection (0: none); a "
         "connection that does not answer within as long again is closed.",
     )
+    apns_url: str | None = Field(
+        None,
+        description="APNs base URL; unset: https://api.push.apple.com, or "
+        "https://api.sandbox.push.apple.com for credentials marked sandbox. Set it to a local "
+        "fake (see pushgate.testing) in tests.",
+    )
+    fcm_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 base URL.")
+    hms_url: str = Field("https://push-api.cloud.huawei.com", description="HMS Push Kit base URL.")
+    hms_token_url: str = Field(
+        "https://oauth-login.cloud.huawei.com/oauth2/v3/token",
+        description="HMS OAuth 2.0 token URL (client credentials).",
+    )
+    provider_ca_file: Path | None = Field(
+        None,
+        description="A PEM file of extra certificate authorities trusted for provider and Web "
+        "Push connections, on top of the system's (e.g. the CA of pushgate.testing's fakes).",
+    )
+    provider_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Timeout of one request to a provider."
+    )
+    provider_connections: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Most connections open at once per provider client (HTTP/1.1 providers; "
+        "APNs multiplexes requests over few HTTP/2 connections).",
+    )
+    vapid_subject: str = Field(
+        "mailto:admin@localhost",
+        description="Contact sent as VAPID `sub` with an app's generated Web Push key pair; set "
+        "a real mailto: address or https URL in production.",
+    )
     environment: Literal["development", "production"] = "development"
     log_level: str = "info"
     config_file: Path | None = Field(None, description="Optional TOML file with these settings.")

@@ -22,6 +22,7 @@ from itertools import islice
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
 from pushgate.storage.database import Database, now_ms
@@ -53,6 +54,7 @@ class NewNotification:
     message: str
     data_json: str
     ttl_seconds: int
+    options: PushOptions = DEFAULT_OPTIONS
 
 
 @dataclass(slots=True)
@@ -299,6 +301,7 @@ class DeliveryPipeline:
                     n.data_json,
                     now,
                     now + n.ttl_seconds * 1000,
+                    n.options.to_json(),
                 )
             )
         await self._writes.store_notifications(conn, rows)

@@ -20,15 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.storage.params import markers
 
-# (id, account_id, app_id, event, title, message, data, created_ms, expires_ms)
-NotificationRow = tuple[int, int, int | None, str | None, str | None, str, str, int, int]
+# (id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options)
+NotificationRow = tuple[
+    int, int, int | None, str | None, str | None, str, str, int, int, str | None
+]
 # (notification_id, account_id, created_ms)
 AudienceRow = tuple[int, int, int]
 # (sends, at, device_id, notification_id), for both "sent" and "delivered"
 StatusRow = tuple[int, int, int, int]
 
 _NOTIFICATION_COLUMNS = (
-    "id, account_id, app_id, event, title, message, data, created_ms, expires_ms"
+    "id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options"
 )
 _NOTIFICATION_CASTS = (
     "bigint",
@@ -40,6 +42,7 @@ _NOTIFICATION_CASTS = (
     "text",
     "bigint",
     "bigint",
+    "text",
 )
 _AUDIENCE_CASTS = ("bigint", "bigint", "bigint")
 _STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
@@ -176,14 +179,14 @@ class DeliveryWrites:
         return ", ".join(markers(self._postgres, count, start))
 
     async def notifications_by_id(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
-        """(id, account_id, app_key, event, title, message, data, created_ms, expires_ms) of
-        these notifications, in id order."""
+        """(id, account_id, app_key, event, title, message, data, created_ms, expires_ms,
+        options) of these notifications, in id order."""
         if not ids:
             return []
         return list(
             await conn.exec_driver_sql(
                 "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
-                "n.created_ms, n.expires_ms FROM notifications n "
+                "n.created_ms, n.expires_ms, n.options FROM notifications n "
                 f"LEFT JOIN apps ON apps.id = n.app_id WHERE n.id IN ({self._list(1, len(ids))}) "
                 "ORDER BY n.id",
                 tuple(ids),

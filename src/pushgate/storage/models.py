@@ -113,7 +113,25 @@ notifications = Table(
     Column("data", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False, index=True),
+    # PushOptions as JSON (image, deep link, sound, badge, collapse key, priority); null for
+    # the defaults.
+    Column("options", Text, nullable=True),
     Index("ix_notifications_account_id_id", "account_id", "id"),
+)
+
+# Provider credentials of an app, one row per push platform (ios: APNs token key, android: FCM
+# service account, huawei: HMS app id and secret, web: VAPID key pair). ``secret_enc`` is the
+# whole credential as JSON, encrypted; ``public`` is what may be shown (key id, team, topic,
+# project, VAPID public key...).
+app_credentials = Table(
+    "app_credentials",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("platform", String(16), primary_key=True),
+    Column("secret_enc", Text, nullable=False),
+    Column("public", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
 )
 
 # One row per notification x device. The primary key (notification_id, device_id) grows at its

@@ -11,9 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
+import orjson
+
+from pushgate.domain.credentials import Credentials
 from pushgate.domain.outcomes import Outcome, PermanentFailure
+from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
 
 PUSH_PLATFORMS = ("ios", "android", "huawei", "web")
 
@@ -31,6 +35,17 @@ class Content:
     data_json: str
     created_ms: int
     expires_ms: int
+    options: PushOptions = DEFAULT_OPTIONS
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The notification's data: string keys, JSON values."""
+        value = orjson.loads(self.data_json) if self.data_json else {}
+        return value if isinstance(value, dict) else {}
+
+    def ttl_seconds(self, now_ms: int) -> int:
+        """Seconds left until the notification expires (0 when it has)."""
+        return max(0, (self.expires_ms - now_ms) // 1000)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Content:
@@ -45,6 +60,7 @@ class Content:
             data_json=row[6],
             created_ms=int(row[7]),
             expires_ms=int(row[8]),
+            options=PushOptions.from_json(row[9]),
         )
 
 
@@ -70,16 +86,56 @@ class Transport(ABC):
         """Release connections."""
 
 
+def no_credentials(platform: str, app_key: str | None) -> PermanentFailure:
+    """The outcome of a send for an app without credentials for this platform: it fails with
+    the reason ``InvalidCertificate``, as a provider answers a request without valid ones."""
+    whose = f"app {app_key}" if app_key else "a notification without an app"
+    return PermanentFailure(
+        f"InvalidCertificate: no {platform} provider credentials are configured for {whose}"
+    )
+
+
 class UnconfiguredTransport(Transport):
-    """A platform with no provider credentials: every delivery fails with the reason
-    ``InvalidCertificate``, as a provider would answer a request without valid credentials."""
+    """A platform with no transport at all: every delivery fails with ``InvalidCertificate``."""
 
     def __init__(self, platform: str) -> None:
         self.platform = platform
 
     async def send(self, content: Content, targets: Sequence[Target]) -> list[Outcome]:
-        reason = f"InvalidCertificate: no {self.platform} provider credentials are configured"
-        return [PermanentFailure(reason) for _ in targets]
+        failure = no_credentials(self.platform, content.app_key)
+        return [failure for _ in targets]
+
+
+class CredentialSource(Protocol):
+    """Where transports find an app's provider credentials (decrypted, cached briefly)."""
+
+    async def get(self, app_key: str | None, platform: str) -> Credentials | None: ...
+
+
+C = TypeVar("C", bound=Credentials)
+
+
+class ProviderTransport(Transport, Generic[C]):
+    """A transport that sends with the credentials of the notification's app.
+
+    Subclasses implement ``send_with``; a notification whose app has no credentials for the
+    platform fails with ``InvalidCertificate`` without any request."""
+
+    def __init__(self, credentials: CredentialSource) -> None:
+        self._credentials = credentials
+
+    async def send(self, content: Content, targets: Sequence[Target]) -> list[Outcome]:
+        found = await self._credentials.get(content.app_key, self.platform)
+        if found is None:
+            failure = no_credentials(self.platform, content.app_key)
+            return [failure for _ in targets]
+        return await self.send_with(found, content, targets)  # type: ignore[arg-type]
+
+    @abstractmethod
+    async def send_with(
+        self, credentials: C, content: Content, targets: Sequence[Target]
+    ) -> list[Outcome]:
+        """One outcome per target, in order; the provider's answers mapped to outcomes."""
 
 
 def default_transports() -> dict[str, Transport]:
