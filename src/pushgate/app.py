@@ -16,6 +16,7 @@ from pushgate import __version__
 from pushgate.api.body import read_body
 from pushgate.api.body_limit import NativeBodyLimit
 from pushgate.api.dialects.instapush import InstapushRouter
+from pushgate.api.native.credentials import credentials_router
 from pushgate.api.native.deps import user_auth
 from pushgate.api.native.devices import devices_router
 from pushgate.api.native.errors import install_error_handlers
@@ -94,6 +95,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     current_account = user_auth(rt.accounts)
     app.include_router(devices_router(rt.devices, current_account))
     app.include_router(notifications_router(rt.notifications, current_account))
+    app.include_router(credentials_router(rt.credentials, current_account))
     app.include_router(channel_router(rt))
     app.add_middleware(NativeBodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))

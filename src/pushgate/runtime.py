@@ -14,6 +14,7 @@ from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
 from pushgate.services.apps import AppService
+from pushgate.services.credentials import CredentialService
 from pushgate.services.devices import DeviceService
 from pushgate.services.events import EventService
 from pushgate.services.fan_out import FanOut
@@ -33,6 +34,7 @@ class Runtime:
     box: SecretBox
     accounts: AccountService
     apps: AppService
+    credentials: CredentialService
     events: EventService
     devices: DeviceService
     notifications: NotificationQueries
@@ -85,6 +87,7 @@ def build_runtime(
     box = SecretBox(settings.resolved_secret_key())
     events = EventService(db)
     devices = DeviceService(db, box)
+    credentials = CredentialService(db, box, settings.vapid_subject)
     hub = Hub()
     jobs = EmbeddedQueue(db)
     queue = build_queue(settings, jobs)
@@ -122,6 +125,7 @@ def build_runtime(
         box=box,
         accounts=AccountService(db, box),
         apps=AppService(db, box),
+        credentials=credentials,
         events=events,
         devices=devices,
         notifications=NotificationQueries(db),

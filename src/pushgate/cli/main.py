@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pushgate.cli.account import account_app
+from pushgate.cli.credentials import credentials_app
 from pushgate.cli.deliveries import deliveries_app
 from pushgate.cli.listen import listen
 from pushgate.config import Settings, load_settings
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(account_app, name="account")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(credentials_app, name="credentials")
 app.command(help=listen.__doc__)(listen)
 
 
