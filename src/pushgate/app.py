@@ -21,6 +21,7 @@ from pushgate.api.native.deps import user_auth
 from pushgate.api.native.devices import devices_router
 from pushgate.api.native.errors import install_error_handlers
 from pushgate.api.native.notifications import notifications_router
+from pushgate.api.native.send import send_router
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(devices_router(rt.devices, current_account))
     app.include_router(notifications_router(rt.notifications, current_account))
     app.include_router(credentials_router(rt.credentials, current_account))
+    app.include_router(send_router(rt.apps, rt.send, current_account))
     app.include_router(channel_router(rt))
     app.add_middleware(NativeBodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))

@@ -74,6 +74,16 @@ class AppService:
             for row in rows
         ]
 
+    async def of_account(self, account_id: int, app_key: str) -> App | None:
+        """The account's app with this key (None for another account's app)."""
+        async with self._db.read.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(apps).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
+                )
+            ).first()
+        return None if row is None else App(row.id, row.account_id, row.title, row.app_key)
+
     async def authenticate(self, app_key: str | None, secret: str | None) -> App | None:
         """The app whose appID and appSecret these are, or None. Constant-time on the secret."""
         if not app_key or not secret or len(app_key) > 64 or len(secret) > 256:

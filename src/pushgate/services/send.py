@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import orjson
 
 from pushgate.domain.errors import NotFound
+from pushgate.domain.push_options import PushOptions
 from pushgate.services.apps import App
 from pushgate.services.events import EventService
 from pushgate.services.pipeline import DeliveryPipeline, NewNotification
@@ -34,5 +35,30 @@ class SendService:
                 message=message,
                 data_json=orjson.dumps(dict(trackers)).decode(),
                 ttl_seconds=self._ttl,
+            )
+        )
+
+    async def send_message(
+        self,
+        app: App,
+        *,
+        title: str | None,
+        message: str,
+        data_json: str,
+        options: PushOptions,
+        ttl_seconds: int | None,
+    ) -> int:
+        """Send a message as given (no event template) to every enabled device of the app's
+        account. Returns the notification id once it is durable."""
+        return await self._pipeline.submit(
+            NewNotification(
+                account_id=app.account_id,
+                app_id=app.id,
+                event=None,
+                title=title,
+                message=message,
+                data_json=data_json,
+                ttl_seconds=self._ttl if ttl_seconds is None else ttl_seconds,
+                options=options,
             )
         )
