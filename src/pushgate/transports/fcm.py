@@ -1,0 +1,355 @@
+"""Firebase Cloud Messaging, HTTP v1 API (platform ``android``).
+
+One ``POST {base_url}/v1/projects/{project_id}/messages:send`` per device, with an OAuth 2.0
+access token of the app's service account (``Authorization: Bearer``). The token comes from
+the service account's ``token_uri`` for a JWT assertion signed RS256 with its key (RFC 7523),
+and is shared by all sends of that account until shortly before it expires
+(``transports/oauth.py``).
+
+How a notification maps to the v1 ``Message`` (``payload``):
+
+- title: ``notification.title`` (left out when the notification has none).
+- message: ``notification.body``.
+- image_url: ``notification.image`` (all platforms); on iOS also ``apns.fcm_options.image`` and
+  ``aps.mutable-content: 1`` so the app's notification service extension can attach it.
+- deep_link: ``data.pushgate_deep_link`` (the app opens it when the notification is tapped:
+  Android starts the launcher activity with the data as extras, iOS hands the data with the
+  tap); and ``webpush.fcm_options.link`` when it is an https URL (browsers open it on click).
+  Not ``android.notification.click_action``: that names an intent filter action, not a URL.
+- sound: ``android.notification.sound`` and ``apns.payload.aps.sound``.
+- badge: ``apns.payload.aps.badge`` (Android has no badge count of its own).
+- ttl (seconds until ``expires_ms``, at most 28 days): ``android.ttl`` as ``"<n>s"``,
+  ``apns.headers.apns-expiration`` (the expiry as UNIX seconds; ``"0"`` when it has passed:
+  deliver now or never), ``webpush.headers.TTL``.
+- collapse_key: ``android.collapse_key``, ``android.notification.tag`` (a newer notification
+  replaces the shown one), ``apns.headers.apns-collapse-id`` (when it fits APNs' 64 bytes),
+  and ``webpush.headers.Topic`` when it is a valid Topic (up to 32 URL-safe base64
+  characters).
+- priority: ``android.priority`` ``HIGH``/``NORMAL``; ``apns.headers.apns-priority`` ``10``/``5``;
+  ``webpush.headers.Urgency`` ``high``/``normal``.
+- data: ``data``, every value a string (strings as they are, other values JSON-encoded), plus
+  ``pushgate_notification_id``. FCM refuses some keys (``from``, ``notification``,
+  ``message_type``, keys starting with ``google`` or ``gcm``): it answers INVALID_ARGUMENT.
+
+Answers (``outcome``): 200 is Delivered. Errors are Google's ``{"error": {"code", "message",
+"status", "details": [{"@type": ".../google.firebase.fcm.v1.FcmError", "errorCode"}]}}``; the
+FcmError ``errorCode`` wins over ``status``:
+
+- ``UNREGISTERED`` (404) or any 404: TokenInvalid (the app was uninstalled or the token expired).
+- ``SENDER_ID_MISMATCH`` (403): TokenInvalid (the token belongs to another Firebase project).
+- ``INVALID_ARGUMENT`` (400): TokenInvalid when the error is about the registration token
+  ("not a valid FCM registration token", or a field violation on ``message.token``), else
+  PermanentFailure (payload too large, a refused data key...).
+- ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500), other 5xx: RetryLater,
+  after ``Retry-After`` when given.
+- ``UNAUTHENTICATED`` (401): the access token is dropped from the cache; RetryLater.
+- ``THIRD_PARTY_AUTH_ERROR`` (the APNs certificate or Web Push key in the Firebase project is
+  wrong), ``PERMISSION_DENIED`` (the service account may not send for the project):
+  PermanentFailure ``InvalidCertificate: ...``.
+- Any other 4xx: PermanentFailure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import jwt
+import orjson
+
+from pushgate.domain.credentials import FcmCredentials
+from pushgate.domain.outcomes import (
+    Delivered,
+    Outcome,
+    PermanentFailure,
+    RetryLater,
+    TokenInvalid,
+)
+from pushgate.transports.base import Content, CredentialSource, ProviderTransport, Target
+from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
+from pushgate.transports.oauth import (
+    CONNECTION_ERRORS,
+    AccessTokenCache,
+    Grant,
+    TokenUnavailable,
+    fetch_grant,
+)
+
+FCM_BASE_URL = "https://fcm.googleapis.com"
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ASSERTION_LIFETIME = 3600
+MAX_TTL_SECONDS = 28 * 24 * 3600
+FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+_WEBPUSH_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_JSON = "application/json; charset=UTF-8"
+
+# -- the access token --------------------------------------------------------------------
+
+
+def assertion(credentials: FcmCredentials, now: int) -> str:
+    """The signed JWT a service account trades for an access token (RFC 7523)."""
+    claims = {
+        "iss": credentials.client_email,
+        "scope": SCOPE,
+        "aud": credentials.token_uri,
+        "iat": now,
+        "exp": now + ASSERTION_LIFETIME,
+    }
+    return jwt.encode(
+        claims,
+        credentials.private_key_pem,
+        algorithm="RS256",
+        headers={"kid": credentials.private_key_id},
+    )
+
+
+def token_request(credentials: FcmCredentials, now: int) -> ProviderRequest:
+    body = urlencode({"grant_type": JWT_BEARER, "assertion": assertion(credentials, now)})
+    return ProviderRequest(
+        "POST",
+        credentials.token_uri,
+        {"content-type": "application/x-www-form-urlencoded"},
+        body.encode(),
+    )
+
+
+# -- the message -------------------------------------------------------------------------
+
+
+def data_strings(data: dict[str, Any], notification_id: int) -> dict[str, str]:
+    """FCM data: every value a string."""
+    strings = {
+        str(key): value if isinstance(value, str) else orjson.dumps(value).decode()
+        for key, value in data.items()
+    }
+    strings["pushgate_notification_id"] = str(notification_id)
+    return strings
+
+
+def payload(content: Content, now_ms: int) -> dict[str, Any]:
+    """The v1 ``Message`` for ``content``, without its ``token`` (see the module docstring)."""
+    options = content.options
+    high = options.priority == "high"
+    ttl = min(content.ttl_seconds(now_ms), MAX_TTL_SECONDS)
+
+    notification: dict[str, Any] = {"body": content.message}
+    if content.title is not None:
+        notification["title"] = content.title
+    if options.image_url is not None:
+        notification["image"] = options.image_url
+
+    data = data_strings(content.data, content.notification_id)
+    if options.deep_link is not None:
+        data["pushgate_deep_link"] = options.deep_link
+
+    android_notification: dict[str, Any] = {}
+    if options.sound is not None:
+        android_notification["sound"] = options.sound
+    android: dict[str, Any] = {"priority": "HIGH" if high else "NORMAL", "ttl": f"{ttl}s"}
+    if options.collapse_key is not None:
+        android["collapse_key"] = options.collapse_key
+        android_notification["tag"] = options.collapse_key
+    if android_notification:
+        android["notification"] = android_notification
+
+    apns_headers = {
+        "apns-priority": "10" if high else "5",
+        "apns-expiration": str(content.expires_ms // 1000) if ttl > 0 else "0",
+    }
+    if options.collapse_key is not None and len(options.collapse_key.encode()) <= 64:
+        apns_headers["apns-collapse-id"] = options.collapse_key
+    aps: dict[str, Any] = {}
+    if options.sound is not None:
+        aps["sound"] = options.sound
+    if options.badge is not None:
+        aps["badge"] = options.badge
+    apns: dict[str, Any] = {"headers": apns_headers}
+    if options.image_url is not None:
+        aps["mutable-content"] = 1
+        apns["fcm_options"] = {"image": options.image_url}
+    if aps:
+        apns["payload"] = {"aps": aps}
+
+    webpush_headers = {"TTL": str(ttl), "Urgency": "high" if high else "normal"}
+    if options.collapse_key is not None and _WEBPUSH_TOPIC.match(options.collapse_key):
+        webpush_headers["Topic"] = options.collapse_key
+    webpush: dict[str, Any] = {"headers": webpush_headers}
+    if options.deep_link is not None and options.deep_link.startswith("https://"):
+        webpush["fcm_options"] = {"link": options.deep_link}
+
+    return {
+        "notification": notification,
+        "data": data,
+        "android": android,
+        "apns": apns,
+        "webpush": webpush,
+    }
+
+
+def send_url(base_url: str, project_id: str) -> str:
+    return f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+
+
+def send_headers(access_token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {access_token}", "content-type": _JSON}
+
+
+def message_tail(message: dict[str, Any]) -> bytes:
+    """The serialized message after its token: ``send_body(token, tail)`` completes it."""
+    encoded = orjson.dumps(message)
+    return b"," + encoded[1:] + b"}" if len(encoded) > 2 else b"}}"
+
+
+def send_body(token: str, tail: bytes) -> bytes:
+    """``{"message": {"token": token, ...message}}`` with the message serialized once per
+    batch (``message_tail``)."""
+    return b'{"message":{"token":' + orjson.dumps(token) + tail
+
+
+def send_request(
+    base_url: str,
+    credentials: FcmCredentials,
+    content: Content,
+    target: Target,
+    access_token: str,
+    now_ms: int,
+) -> ProviderRequest:
+    """The request that sends ``content`` to ``target`` (the transport builds the same one
+    with the batch's shared parts computed once)."""
+    return ProviderRequest(
+        "POST",
+        send_url(base_url, credentials.project_id),
+        send_headers(access_token),
+        send_body(target.address, message_tail(payload(content, now_ms))),
+    )
+
+
+# -- the answer --------------------------------------------------------------------------
+
+
+def error_parts(body: bytes) -> tuple[str, str, str, list[dict[str, Any]]]:
+    """(errorCode or status, status, message, details) of a Google JSON error."""
+    try:
+        value: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "", "", body[:200].decode("utf-8", "replace").strip(), []
+    error = value.get("error") if isinstance(value, dict) else None
+    if not isinstance(error, dict):
+        return "", "", str(value)[:200], []
+    status = str(error.get("status") or "")
+    message = str(error.get("message") or "")
+    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+    code = status
+    for detail in details:
+        if str(detail.get("@type", "")).endswith("google.firebase.fcm.v1.FcmError"):
+            code = str(detail.get("errorCode") or status)
+    return code, status, message, details
+
+
+def _about_token(message: str, details: list[dict[str, Any]]) -> bool:
+    if "registration token" in message.lower():
+        return True
+    for detail in details:
+        for violation in detail.get("fieldViolations") or []:
+            if isinstance(violation, dict) and violation.get("field") == "message.token":
+                return True
+    return False
+
+
+def outcome(response: ProviderResponse) -> Outcome:
+    """What FCM's answer to one send means for that device (see the module docstring)."""
+    status = response.status
+    if status == 200:
+        return Delivered()
+    code, _status_name, message, details = error_parts(response.body)
+    name = code or f"HTTP {status}"
+    reason = f"{name}: {message}" if message else name
+    if code == "UNREGISTERED" or status == 404:
+        return TokenInvalid(reason if code else f"UNREGISTERED: {reason}")
+    if code == "SENDER_ID_MISMATCH":
+        return TokenInvalid(reason)
+    if code in ("THIRD_PARTY_AUTH_ERROR", "PERMISSION_DENIED") or (status == 403 and not code):
+        return PermanentFailure(f"InvalidCertificate: {reason}")
+    if status == 401 or code == "UNAUTHENTICATED":
+        return RetryLater(f"{reason} (the access token was refused; a new one is fetched)")
+    if code in ("QUOTA_EXCEEDED", "UNAVAILABLE", "INTERNAL") or status == 429 or status >= 500:
+        return RetryLater(reason, response.retry_after())
+    if code == "INVALID_ARGUMENT" and _about_token(message, details):
+        return TokenInvalid(reason)
+    return PermanentFailure(reason)
+
+
+def needs_new_token(response: ProviderResponse) -> bool:
+    """Whether FCM refused the access token itself (not the APNs/Web Push credentials of the
+    Firebase project, which FCM also answers with 401)."""
+    return response.status == 401 and error_parts(response.body)[0] != "THIRD_PARTY_AUTH_ERROR"
+
+
+# -- the transport -----------------------------------------------------------------------
+
+
+class FcmTransport(ProviderTransport[FcmCredentials]):
+    platform = "android"
+
+    def __init__(
+        self,
+        credentials: CredentialSource,
+        sender: HttpSender,
+        *,
+        base_url: str = FCM_BASE_URL,
+        concurrency: int = 64,
+    ) -> None:
+        super().__init__(credentials)
+        self._sender = sender
+        self._base_url = base_url
+        self._concurrency = max(1, concurrency)
+        self.tokens = AccessTokenCache()
+
+    async def _grant(self, credentials: FcmCredentials) -> Grant:
+        return await fetch_grant(self._sender, token_request(credentials, int(time.time())), "FCM")
+
+    async def send_with(
+        self, credentials: FcmCredentials, content: Content, targets: Sequence[Target]
+    ) -> list[Outcome]:
+        if not targets:
+            return []
+        try:
+            access_token = await self.tokens.get(credentials, lambda: self._grant(credentials))
+        except TokenUnavailable as exc:
+            return [exc.outcome for _ in targets]
+        url = send_url(self._base_url, credentials.project_id)
+        headers = send_headers(access_token)
+        tail = message_tail(payload(content, int(time.time() * 1000)))
+        outcomes: list[Outcome] = [Delivered()] * len(targets)
+        indexes = iter(range(len(targets)))
+        sender = self._sender
+
+        async def worker() -> None:
+            for index in indexes:
+                request = ProviderRequest(
+                    "POST", url, headers, send_body(targets[index].address, tail)
+                )
+                try:
+                    response = await sender.send(request)
+                except CONNECTION_ERRORS as exc:
+                    outcomes[index] = RetryLater(f"FCM unreachable: {type(exc).__name__} {exc}")
+                    continue
+                if response.status != 200:
+                    if needs_new_token(response):
+                        self.tokens.invalidate(credentials, access_token)
+                    outcomes[index] = outcome(response)
+
+        workers = min(self._concurrency, len(targets))
+        if workers == 1:
+            await worker()
+        else:
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        return outcomes
+
+    async def close(self) -> None:
+        await self._sender.close()
