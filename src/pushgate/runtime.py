@@ -23,7 +23,8 @@ from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.send import SendService
 from pushgate.storage.database import Database, open_database
-from pushgate.transports.base import Transport, default_transports
+from pushgate.transports.base import Transport
+from pushgate.transports.registry import build_transports
 from pushgate.workers import Workers
 
 
@@ -102,7 +103,7 @@ def build_runtime(
     # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
     # does them itself right after its commit (see FanOut).
     channel_jobs = settings.queue_url is not None
-    chosen = default_transports() if transports is None else transports
+    chosen = build_transports(settings, credentials) if transports is None else transports
     policy = RetryPolicy(
         max_attempts=settings.max_attempts,
         base_seconds=settings.retry_base_seconds,

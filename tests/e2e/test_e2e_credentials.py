@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from e2e_support import Tenant, add_app, new_account
 
 from pushgate.domain.credentials import b64url_decode
-from pushgate.testing.server import ServerProcess, run_cli
+from pushgate.testing.server import ServerProcess, cli_env, run_cli
 
 
 def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
@@ -274,3 +278,45 @@ async def test_cli_sets_shows_and_deletes(
     assert deleted.returncode == 0, deleted.stderr
     helped = await asyncio.to_thread(run_cli, ["credentials", "set", "--help"], server.data_dir)
     assert "--key-id" in helped.stdout and "service account" in helped.stdout
+
+
+async def test_providers_doc_runs_as_written(
+    http: httpx2.AsyncClient, tenant: Tenant, server: ServerProcess, tmp_path: Path
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    blocks = re.findall(
+        r"```bash\n(.*?)```", (root / "docs" / "providers.md").read_text(), flags=re.DOTALL
+    )
+    env = cli_env(server.data_dir)
+    env.update(
+        PUSHGATE=server.url,
+        USER_TOKEN=tenant.user_token,
+        APP_ID=tenant.app_id,
+        PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    script = "set -euo pipefail\n" + "\necho '-----'\n".join(blocks)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    _setup, apns, public_key, listing, refused, sent = result.stdout.split("-----\n")
+    assert json.loads(apns)["public"] == {
+        "key_id": "ABC123DEFG",
+        "team_id": "DEF123GHIJ",
+        "topic": "com.example.app",
+        "environment": "sandbox",
+    }
+    assert len(b64url_decode(json.loads(public_key)["public_key"])) == 65
+    listed_json, deleted = listing.strip()[:-3], listing.strip()[-3:]
+    assert {c["platform"] for c in json.loads(listed_json)["credentials"]} == {"ios", "web"}
+    assert deleted == "204"
+    assert json.loads(refused)["error"]["message"] == (
+        "HMS credentials: app_id must be the numeric app id from AppGallery Connect"
+    )
+    assert isinstance(json.loads(sent)["id"], int)

@@ -95,17 +95,6 @@ def no_credentials(platform: str, app_key: str | None) -> PermanentFailure:
     )
 
 
-class UnconfiguredTransport(Transport):
-    """A platform with no transport at all: every delivery fails with ``InvalidCertificate``."""
-
-    def __init__(self, platform: str) -> None:
-        self.platform = platform
-
-    async def send(self, content: Content, targets: Sequence[Target]) -> list[Outcome]:
-        failure = no_credentials(self.platform, content.app_key)
-        return [failure for _ in targets]
-
-
 class CredentialSource(Protocol):
     """Where transports find an app's provider credentials (decrypted, cached briefly)."""
 
@@ -136,7 +125,3 @@ class ProviderTransport(Transport, Generic[C]):
         self, credentials: C, content: Content, targets: Sequence[Target]
     ) -> list[Outcome]:
         """One outcome per target, in order; the provider's answers mapped to outcomes."""
-
-
-def default_transports() -> dict[str, Transport]:
-    return {platform: UnconfiguredTransport(platform) for platform in PUSH_PLATFORMS}

@@ -1,0 +1,41 @@
+"""The transports of one process, built from the settings: one per push platform, each with
+its own HTTP client and the app credentials read through ``CredentialSource``."""
+
+from __future__ import annotations
+
+from pushgate.config import Settings
+from pushgate.transports.apns import ApnsTransport
+from pushgate.transports.base import CredentialSource, Transport
+from pushgate.transports.fcm import FcmTransport
+from pushgate.transports.hms import HmsTransport
+from pushgate.transports.http import AiohttpSender
+from pushgate.transports.http2 import Http2Sender
+from pushgate.transports.webpush import WebPushTransport
+
+
+def build_transports(settings: Settings, credentials: CredentialSource) -> dict[str, Transport]:
+    def http1() -> AiohttpSender:
+        return AiohttpSender(
+            ca_file=settings.provider_ca_file,
+            timeout_seconds=settings.provider_timeout_seconds,
+            max_connections=settings.provider_connections,
+        )
+
+    concurrency = settings.provider_connections
+    apns_sender = Http2Sender(
+        ca_file=settings.provider_ca_file, timeout_seconds=settings.provider_timeout_seconds
+    )
+    return {
+        "ios": ApnsTransport(credentials, apns_sender, base_url=settings.apns_url, concurrency=500),
+        "android": FcmTransport(
+            credentials, http1(), base_url=settings.fcm_url, concurrency=concurrency
+        ),
+        "huawei": HmsTransport(
+            credentials,
+            http1(),
+            base_url=settings.hms_url,
+            token_url=settings.hms_token_url,
+            concurrency=concurrency,
+        ),
+        "web": WebPushTransport(credentials, http1(), concurrency=concurrency),
+    }

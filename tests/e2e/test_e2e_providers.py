@@ -1,0 +1,315 @@
+"""End to end through the providers' wire protocols: a real server process sends to the local
+fake APNs (HTTP/2), FCM, HMS and Web Push services of ``pushgate.testing``, which verify
+signatures and decrypt payloads; faults prove retries, Retry-After, expiry and token
+invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from e2e_support import ServerFactory, Tenant, add_app, client_for, new_account
+
+from pushgate.testing.fake_apns import FakeApns
+from pushgate.testing.fake_fcm import FakeFcm
+from pushgate.testing.fake_hms import FakeHms
+from pushgate.testing.fake_webpush import FakeWebPush
+from pushgate.testing.server import ServerProcess
+
+
+class Fakes:
+    def __init__(self) -> None:
+        self.apns = FakeApns()
+        self.fcm = FakeFcm()
+        self.hms = FakeHms()
+        self.webpush = FakeWebPush()
+
+    def all(self) -> tuple[Any, ...]:
+        return (self.apns, self.fcm, self.hms, self.webpush)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PUSHGATE_APNS_URL": self.apns.url,
+            "PUSHGATE_FCM_URL": self.fcm.url,
+            "PUSHGATE_HMS_URL": self.hms.url,
+            "PUSHGATE_HMS_TOKEN_URL": self.hms.token_url,
+            "PUSHGATE_PROVIDER_CA_FILE": str(self.apns.ca_file),
+            "PUSHGATE_RETRY_BASE_SECONDS": "0.2",
+            "PUSHGATE_RETRY_MAX_SECONDS": "1",
+        }
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[Fakes]:
+    fakes = Fakes()
+    for fake in fakes.all():
+        fake.start()
+    try:
+        yield fakes
+    finally:
+        for fake in fakes.all():
+            fake.stop()
+
+
+@pytest.fixture(scope="module")
+def provider_server(
+    fakes: Fakes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("providers"), fakes.env()) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def http(provider_server: ServerProcess) -> Any:
+    async with client_for(provider_server) as client:
+        yield client
+
+
+def ios_token() -> str:
+    return secrets.token_hex(32)
+
+
+def android_token() -> str:
+    return secrets.token_urlsafe(120).replace("-", "_")[:152]
+
+
+def huawei_token() -> str:
+    return secrets.token_urlsafe(60)[:64].replace("-", "A").replace("_", "B")
+
+
+async def register(
+    http: httpx2.AsyncClient, tenant: Tenant, platform: str, address: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"platform": platform}
+    if platform == "web":
+        body["subscription"] = address
+    else:
+        body["token"] = address
+    resp = await http.post("/api/v1/devices", headers=tenant.bearer, json=body)
+    assert resp.status_code == 201, resp.text
+    device: dict[str, Any] = resp.json()
+    return device
+
+
+async def setup_tenant(
+    http: httpx2.AsyncClient, server: ServerProcess, fakes: Fakes, platforms: tuple[str, ...]
+) -> Tenant:
+    tenant = new_account(server.data_dir)
+    await add_app(http, tenant)
+    uploads = {
+        "ios": lambda: fakes.apns.credentials(topic="com.example.app", environment="sandbox"),
+        "android": fakes.fcm.credentials,
+        "huawei": fakes.hms.credentials,
+    }
+    for platform in platforms:
+        if platform in uploads:
+            resp = await http.put(
+                f"/api/v1/apps/{tenant.app_id}/credentials/{platform}",
+                headers=tenant.bearer,
+                json=uploads[platform](),
+            )
+            assert resp.status_code == 201, resp.text
+    return tenant
+
+
+async def web_subscription(http: httpx2.AsyncClient, tenant: Tenant, fakes: Fakes) -> Any:
+    key = (await http.get(f"/api/v1/apps/{tenant.app_id}/web-push/public-key")).json()
+    return fakes.webpush.subscribe(key["public_key"])
+
+
+async def send(http: httpx2.AsyncClient, tenant: Tenant, **fields: Any) -> int:
+    body = {"app_id": tenant.app_id, "message": "Your order shipped", **fields}
+    resp = await http.post("/api/v1/notifications", headers=tenant.bearer, json=body)
+    assert resp.status_code == 201, resp.text
+    notification_id: int = resp.json()["id"]
+    return notification_id
+
+
+async def settled(
+    http: httpx2.AsyncClient,
+    tenant: Tenant,
+    notification_id: int,
+    expected: int,
+    timeout: float = 20.0,
+) -> dict[int, dict[str, Any]]:
+    """device id -> delivery, once ``expected`` deliveries have left ``queued``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = await http.get(
+            f"/api/v1/notifications/{notification_id}/deliveries", headers=tenant.bearer
+        )
+        rows = resp.json()["deliveries"]
+        if len(rows) == expected and all(row["status"] != "queued" for row in rows):
+            return {row["device_id"]: row for row in rows}
+        if time.monotonic() > deadline:
+            pytest.fail(f"deliveries of {notification_id} did not settle: {rows}")
+        await asyncio.sleep(0.1)
+
+
+def received_by(items: list[Any], predicate: Any) -> list[Any]:
+    return [item for item in list(items) if predicate(item)]
+
+
+async def test_one_notification_reaches_all_four_platforms(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    tenant = await setup_tenant(http, provider_server, fakes, ("ios", "android", "huawei"))
+    tokens = {"ios": ios_token(), "android": android_token(), "huawei": huawei_token()}
+    subscription = await web_subscription(http, tenant, fakes)
+    devices = {p: await register(http, tenant, p, t) for p, t in tokens.items()}
+    devices["web"] = await register(http, tenant, "web", subscription)
+    notification_id = await send(
+        http,
+        tenant,
+        title="Shipped",
+        data={"order": "A-17", "count": 2},
+        image_url="https://cdn.example.com/box.png",
+        deep_link="https://shop.example.com/orders/A-17",
+        sound="default",
+        badge=4,
+        collapse_key="order-A-17",
+        priority="high",
+        ttl_seconds=3600,
+    )
+    rows = await settled(http, tenant, notification_id, 4)
+    assert {row["status"] for row in rows.values()} == {"sent"}, rows
+    assert {rows[d["id"]]["transport"] for d in devices.values()} == {
+        "ios",
+        "android",
+        "huawei",
+        "web",
+    }
+    marker = str(notification_id)
+
+    (apns,) = received_by(fakes.apns.received, lambda r: r.token == tokens["ios"])
+    assert apns.payload["aps"]["alert"] == {"title": "Shipped", "body": "Your order shipped"}
+    assert apns.payload["aps"]["sound"] == "default" and apns.payload["aps"]["badge"] == 4
+    assert apns.payload["pushgate_notification_id"] == marker
+    assert apns.headers["apns-topic"] == "com.example.app"
+    assert apns.headers["apns-priority"] == "10"
+    assert apns.headers["apns-collapse-id"] == "order-A-17"
+
+    (fcm,) = received_by(fakes.fcm.received, lambda r: r.token == tokens["android"])
+    assert fcm.message["notification"]["title"] == "Shipped"
+    assert fcm.message["notification"]["body"] == "Your order shipped"
+    assert fcm.message["data"]["order"] == "A-17" and fcm.message["data"]["count"] == "2"
+    assert fcm.message["data"]["pushgate_notification_id"] == marker
+    assert fcm.message["android"]["collapse_key"] == "order-A-17"
+
+    (hms,) = received_by(fakes.hms.received, lambda r: tokens["huawei"] in r.tokens)
+    assert hms.message["android"]["notification"]["title"] == "Shipped"
+    assert hms.message["android"]["notification"]["body"] == "Your order shipped"
+
+    (web,) = received_by(fakes.webpush.received, lambda r: r.endpoint == subscription["endpoint"])
+    shown = web.json()
+    assert shown["title"] == "Shipped" and shown["body"] == "Your order shipped"
+    assert shown["url"] == "https://shop.example.com/orders/A-17"
+    assert shown["data"]["pushgate_notification_id"] == marker
+    assert web.urgency == "high" and 3500 <= web.ttl <= 3600
+
+
+async def test_platform_without_credentials_fails_with_invalid_certificate(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    tenant = await setup_tenant(http, provider_server, fakes, ())
+    device = await register(http, tenant, "huawei", huawei_token())
+    notification_id = await send(http, tenant)
+    rows = await settled(http, tenant, notification_id, 1)
+    assert rows[device["id"]]["status"] == "failed"
+    assert rows[device["id"]]["reason"].startswith("InvalidCertificate")
+    assert rows[device["id"]]["attempts"] == 1
+
+
+async def test_retry_after_is_honoured_and_the_retry_succeeds(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    tenant = await setup_tenant(http, provider_server, fakes, ("ios",))
+    token = ios_token()
+    device = await register(http, tenant, "ios", token)
+    fakes.apns.fail_next(429, retry_after=2, reason="TooManyRequests")
+    started = time.monotonic()
+    notification_id = await send(http, tenant)
+    rows = await settled(http, tenant, notification_id, 1)
+    assert rows[device["id"]]["status"] == "sent", rows
+    assert rows[device["id"]]["attempts"] == 2
+    attempts = received_by(fakes.apns.received, lambda r: r.token == token)
+    assert len(attempts) >= 1
+    assert time.monotonic() - started >= 2.0
+
+
+async def test_dropped_connection_and_server_errors_are_retried(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    tenant = await setup_tenant(http, provider_server, fakes, ("android",))
+    device = await register(http, tenant, "android", android_token())
+    fakes.fcm.drop_next()
+    fakes.fcm.fail_next(503, reason="UNAVAILABLE")
+    notification_id = await send(http, tenant)
+    rows = await settled(http, tenant, notification_id, 1)
+    assert rows[device["id"]]["status"] == "sent", rows
+    assert rows[device["id"]]["attempts"] == 3
+
+
+async def test_dead_addresses_disable_their_devices(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    tenant = await setup_tenant(http, provider_server, fakes, ("ios", "android", "huawei"))
+    tokens = {"ios": ios_token(), "android": android_token(), "huawei": huawei_token()}
+    subscription = await web_subscription(http, tenant, fakes)
+    devices = {p: await register(http, tenant, p, t) for p, t in tokens.items()}
+    devices["web"] = await register(http, tenant, "web", subscription)
+    fakes.apns.unregister(tokens["ios"])
+    fakes.fcm.unregister(tokens["android"])
+    fakes.hms.unregister(tokens["huawei"])
+    fakes.webpush.unregister(subscription["endpoint"])
+    notification_id = await send(http, tenant)
+    rows = await settled(http, tenant, notification_id, 4)
+    assert {row["status"] for row in rows.values()} == {"failed"}, rows
+    assert all(row["attempts"] == 1 for row in rows.values())
+    listed = (await http.get("/api/v1/devices", headers=tenant.bearer)).json()["devices"]
+    assert [d["enabled"] for d in listed] == [False] * 4
+    assert all(d["disabled_reason"] for d in listed)
+    # Later sends skip them: no new deliveries are made for disabled devices.
+    again = await send(http, tenant)
+    await asyncio.sleep(0.5)
+    resp = await http.get(f"/api/v1/notifications/{again}/deliveries", headers=tenant.bearer)
+    assert resp.json()["deliveries"] == []
+
+
+async def test_a_notification_that_cannot_get_through_expires(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    tenant = await setup_tenant(http, provider_server, fakes, ())
+    subscription = await web_subscription(http, tenant, fakes)
+    device = await register(http, tenant, "web", subscription)
+    fakes.webpush.fail_next(503, count=50)
+    try:
+        notification_id = await send(http, tenant, ttl_seconds=2)
+        rows = await settled(http, tenant, notification_id, 1, timeout=15)
+    finally:
+        fakes.webpush.clear_faults()
+    assert rows[device["id"]]["status"] == "expired", rows
+    assert rows[device["id"]]["attempts"] >= 2
+
+
+async def test_workers_share_provider_credentials_across_processes(
+    make_server: ServerFactory, fakes: Fakes, tmp_path: Any
+) -> None:
+    """A second server on the same data dir (what a restart does) sends with the credentials
+    the first stored."""
+    first = make_server(env=fakes.env())
+    async with client_for(first) as http:
+        tenant = await setup_tenant(http, first, fakes, ("ios",))
+        token = ios_token()
+        await register(http, tenant, "ios", token)
+    first.stop()
+    second = make_server(data_dir=first.data_dir, env=fakes.env())
+    async with client_for(second) as http:
+        notification_id = await send(http, tenant)
+        rows = await settled(http, tenant, notification_id, 1)
+        assert [row["status"] for row in rows.values()] == ["sent"]
