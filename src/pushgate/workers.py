@@ -105,28 +105,73 @@ class Workers:
     async def _job_loop(
         self, queue: str, limit: int, handle: Callable[[Job], Awaitable[None]]
     ) -> None:
-        while not self._stopping.is_set():
+        """Keep up to ``limit`` jobs of ``queue`` in hand at once: claim as many as there are
+        free places, handle each in its own task, and acknowledge the finished ones together
+        at the next turn."""
+        running: set[asyncio.Task[Job | None]] = set()
+        finished: list[Job] = []
+
+        async def run(job: Job) -> Job | None:
             try:
-                jobs = await self._queue.claim(
-                    queue, limit=limit, lease_seconds=self._lease, wait_seconds=CLAIM_WAIT_SECONDS
-                )
+                await handle(job)
+                return job
             except Exception:
-                log.exception("claiming jobs from %s failed", queue)
-                await asyncio.sleep(ERROR_PAUSE_SECONDS)
-                continue
-            done: list[Job] = []
-            for job in jobs:
+                log.exception("job %s of %s failed; it comes back after its lease", job.id, queue)
+                return None
+
+        def collect(tasks: set[asyncio.Task[Job | None]]) -> None:
+            for task in tasks:
+                running.discard(task)
+                job = None if task.cancelled() else task.result()
+                if job is not None:
+                    finished.append(job)
+
+        try:
+            while not self._stopping.is_set():
+                if finished:
+                    await self._ack(queue, finished)
+                    finished = []
+                free = limit - len(running)
+                if free <= 0:
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    collect(done)
+                    continue
                 try:
-                    await handle(job)
-                    done.append(job)
-                except Exception:
-                    log.exception(
-                        "job %s of %s failed; it comes back after its lease", job.id, queue
+                    jobs = await self._queue.claim(
+                        queue,
+                        limit=free,
+                        lease_seconds=self._lease,
+                        wait_seconds=0 if running else CLAIM_WAIT_SECONDS,
                     )
-            try:
-                await self._queue.ack(done)
-            except Exception:
-                log.exception("acknowledging %d jobs of %s failed", len(done), queue)
+                except Exception:
+                    log.exception("claiming jobs from %s failed", queue)
+                    await asyncio.sleep(ERROR_PAUSE_SECONDS)
+                    continue
+                for job in jobs:
+                    running.add(asyncio.create_task(run(job)))
+                if not jobs and running:
+                    # Nothing more to take now: look again when a job in hand is done (or
+                    # after a while, for jobs that became due meanwhile).
+                    done, _ = await asyncio.wait(
+                        running, timeout=CLAIM_WAIT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    collect(done)
+                else:
+                    collect({task for task in running if task.done()})
+            if running:
+                done, _ = await asyncio.wait(running)
+                collect(done)
+            if finished:
+                await self._ack(queue, finished)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _ack(self, queue: str, jobs: list[Job]) -> None:
+        try:
+            await self._queue.ack(jobs)
+        except Exception:
+            log.exception("acknowledging %d jobs of %s failed", len(jobs), queue)
 
     async def _channel_job(self, job: Job) -> None:
         channel_job = ChannelJob.decode(job.payload)
