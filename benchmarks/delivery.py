@@ -16,7 +16,7 @@ One run, all on loopback, per provider (``--provider webpush|apns|fcm|all``):
                ``--pywebpush-max`` messages and ``--pywebpush-seconds``);
                apns: the bare ``Http2Sender`` sending the same N requests (500 in flight, as
                the server's transport does) - no Pushgate around it;
-               fcm: the bare ``AiohttpSender`` sending the same N requests (64 in flight);
+               fcm: the bare ``Http1Sender`` sending the same N requests (64 in flight);
 3. pushgate  - per repeat, a new ``POST /api/v1/notifications``; the time from sending the
                post until the fake has received all N AND ``GET /apps/{app}/delivery-counts``
                shows all N more deliveries ``sent`` -> deliveries/s = N / that time. The fake
@@ -118,7 +118,7 @@ def _fake_entry(pipe: Any, kind: str) -> None:
     count: Callable[[], int]
     if kind == "webpush":
         fake = FakeWebPush()
-        count = lambda: len(fake.messages)  # noqa: E731
+        count = lambda: fake.received_count  # noqa: E731
         refused = lambda: fake.refused  # noqa: E731
     elif kind == "apns":
         fake = FakeApns(keep_requests=False)
@@ -126,7 +126,7 @@ def _fake_entry(pipe: Any, kind: str) -> None:
         refused = lambda: 0  # noqa: E731 - refused requests are counted as received
     else:
         fake = FakeFcm()
-        count = lambda: len(fake._messages)  # noqa: E731 - .messages copies the whole list
+        count = lambda: fake.received_count  # noqa: E731
         refused = lambda: 0  # noqa: E731
     fake.start()
     try:
@@ -502,11 +502,12 @@ async def _bare_fcm(
         send_url,
         token_request,
     )
-    from pushgate.transports.http import AiohttpSender, ProviderRequest
+    from pushgate.transports.http import ProviderRequest
+    from pushgate.transports.http1 import Http1Sender
     from pushgate.transports.oauth import fetch_grant
 
     creds = FcmCredentials.parse(info["credentials"])
-    sender = AiohttpSender(
+    sender = Http1Sender(
         ca_file=Path(info["ca_file"]), timeout_seconds=10.0, max_connections=concurrency
     )
     rounds = []
@@ -721,7 +722,7 @@ def run_provider(
                 fake, args.pywebpush_max, min(args.pywebpush_seconds, clock.left()), log
             )
     else:
-        what = "Http2Sender" if kind == "apns" else "AiohttpSender"
+        what = "Http2Sender" if kind == "apns" else "Http1Sender"
         log(f"  baseline: bare {what}, same requests, {args.repeats} x {n:,} ...")
         if kind == "apns":
             rounds = _run_loop(_bare_apns(fake, addresses, args.repeats))

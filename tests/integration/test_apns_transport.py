@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from provider_support import StaticSource
 
-from pushgate.domain.credentials import ApnsCredentials, Credentials
+from pushgate.domain.credentials import ApnsCredentials
 from pushgate.domain.outcomes import Delivered, PermanentFailure, RetryLater, TokenInvalid
 from pushgate.domain.push_options import PushOptions
 from pushgate.testing.fake_apns import FakeApns
@@ -21,20 +22,6 @@ from pushgate.transports.apns import ApnsTransport, provider_token
 from pushgate.transports.base import Content, Target
 from pushgate.transports.http import ProviderRequest, provider_ssl_context
 from pushgate.transports.http2 import Http2Sender
-
-
-class Source:
-    def __init__(self, credentials: Credentials | None) -> None:
-        self.credentials = credentials
-
-    async def get(self, app_key: str | None, platform: str) -> Credentials | None:
-        return self.credentials
-
-
-@pytest.fixture
-def apns() -> Iterator[FakeApns]:
-    with FakeApns() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -51,7 +38,7 @@ async def sender() -> AsyncIterator[Http2Sender]:
 
 @pytest.fixture
 def transport(apns: FakeApns, credentials: ApnsCredentials, sender: Http2Sender) -> ApnsTransport:
-    return ApnsTransport(Source(credentials), sender, base_url=apns.url, concurrency=16)
+    return ApnsTransport(StaticSource(credentials), sender, base_url=apns.url, concurrency=16)
 
 
 def content(title: str | None = "Hi", message: str = "There", **options: Any) -> Content:
@@ -189,7 +176,7 @@ async def test_credentials_the_fake_did_not_mint_are_refused(
 ) -> None:
     other = FakeApns().credentials()  # another key, unknown here
     stranger = ApnsCredentials.parse({**other, "key_id": credentials.key_id})
-    transport = ApnsTransport(Source(stranger), sender, base_url=apns.url)
+    transport = ApnsTransport(StaticSource(stranger), sender, base_url=apns.url)
     [result] = await transport.send(content(), devices(1))
     assert isinstance(result, RetryLater)
     assert result.reason.startswith("InvalidProviderToken: ")
@@ -199,12 +186,12 @@ async def test_a_topic_of_another_app(apns: FakeApns, sender: Http2Sender) -> No
     mine = ApnsCredentials.parse(apns.credentials(topic="com.example.one"))
     apns.credentials(topic="com.example.two")
     wrong = ApnsCredentials.parse({**mine.secret(), "topic": "com.example.two"})
-    transport = ApnsTransport(Source(wrong), sender, base_url=apns.url)
+    transport = ApnsTransport(StaticSource(wrong), sender, base_url=apns.url)
     [result] = await transport.send(content(), devices(1))
     assert isinstance(result, TokenInvalid)
     assert result.reason.startswith("DeviceTokenNotForTopic: ")
     unknown = ApnsCredentials.parse({**mine.secret(), "topic": "com.example.nobody"})
-    transport = ApnsTransport(Source(unknown), sender, base_url=apns.url)
+    transport = ApnsTransport(StaticSource(unknown), sender, base_url=apns.url)
     [result] = await transport.send(content(), devices(1))
     assert result == PermanentFailure("TopicDisallowed: the credentials may not push to this topic")
 
@@ -271,7 +258,7 @@ async def test_a_dropped_connection_is_retry_later_then_reconnects(
 async def test_goaway_mid_batch_loses_nothing_and_sends_nothing_twice(
     apns: FakeApns, sender: Http2Sender, credentials: ApnsCredentials
 ) -> None:
-    transport = ApnsTransport(Source(credentials), sender, base_url=apns.url, concurrency=200)
+    transport = ApnsTransport(StaticSource(credentials), sender, base_url=apns.url, concurrency=200)
     apns.goaway_after(150)
     targets = devices(500)
     assert await transport.send(content(), targets) == [Delivered()] * 500
@@ -282,7 +269,7 @@ async def test_goaway_mid_batch_loses_nothing_and_sends_nothing_twice(
 
 
 async def test_no_credentials_is_invalid_certificate(apns: FakeApns, sender: Http2Sender) -> None:
-    transport = ApnsTransport(Source(None), sender, base_url=apns.url)
+    transport = ApnsTransport(StaticSource(None), sender, base_url=apns.url)
     [result] = await transport.send(content(), devices(1))
     assert isinstance(result, PermanentFailure)
     assert result.reason.startswith("InvalidCertificate: ")

@@ -8,43 +8,30 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from provider_support import StaticSource, local_sender, targets
 
-from pushgate.domain.credentials import Credentials, FcmCredentials
+from pushgate.domain.credentials import FcmCredentials
 from pushgate.domain.outcomes import Delivered, PermanentFailure, RetryLater, TokenInvalid
 from pushgate.domain.push_options import PushOptions
 from pushgate.testing.fake_fcm import FakeFcm, check_message
 from pushgate.testing.tls import local_ca
-from pushgate.transports.base import Content, Target
+from pushgate.transports.base import Content
 from pushgate.transports.fcm import FcmTransport
-from pushgate.transports.http import AiohttpSender
-
-
-class Source:
-    def __init__(self, credentials: Credentials | None) -> None:
-        self.credentials = credentials
-
-    async def get(self, app_key: str | None, platform: str) -> Credentials | None:
-        return self.credentials
-
-
-@pytest.fixture
-def fcm() -> Iterator[FakeFcm]:
-    with FakeFcm() as fake:
-        yield fake
 
 
 @pytest.fixture
 async def transport(fcm: FakeFcm) -> AsyncIterator[FcmTransport]:
     credentials = FcmCredentials.parse(fcm.credentials())
-    sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=16)
-    transport = FcmTransport(Source(credentials), sender, base_url=fcm.url, concurrency=16)
+    transport = FcmTransport(
+        StaticSource(credentials), local_sender(), base_url=fcm.url, concurrency=16
+    )
     yield transport
     await transport.close()
 
@@ -63,10 +50,6 @@ def content(**options: Any) -> Content:
         expires_ms=now + 600_000,
         options=PushOptions(**options),
     )
-
-
-def targets(*addresses: str) -> list[Target]:
-    return [Target(n, address) for n, address in enumerate(addresses, 1)]
 
 
 async def test_delivers_with_one_access_token(fcm: FakeFcm, transport: FcmTransport) -> None:
@@ -153,7 +136,10 @@ async def test_retry_after_is_honoured(fcm: FakeFcm, transport: FcmTransport) ->
 
 
 async def test_dropped_connection_is_retry_later(fcm: FakeFcm, transport: FcmTransport) -> None:
-    fcm.drop_next()
+    # The send reuses the token fetch's kept-alive connection: a drop there is sent once
+    # more on a new connection at once (it may have been a stale connection); the
+    # second drop, on a new connection, is RetryLater.
+    fcm.drop_next(2)
     [result] = await transport.send(content(), targets("t1"))
     assert isinstance(result, RetryLater)
     assert result.reason.startswith("FCM unreachable: ")
@@ -174,10 +160,8 @@ async def test_refused_access_token_is_replaced(fcm: FakeFcm, transport: FcmTran
 
 async def test_token_is_fetched_again_before_it_expires() -> None:
     with FakeFcm(expires_in=2) as fcm:
-        sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=4)
-        transport = FcmTransport(
-            Source(FcmCredentials.parse(fcm.credentials())), sender, base_url=fcm.url
-        )
+        credentials = FcmCredentials.parse(fcm.credentials())
+        transport = FcmTransport(StaticSource(credentials), local_sender(4), base_url=fcm.url)
         try:
             assert await transport.send(content(), targets("t1")) == [Delivered()]
             assert fcm.token_fetches == 1
@@ -225,8 +209,9 @@ async def test_a_foreign_key_is_refused_as_invalid_certificate(fcm: FakeFcm) -> 
     raw["service_account"]["private_key"] = other.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=4)
-    transport = FcmTransport(Source(FcmCredentials.parse(raw)), sender, base_url=fcm.url)
+    transport = FcmTransport(
+        StaticSource(FcmCredentials.parse(raw)), local_sender(4), base_url=fcm.url
+    )
     try:
         [result] = await transport.send(content(), targets("t1"))
     finally:
@@ -238,8 +223,7 @@ async def test_a_foreign_key_is_refused_as_invalid_certificate(fcm: FakeFcm) -> 
 
 
 async def test_app_without_credentials(fcm: FakeFcm) -> None:
-    sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=4)
-    transport = FcmTransport(Source(None), sender, base_url=fcm.url)
+    transport = FcmTransport(StaticSource(None), local_sender(4), base_url=fcm.url)
     try:
         [result] = await transport.send(content(), targets("t1"))
     finally:
@@ -252,8 +236,7 @@ async def test_unreachable_fcm_is_retry_later() -> None:
     with FakeFcm() as fcm:
         credentials = FcmCredentials.parse(fcm.credentials())
         url = fcm.url
-    sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=4)
-    transport = FcmTransport(Source(credentials), sender, base_url=url)
+    transport = FcmTransport(StaticSource(credentials), local_sender(4), base_url=url)
     try:
         result = await transport.send(content(), targets("t1", "t2"))
     finally:

@@ -4,40 +4,28 @@ client-credentials token endpoint, one request per 1000 tokens)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from provider_support import StaticSource, local_sender, targets
 
 from pushgate.domain.credentials import Credentials, HmsCredentials
 from pushgate.domain.outcomes import Delivered, PermanentFailure, RetryLater, TokenInvalid
 from pushgate.domain.push_options import PushOptions
 from pushgate.testing.fake_hms import FakeHms, check_message
-from pushgate.testing.tls import local_ca
-from pushgate.transports.base import Content, Target
+from pushgate.transports.base import Content
 from pushgate.transports.hms import HmsTransport
-from pushgate.transports.http import AiohttpSender
-
-
-class Source:
-    def __init__(self, credentials: Credentials | None) -> None:
-        self.credentials = credentials
-
-    async def get(self, app_key: str | None, platform: str) -> Credentials | None:
-        return self.credentials
-
-
-@pytest.fixture
-def hms() -> Iterator[FakeHms]:
-    with FakeHms() as fake:
-        yield fake
 
 
 def make_transport(hms: FakeHms, credentials: Credentials | None) -> HmsTransport:
-    sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=8)
     return HmsTransport(
-        Source(credentials), sender, base_url=hms.url, token_url=hms.token_url, concurrency=8
+        StaticSource(credentials),
+        local_sender(8),
+        base_url=hms.url,
+        token_url=hms.token_url,
+        concurrency=8,
     )
 
 
@@ -62,10 +50,6 @@ def content(**options: Any) -> Content:
         expires_ms=now + 600_000,
         options=PushOptions(**options),
     )
-
-
-def targets(*addresses: str) -> list[Target]:
-    return [Target(n, address) for n, address in enumerate(addresses, 1)]
 
 
 async def test_one_request_per_thousand_tokens(hms: FakeHms, transport: HmsTransport) -> None:
@@ -155,7 +139,10 @@ async def test_retry_after_is_honoured(hms: FakeHms, transport: HmsTransport) ->
 
 
 async def test_dropped_connection_is_retry_later(hms: FakeHms, transport: HmsTransport) -> None:
-    hms.drop_next()
+    # The send reuses the token fetch's kept-alive connection: a drop there is sent once
+    # more on a new connection at once (it may have been a stale connection); the
+    # second drop, on a new connection, is RetryLater.
+    hms.drop_next(2)
     result = await transport.send(content(), targets("t1", "t2"))
     assert all(isinstance(r, RetryLater) for r in result)
     assert result[0].reason.startswith("Push Kit unreachable: ")  # type: ignore[union-attr]

@@ -10,24 +10,17 @@ from typing import Any
 import jwt
 import orjson
 import pytest
+from provider_support import StaticSource, local_sender
 
-from pushgate.domain.credentials import Credentials, VapidCredentials, b64url_decode
+from pushgate.domain.credentials import VapidCredentials, b64url_decode
 from pushgate.domain.outcomes import Delivered, PermanentFailure, RetryLater, TokenInvalid
 from pushgate.domain.push_options import PushOptions
 from pushgate.testing.fake_webpush import FakeWebPush
-from pushgate.testing.tls import local_ca
 from pushgate.transports.base import Content, Target
-from pushgate.transports.http import AiohttpSender, ProviderRequest
+from pushgate.transports.http import ProviderRequest
+from pushgate.transports.http1 import Http1Sender
 from pushgate.transports.webpush import WebPushTransport, build_request
 from pushgate.transports.webpush_crypto import encrypt, vapid_authorization, vapid_token
-
-
-class Source:
-    def __init__(self, credentials: Credentials | None) -> None:
-        self.credentials = credentials
-
-    async def get(self, app_key: str | None, platform: str) -> Credentials | None:
-        return self.credentials
 
 
 def content(message: str = "World", options: PushOptions | None = None) -> Content:
@@ -53,8 +46,8 @@ async def fake() -> AsyncIterator[FakeWebPush]:
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[AiohttpSender]:
-    sender = AiohttpSender(ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=16)
+async def sender() -> AsyncIterator[Http1Sender]:
+    sender = local_sender()
     yield sender
     await sender.close()
 
@@ -66,9 +59,9 @@ def credentials(fake: FakeWebPush) -> VapidCredentials:
 
 @pytest.fixture
 async def transport(
-    credentials: VapidCredentials, sender: AiohttpSender
+    credentials: VapidCredentials, sender: Http1Sender
 ) -> AsyncIterator[WebPushTransport]:
-    transport = WebPushTransport(Source(credentials), sender, chunk_size=8)
+    transport = WebPushTransport(StaticSource(credentials), sender, chunk_size=8)
     yield transport
     await transport.close()
 
@@ -217,11 +210,11 @@ async def test_a_dropped_connection_is_retried_later(
 
 
 async def test_an_unreachable_service_is_retried_later(
-    credentials: VapidCredentials, sender: AiohttpSender
+    credentials: VapidCredentials, sender: Http1Sender
 ) -> None:
     async with FakeWebPush() as gone_soon:
         device = target(gone_soon)
-    transport = WebPushTransport(Source(credentials), sender)
+    transport = WebPushTransport(StaticSource(credentials), sender)
     outcomes = await transport.send(content(), [device])
     assert isinstance(outcomes[0], RetryLater)
     assert outcomes[0].reason.startswith("ConnectionFailed: ")
@@ -240,7 +233,7 @@ async def test_a_payload_too_large_is_refused_before_sending(
 
 
 async def post(
-    sender: AiohttpSender,
+    sender: Http1Sender,
     fake: FakeWebPush,
     credentials: VapidCredentials,
     change: dict[str, str | None] | None = None,
@@ -277,7 +270,7 @@ def authorization(credentials: VapidCredentials, aud: str, exp: int, sub: str) -
 )
 async def test_the_fake_refuses_tokens_that_break_rfc_8292(
     fake: FakeWebPush,
-    sender: AiohttpSender,
+    sender: Http1Sender,
     credentials: VapidCredentials,
     claims: dict[str, Any],
     why: str,
@@ -291,7 +284,7 @@ async def test_the_fake_refuses_tokens_that_break_rfc_8292(
 
 
 async def test_the_fake_refuses_a_token_signed_with_another_key(
-    fake: FakeWebPush, sender: AiohttpSender, credentials: VapidCredentials
+    fake: FakeWebPush, sender: Http1Sender, credentials: VapidCredentials
 ) -> None:
     other = VapidCredentials.generate("mailto:other@example.com")
     token = vapid_token(other.private_key(), fake.url, "mailto:a@b.c", int(time.time()) + 60)
@@ -312,7 +305,7 @@ async def test_the_fake_refuses_a_token_signed_with_another_key(
 )
 async def test_the_fake_refuses_what_a_push_service_refuses(
     fake: FakeWebPush,
-    sender: AiohttpSender,
+    sender: Http1Sender,
     credentials: VapidCredentials,
     change: dict[str, str | None],
     body: bytes | None,
@@ -326,7 +319,7 @@ async def test_the_fake_refuses_what_a_push_service_refuses(
 
 
 async def test_the_fake_decrypts_with_the_subscription_key_only(
-    fake: FakeWebPush, sender: AiohttpSender, credentials: VapidCredentials
+    fake: FakeWebPush, sender: Http1Sender, credentials: VapidCredentials
 ) -> None:
     someone_else = fake.subscribe()["keys"]
     body = encrypt(

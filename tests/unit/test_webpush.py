@@ -8,13 +8,13 @@ import re
 import time
 from typing import Any
 
-import aiohttp
 import jwt
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from provider_support import StaticSource
 
-from pushgate.domain.credentials import Credentials, VapidCredentials, b64url
+from pushgate.domain.credentials import VapidCredentials, b64url
 from pushgate.domain.outcomes import Delivered, PermanentFailure, RetryLater, TokenInvalid
 from pushgate.domain.push_options import PushOptions
 from pushgate.transports.base import Content, Target
@@ -275,14 +275,6 @@ def test_rate_limits_and_outages_retry_after_what_the_service_says(status: int) 
 # -- send_with over a scripted sender -------------------------------------------------------
 
 
-class Source:
-    def __init__(self, credentials: Credentials | None) -> None:
-        self.credentials = credentials
-
-    async def get(self, app_key: str | None, platform: str) -> Credentials | None:
-        return self.credentials
-
-
 class ScriptedSender:
     def __init__(self, answers: dict[str, ProviderResponse | Exception]) -> None:
         self.answers = answers
@@ -307,12 +299,14 @@ async def test_send_answers_one_outcome_per_target_in_order(threads: int) -> Non
         {
             "https://push.example.net/push/3": answer(410),
             "https://push.example.net/push/5": OSError("connection reset"),
-            "https://push.example.net/push/6": aiohttp.ServerDisconnectedError(),
+            "https://push.example.net/push/6": ConnectionResetError("server disconnected"),
             "https://push.example.net/push/7": TimeoutError(),
             "https://push.example.net/push/8": answer(503, retry_after="9"),
         }
     )
-    transport = WebPushTransport(Source(CREDENTIALS), sender, encrypt_threads=threads, chunk_size=8)
+    transport = WebPushTransport(
+        StaticSource(CREDENTIALS), sender, encrypt_threads=threads, chunk_size=8
+    )
     targets = [Target(i, b.json()) for i, b in enumerate(browsers)]
     targets.insert(4, Target(99, "garbage"))
 
@@ -339,7 +333,7 @@ async def test_send_answers_one_outcome_per_target_in_order(threads: int) -> Non
 
 async def test_the_vapid_token_is_signed_once_and_reused_across_sends() -> None:
     sender = ScriptedSender({})
-    transport = WebPushTransport(Source(CREDENTIALS), sender)
+    transport = WebPushTransport(StaticSource(CREDENTIALS), sender)
     one, two = Browser(), Browser("https://other.example/p/1")
 
     await transport.send(content(), [Target(1, one.json()), Target(2, two.json())])
@@ -357,7 +351,7 @@ async def test_the_vapid_token_is_signed_once_and_reused_across_sends() -> None:
 
 async def test_a_payload_too_large_sends_nothing() -> None:
     sender = ScriptedSender({})
-    transport = WebPushTransport(Source(CREDENTIALS), sender)
+    transport = WebPushTransport(StaticSource(CREDENTIALS), sender)
     outcomes = await transport.send(content(message="x" * 5000), [Target(1, Browser().json())])
     assert isinstance(outcomes[0], PermanentFailure)
     assert outcomes[0].reason.startswith("PayloadTooLarge")
@@ -366,7 +360,7 @@ async def test_a_payload_too_large_sends_nothing() -> None:
 
 async def test_an_app_without_vapid_credentials_fails_with_invalid_certificate() -> None:
     sender = ScriptedSender({})
-    transport = WebPushTransport(Source(None), sender)
+    transport = WebPushTransport(StaticSource(None), sender)
     outcomes = await transport.send(content(), [Target(1, Browser().json())])
     assert isinstance(outcomes[0], PermanentFailure)
     assert outcomes[0].reason.startswith("InvalidCertificate")

@@ -33,10 +33,8 @@ import secrets
 import ssl
 import string
 import sys
-import threading
 import time
 import uuid
-from collections import deque
 from typing import Any, cast
 
 import jwt
@@ -55,7 +53,8 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
-from pushgate.testing.fake_server import BackgroundServer, wait_until
+from pushgate.testing.fake_provider import FakeProvider
+from pushgate.testing.fake_server import BackgroundServer
 from pushgate.transports.http2 import H2Protocol, h2_config
 
 MAX_PAYLOAD_BYTES = 4096
@@ -114,21 +113,19 @@ class _Key:
     public_key: ec.EllipticCurvePublicKey
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Fault:
-    status: int  # 0: drop the connection
-    reason: str
-    retry_after: float | None
-
-
 class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
         self.reason = reason
 
 
-class FakeApns(BackgroundServer):
-    """See the module docstring."""
+class FakeApns(BackgroundServer, FakeProvider[ApnsRequest]):
+    """See the module docstring. ``fail_next(status, reason=...)`` answers ``{"reason":
+    reason}``, by default: 400 BadDeviceToken, 403 InvalidProviderToken, 404 BadPath, 405
+    MethodNotAllowed, 410 Unregistered, 413 PayloadTooLarge, 429 TooManyRequests, 500
+    InternalServerError, 503 ServiceUnavailable (other statuses: InternalServerError).
+    ``received`` (``requests``) records every request with the status it was answered, faults
+    included; with ``keep_requests=False`` only ``received_count`` counts them."""
 
     alpn = ("h2",)
 
@@ -141,16 +138,11 @@ class FakeApns(BackgroundServer):
         port: int = 0,
     ) -> None:
         super().__init__(tls=tls, port=port)
+        FakeProvider.__init__(self, keep_records=keep_requests)
         self.max_concurrent_streams = max_concurrent_streams
-        self._keep = keep_requests
-        self._lock = threading.Lock()
-        self._requests: list[ApnsRequest] = []
-        self._received = 0
         self._keys: dict[str, _Key] = {}
         self._verified: dict[str, tuple[_Key, int]] = {}  # jwt -> (key, iat)
         self._jwts: set[str] = set()
-        self._faults: deque[_Fault] = deque()
-        self._unregistered: dict[str, int] = {}  # token -> when (ms)
         self._goaway_countdown: int | None = None
         self._connection_ids = itertools.count(1)
         self._connections: set[_ApnsConnection] = set()
@@ -180,30 +172,9 @@ class FakeApns(BackgroundServer):
             "private_key": pem,
         }
 
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Answer the next ``count`` requests with ``status`` and ``{"reason": reason}``."""
-        fault = _Fault(
-            status, reason or _DEFAULT_REASONS.get(status, "InternalServerError"), retry_after
-        )
-        with self._lock:
-            self._faults.extend([fault] * count)
-
-    def drop_next(self, count: int = 1) -> None:
-        """Close the connection of each of the next ``count`` requests without answering."""
-        with self._lock:
-            self._faults.extend([_Fault(0, "", None)] * count)
-
     def unregister(self, address: str) -> None:
         """Answer 410 ``Unregistered`` to sends to this device token from now on."""
-        with self._lock:
-            self._unregistered[address.lower()] = int(time.time() * 1000)
+        super().unregister(address.lower())
 
     def goaway_after(self, count: int) -> None:
         """After answering ``count`` more requests, send GOAWAY on that request's connection."""
@@ -233,33 +204,18 @@ class FakeApns(BackgroundServer):
 
     @property
     def requests(self) -> list[ApnsRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def received(self) -> list[ApnsRequest]:
-        """Every request received, in order (the same as ``requests``)."""
-        return self.requests
+        """Every request received, in order (the same as ``received``)."""
+        return self.received
 
     @property
     def delivered(self) -> list[ApnsRequest]:
         """The requests answered 200."""
-        return [request for request in self.requests if request.status == 200]
-
-    @property
-    def received_count(self) -> int:
-        """Requests received (also counted when ``keep_requests`` is off)."""
-        with self._lock:
-            return self._received
+        return [request for request in self.received if request.status == 200]
 
     @property
     def distinct_jwts(self) -> int:
         with self._lock:
             return len(self._jwts)
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
-        """Whether at least ``count`` requests were received within ``timeout`` seconds."""
-        return wait_until(lambda: self.received_count >= count, timeout)
 
     # -- serving -------------------------------------------------------------------------
 
@@ -272,12 +228,6 @@ class FakeApns(BackgroundServer):
     async def _shutdown(self) -> None:
         for connection in list(self._connections):
             connection.drop()
-
-    def _next_fault(self) -> _Fault | None:
-        if not self._faults:
-            return None
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
 
     def _answered(self, status: int) -> bool:
         """Count an answer; True when it is the one after which to send GOAWAY."""
@@ -293,12 +243,10 @@ class FakeApns(BackgroundServer):
             return True
 
     def _record(self, request: ApnsRequest) -> None:
-        with self._lock:
-            self._received += 1
-            if request.jwt:
+        if request.jwt and request.jwt not in self._jwts:
+            with self._lock:
                 self._jwts.add(request.jwt)
-            if self._keep:
-                self._requests.append(request)
+        super()._record(request)
 
     @staticmethod
     def _parse(headers: dict[str, str], body: bytes) -> tuple[str, str, dict[str, Any]]:
@@ -398,14 +346,15 @@ class FakeApns(BackgroundServer):
         self, headers: dict[str, str], body: bytes, token: str, bearer: str, payload: dict[str, Any]
     ) -> tuple[int, str, float | None]:
         """(status, reason, retry_after) for one received request."""
-        fault = self._next_fault()
+        fault = self._faults.take()
         if fault is not None:
-            return fault.status, fault.reason, fault.retry_after
+            reason = fault.reason or _DEFAULT_REASONS.get(fault.status, "InternalServerError")
+            return fault.status, reason, fault.retry_after
         try:
             self._check(headers, body, token, bearer, payload)
         except _Reject as reject:
             return reject.status, reject.reason, None
-        if self._unregistered and token.lower() in self._unregistered:
+        if self._gone(token.lower()):
             return 410, "Unregistered", None
         return 200, "", None
 
@@ -512,9 +461,8 @@ class _ApnsConnection(asyncio.Protocol):
         else:
             error: dict[str, Any] = {"reason": reason}
             if status == 410:
-                error["timestamp"] = server._unregistered.get(
-                    token.lower(), int(time.time() * 1000)
-                )
+                gone_since = server._gone_since(token.lower())
+                error["timestamp"] = gone_since or int(time.time() * 1000)
             answer = orjson.dumps(error)
             response = [
                 (b":status", str(status).encode()),

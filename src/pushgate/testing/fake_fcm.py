@@ -8,7 +8,7 @@ Google's JSON error format with an ``FcmError`` ``errorCode``.
 
     with FakeFcm() as fcm:
         credentials = fcm.credentials()  # upload as the app's "android" credentials
-        transport = FcmTransport(source, AiohttpSender(ca_file=fcm.ca_file, ...),
+        transport = FcmTransport(source, Http1Sender(ca_file=fcm.ca_file, ...),
                                  base_url=fcm.url)
         ...
         assert fcm.wait_for(1)
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +31,8 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pushgate.testing.fake_provider import FakeProvider, FaultQueue
 from pushgate.testing.fake_server import DROP, Drop, FakeHttpServer, FakeRequest, FakeResponse
-from pushgate.testing.fake_server import wait_until as _wait_until
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -87,13 +86,6 @@ class FcmMessage:
     received_at: float  # time.time()
 
 
-@dataclass(frozen=True, slots=True)
-class _Fault:
-    status: int  # 0: drop the connection
-    retry_after: float | None = None
-    reason: str | None = None
-
-
 def google_error(
     status: int, message: str, error_code: str | None = None, *, details: list[Any] | None = None
 ) -> bytes:
@@ -119,8 +111,14 @@ def _json_response(status: int, body: bytes, retry_after: float | None = None) -
     return FakeResponse(status, body, headers)
 
 
-class FakeFcm(FakeHttpServer):
-    """FCM HTTP v1 and its token endpoint on one TLS port (``url``; ``token_url``)."""
+class FakeFcm(FakeHttpServer, FakeProvider[FcmMessage]):
+    """FCM HTTP v1 and its token endpoint on one TLS port (``url``; ``token_url``).
+
+    ``fail_next(status, reason=...)`` answers with the FcmError ``errorCode`` ``reason``, by
+    default the usual one for the status: 400 INVALID_ARGUMENT, 401 THIRD_PARTY_AUTH_ERROR,
+    403 SENDER_ID_MISMATCH, 404 UNREGISTERED, 429 QUOTA_EXCEEDED, 500 INTERNAL, 503
+    UNAVAILABLE (``reason="UNAUTHENTICATED"`` for a refused access token). Sends to an
+    unregistered token get 404 ``UNREGISTERED``."""
 
     def __init__(
         self,
@@ -131,18 +129,15 @@ class FakeFcm(FakeHttpServer):
         port: int = 0,
     ) -> None:
         super().__init__(self._handle, tls=tls, port=port)
+        FakeProvider.__init__(self)
         self.project_id = project_id
         self.expires_in = expires_in
         self.client_email = f"pushgate@{project_id}.iam.gserviceaccount.com"
         self.private_key_id = secrets.token_hex(20)
         self._key: rsa.RSAPrivateKey | None = None
-        self._lock = threading.Lock()
-        self._messages: list[FcmMessage] = []
         self._access_tokens: dict[str, float] = {}  # token -> expiry (time.time())
-        self._unregistered: set[str] = set()
         self._invalid: set[str] = set()
-        self._faults: list[_Fault] = []
-        self._token_faults: list[_Fault] = []
+        self._token_faults = FaultQueue()
         self.token_fetches = 0
         self.requests = 0
 
@@ -182,37 +177,11 @@ class FakeFcm(FakeHttpServer):
             }
         }
 
-    def unregister(self, address: str) -> None:
-        """Later sends to ``address`` get 404 ``UNREGISTERED``."""
-        with self._lock:
-            self._unregistered.add(address)
-
     def mark_invalid(self, address: str) -> None:
         """Later sends to ``address`` get 400 ``INVALID_ARGUMENT`` "The registration token is
         not a valid FCM registration token"."""
         with self._lock:
             self._invalid.add(address)
-
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """The next ``count`` sends get ``status`` with the FcmError ``errorCode`` ``reason``
-        (by default the usual one for the status: 400 INVALID_ARGUMENT, 401
-        THIRD_PARTY_AUTH_ERROR, 403 SENDER_ID_MISMATCH, 404 UNREGISTERED, 429 QUOTA_EXCEEDED,
-        500 INTERNAL, 503 UNAVAILABLE; ``reason="UNAUTHENTICATED"`` for a refused access
-        token)."""
-        with self._lock:
-            self._faults.extend(_Fault(status, retry_after, reason) for _ in range(count))
-
-    def drop_next(self, count: int = 1) -> None:
-        """The next ``count`` sends lose their connection without an answer."""
-        with self._lock:
-            self._faults.extend(_Fault(0) for _ in range(count))
 
     def fail_token_endpoint_next(
         self,
@@ -224,8 +193,7 @@ class FakeFcm(FakeHttpServer):
     ) -> None:
         """The next ``count`` token requests get ``status`` with OAuth error ``reason``
         (default ``invalid_grant`` for 4xx); status 0 drops the connection."""
-        with self._lock:
-            self._token_faults.extend(_Fault(status, retry_after, reason) for _ in range(count))
+        self._token_faults.add(status, count, retry_after=retry_after, reason=reason)
 
     def revoke_access_tokens(self) -> None:
         """Every access token issued so far stops working (sends with one get 401)."""
@@ -236,21 +204,8 @@ class FakeFcm(FakeHttpServer):
 
     @property
     def messages(self) -> list[FcmMessage]:
-        with self._lock:
-            return list(self._messages)
-
-    @property
-    def received(self) -> list[FcmMessage]:
-        """The same as ``messages``."""
-        return self.messages
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
-        """Whether at least ``count`` messages arrived within ``timeout`` seconds."""
-        return _wait_until(lambda: len(self._messages) >= count, timeout)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._messages.clear()
+        """The messages accepted, in order (the same as ``received``)."""
+        return self.received
 
     # -- the server ----------------------------------------------------------------------
 
@@ -265,8 +220,7 @@ class FakeFcm(FakeHttpServer):
         return self._send(match.group(1), request)
 
     def _token(self, request: FakeRequest) -> FakeResponse | Drop:
-        with self._lock:
-            fault = self._token_faults.pop(0) if self._token_faults else None
+        fault = self._token_faults.take()
         if fault is not None:
             if fault.status == 0:
                 return DROP
@@ -328,7 +282,7 @@ class FakeFcm(FakeHttpServer):
     def _send(self, project_id: str, request: FakeRequest) -> FakeResponse | Drop:
         with self._lock:
             self.requests += 1
-            fault = self._faults.pop(0) if self._faults else None
+        fault = self._faults.take()
         if fault is not None:
             if fault.status == 0:
                 return DROP
@@ -360,9 +314,8 @@ class FakeFcm(FakeHttpServer):
             return self._invalid_argument(problem)
         token = message_value["token"]
         with self._lock:
-            unregistered = token in self._unregistered
             invalid = token in self._invalid
-        if unregistered:
+        if self._gone(token):
             return _json_response(
                 404, google_error(404, "Requested entity was not found.", "UNREGISTERED")
             )
@@ -371,10 +324,7 @@ class FakeFcm(FakeHttpServer):
                 "The registration token is not a valid FCM registration token"
             )
         if body.get("validate_only") is not True:
-            with self._lock:
-                self._messages.append(
-                    FcmMessage(project_id, token, message_value, access_token, time.time())
-                )
+            self._record(FcmMessage(project_id, token, message_value, access_token, time.time()))
         name = f"projects/{project_id}/messages/{secrets.token_hex(8)}"
         return _json_response(200, orjson.dumps({"name": name}))
 

@@ -9,7 +9,7 @@ some were not (unregistered ones), ``80300007`` when none were.
 
     with FakeHms() as hms:
         credentials = hms.credentials()  # upload as the app's "huawei" credentials
-        transport = HmsTransport(source, AiohttpSender(ca_file=hms.ca_file, ...),
+        transport = HmsTransport(source, Http1Sender(ca_file=hms.ca_file, ...),
                                  base_url=hms.url, token_url=hms.token_url)
         ...
         assert hms.wait_for(1)
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,8 +29,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from pushgate.testing.fake_provider import FakeProvider, FaultQueue
 from pushgate.testing.fake_server import DROP, Drop, FakeHttpServer, FakeRequest, FakeResponse
-from pushgate.testing.fake_server import wait_until as _wait_until
 
 TOKEN_PATH = "/oauth2/v3/token"
 MAX_TOKENS = 1000
@@ -72,13 +71,6 @@ class HmsMessage:
     received_at: float  # time.time()
 
 
-@dataclass(frozen=True, slots=True)
-class _Fault:
-    status: int  # 0: drop the connection
-    retry_after: float | None = None
-    reason: str | None = None
-
-
 def hms_answer(
     status: int, code: str, msg: str | None = None, retry_after: float | None = None
 ) -> FakeResponse:
@@ -96,20 +88,23 @@ def hms_answer(
     return FakeResponse(status, body, headers)
 
 
-class FakeHms(FakeHttpServer):
-    """Push Kit and its token endpoint on one TLS port (``url``; ``token_url``)."""
+class FakeHms(FakeHttpServer, FakeProvider[HmsMessage]):
+    """Push Kit and its token endpoint on one TLS port (``url``; ``token_url``).
+
+    ``fail_next(status, reason=...)`` answers with Push Kit code ``reason``, by default: 400
+    80100003, 401 80200003, 403 80300002, 413 80300008, 500 81000001; other statuses, such as
+    503 traffic control, carry the status as their code. Unregistered tokens are named among
+    the illegal tokens of later sends. ``received``/``messages``: one ``HmsMessage`` per
+    accepted request."""
 
     def __init__(self, *, expires_in: int = 3600, tls: bool = True, port: int = 0) -> None:
         super().__init__(self._handle, tls=tls, port=port)
+        FakeProvider.__init__(self)
         self.app_id = str(100_000_000 + secrets.randbelow(900_000_000))
         self.client_secret = secrets.token_hex(32)
         self.expires_in = expires_in
-        self._lock = threading.Lock()
-        self._messages: list[HmsMessage] = []
         self._access_tokens: dict[str, float] = {}  # token -> expiry (time.time())
-        self._unregistered: set[str] = set()
-        self._faults: list[_Fault] = []
-        self._token_faults: list[_Fault] = []
+        self._token_faults = FaultQueue()
         self.token_fetches = 0
         self.requests = 0
 
@@ -123,30 +118,6 @@ class FakeHms(FakeHttpServer):
         """The ``huawei`` credentials a Pushgate user uploads."""
         return {"app_id": self.app_id, "client_secret": self.client_secret}
 
-    def unregister(self, address: str) -> None:
-        """Later sends name ``address`` among the illegal tokens."""
-        with self._lock:
-            self._unregistered.add(address)
-
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """The next ``count`` requests get ``status`` with Push Kit code ``reason`` (by
-        default: 400 80100003, 401 80200003, 403 80300002, 413 80300008, 500 81000001; other
-        statuses, such as 503 traffic control, carry the status as their code)."""
-        with self._lock:
-            self._faults.extend(_Fault(status, retry_after, reason) for _ in range(count))
-
-    def drop_next(self, count: int = 1) -> None:
-        """The next ``count`` requests lose their connection without an answer."""
-        with self._lock:
-            self._faults.extend(_Fault(0) for _ in range(count))
-
     def fail_token_endpoint_next(
         self,
         status: int,
@@ -157,8 +128,7 @@ class FakeHms(FakeHttpServer):
     ) -> None:
         """The next ``count`` token requests get ``status`` (``reason``: the numeric OAuth
         ``error``, default 1101 for 4xx); status 0 drops the connection."""
-        with self._lock:
-            self._token_faults.extend(_Fault(status, retry_after, reason) for _ in range(count))
+        self._token_faults.add(status, count, retry_after=retry_after, reason=reason)
 
     def revoke_access_tokens(self) -> None:
         """Every access token issued so far expires (sends with one get 80200003)."""
@@ -169,21 +139,8 @@ class FakeHms(FakeHttpServer):
 
     @property
     def messages(self) -> list[HmsMessage]:
-        with self._lock:
-            return list(self._messages)
-
-    @property
-    def received(self) -> list[HmsMessage]:
-        """The same as ``messages``."""
-        return self.messages
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
-        """Whether at least ``count`` requests were accepted within ``timeout`` seconds."""
-        return _wait_until(lambda: len(self._messages) >= count, timeout)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._messages.clear()
+        """The requests accepted, in order (the same as ``received``)."""
+        return self.received
 
     # -- the server ----------------------------------------------------------------------
 
@@ -196,8 +153,7 @@ class FakeHms(FakeHttpServer):
         return self._send(match.group(1), request)
 
     def _token(self, request: FakeRequest) -> FakeResponse | Drop:
-        with self._lock:
-            fault = self._token_faults.pop(0) if self._token_faults else None
+        fault = self._token_faults.take()
         if fault is not None:
             if fault.status == 0:
                 return DROP
@@ -236,7 +192,7 @@ class FakeHms(FakeHttpServer):
     def _send(self, app_id: str, request: FakeRequest) -> FakeResponse | Drop:
         with self._lock:
             self.requests += 1
-            fault = self._faults.pop(0) if self._faults else None
+        fault = self._faults.take()
         if fault is not None:
             if fault.status == 0:
                 return DROP
@@ -269,11 +225,9 @@ class FakeHms(FakeHttpServer):
         problem = check_message(message)
         if problem is not None:
             return hms_answer(400, problem[0], problem[1])
-        with self._lock:
-            illegal = [token for token in tokens if token in self._unregistered]
+        illegal = [token for token in tokens if self._gone(token)]
         if body.get("validate_only") is not True and len(illegal) < len(tokens):
-            with self._lock:
-                self._messages.append(HmsMessage(app_id, tuple(tokens), message, time.time()))
+            self._record(HmsMessage(app_id, tuple(tokens), message, time.time()))
         if not illegal:
             return hms_answer(200, "80000000")
         if len(illegal) == len(tokens):

@@ -39,14 +39,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pushgate.domain.credentials import VapidCredentials, b64url, b64url_decode
-from pushgate.testing.fake_server import (
-    DROP,
-    Drop,
-    FakeHttpServer,
-    FakeRequest,
-    FakeResponse,
-    wait_until,
-)
+from pushgate.testing.fake_provider import FakeProvider
+from pushgate.testing.fake_server import DROP, Drop, FakeHttpServer, FakeRequest, FakeResponse
 from pushgate.transports.webpush_crypto import (
     MAX_BODY_BYTES,
     decrypt,
@@ -85,33 +79,27 @@ class _Subscription:
     public_point: bytes
     auth: bytes
     application_server_key: bytes
-    active: bool = True
-
-
-@dataclass
-class _Fault:
-    status: int
-    retry_after: float | None
-    reason: str | None
 
 
 class _VapidError(Exception):
     pass
 
 
-class FakeWebPush(FakeHttpServer):
-    """A push service on ``https://127.0.0.1:<port>``; endpoints are ``/push/<id>``."""
+class FakeWebPush(FakeHttpServer, FakeProvider[WebPushMessage]):
+    """A push service on ``https://127.0.0.1:<port>``; endpoints are ``/push/<id>``.
+
+    ``fail_next(status, reason=...)`` answers an autopush-like JSON error with ``reason`` as
+    its message; unregistered subscriptions answer ``410 Gone``. ``received``/``messages``:
+    the pushes accepted, decrypted."""
 
     def __init__(
         self, *, tls: bool = True, port: int = 0, subject: str = "mailto:push@example.com"
     ) -> None:
         super().__init__(self._handle, tls=tls, port=port)
+        FakeProvider.__init__(self)
         self._vapid = VapidCredentials.generate(subject)
-        self._lock = threading.Lock()
         self._subscriptions: dict[str, _Subscription] = {}
-        self._faults: list[_Fault | Drop] = []
         self._verified: dict[tuple[str, str], dict[str, Any]] = {}
-        self.messages: list[WebPushMessage] = []
         self.vapid_tokens: list[str] = []  # the distinct JWTs seen, in order
         self.refused = 0  # requests answered with an error (faults included)
 
@@ -155,46 +143,18 @@ class FakeWebPush(FakeHttpServer):
     def unregister(self, address: str | dict[str, Any]) -> None:
         """Later pushes to this subscription (its dict, JSON text, endpoint or id) get 410."""
         sub_id = self._id_of(address)
-        with self._lock:
-            found = self._subscriptions.get(sub_id)
-            if found is None:
-                raise KeyError(f"no such subscription: {sub_id}")
-            found.active = False
-
-    def fail_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """Answer the next ``count`` pushes with ``status`` (an autopush-like JSON error)."""
-        with self._lock:
-            self._faults.extend(_Fault(status, retry_after, reason) for _ in range(count))
-
-    def drop_next(self, count: int = 1) -> None:
-        """Close the connection of the next ``count`` pushes without answering."""
-        with self._lock:
-            self._faults.extend(DROP for _ in range(count))
-
-    def clear_faults(self) -> None:
-        """Forget the faults not injected yet."""
-        with self._lock:
-            self._faults.clear()
+        if sub_id not in self._subscriptions:
+            raise KeyError(f"no such subscription: {sub_id}")
+        super().unregister(sub_id)
 
     @property
-    def received(self) -> list[WebPushMessage]:
-        """What arrived (decrypted), in order: a copy of ``messages``."""
-        return list(self.messages)
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> bool:
-        """Whether at least ``count`` messages arrived within ``timeout`` seconds."""
-        return wait_until(lambda: len(self.messages) >= count, timeout)
+    def messages(self) -> list[WebPushMessage]:
+        """What arrived (decrypted), in order (the same as ``received``)."""
+        return self.received
 
     def messages_to(self, address: str | dict[str, Any]) -> list[WebPushMessage]:
         sub_id = self._id_of(address)
-        return [m for m in list(self.messages) if m.subscription_id == sub_id]
+        return [m for m in self.received if m.subscription_id == sub_id]
 
     @staticmethod
     def _id_of(address: str | dict[str, Any]) -> str:
@@ -214,15 +174,15 @@ class FakeWebPush(FakeHttpServer):
             return self._refuse(404, "no such resource")
         if request.method != "POST":
             return self._refuse(405, "push with POST")
+        fault = self._faults.take()
         with self._lock:
-            fault = self._faults.pop(0) if self._faults else None
             subscription = self._subscriptions.get(path[len("/push/") :])
-        if isinstance(fault, Drop):
+        if fault is not None and fault.status == 0:
             self.refused += 1
             return DROP
         if fault is not None:
             return self._refuse(fault.status, fault.reason, fault.retry_after)
-        if subscription is None or not subscription.active:
+        if subscription is None or self._gone(subscription.id):
             return self._refuse(410, "the subscription is gone (unsubscribed or expired)")
         try:
             claims = self._check_vapid(request.headers.get("authorization", ""), subscription)
@@ -256,8 +216,7 @@ class FakeWebPush(FakeHttpServer):
             time.time(),
             dict(request.headers),
         )
-        with self._lock:
-            self.messages.append(message)
+        self._record(message)
         location = f"{self.url}/m/{secrets.token_urlsafe(12)}"
         return FakeResponse(201, b"", {"location": location})
 
@@ -320,7 +279,7 @@ class FakeWebPush(FakeHttpServer):
             return FakeResponse(200, orjson.dumps(self.subscribe(key)))
         if request.path == "/_fake/stats":
             stats = {
-                "received": len(self.messages),
+                "received": self.received_count,
                 "refused": self.refused,
                 "vapid_tokens": len(self.vapid_tokens),
                 "cpu_seconds": round(time.process_time(), 3),

@@ -37,18 +37,23 @@ APNs's own reason name from the JSON body ``{"reason": ...}``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 import jwt
 import orjson
 
 from pushgate.domain.credentials import ApnsCredentials
 from pushgate.domain.outcomes import Delivered, Outcome, PermanentFailure, RetryLater, TokenInvalid
-from pushgate.transports.base import Content, CredentialSource, ProviderTransport, Target
+from pushgate.transports.base import (
+    CONNECTION_ERRORS,
+    Content,
+    CredentialSource,
+    ProviderTransport,
+    Target,
+    for_each_bounded,
+)
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 
 PRODUCTION_URL = "https://api.push.apple.com"
@@ -255,8 +260,7 @@ class ApnsTransport(ProviderTransport[ApnsCredentials]):
         base_url: str | None = None,
         concurrency: int = 64,
     ) -> None:
-        super().__init__(credentials)
-        self._sender = sender
+        super().__init__(credentials, sender)
         self._base_url = base_url
         self._concurrency = max(1, concurrency)
         self.tokens = ProviderTokens()
@@ -274,31 +278,20 @@ class ApnsTransport(ProviderTransport[ApnsCredentials]):
         headers = request_headers(credentials, content, bearer)
         base_url = base_url_for(credentials, self._base_url)
         outcomes: list[Outcome] = [Delivered()] * count
-        indexes = iter(range(count))
         send = self._sender.send
 
-        async def work() -> None:
-            for index in indexes:
-                request = build_request(base_url, targets[index], headers, body)
-                try:
-                    response = await send(request)
-                except (OSError, TimeoutError, aiohttp.ClientError) as exc:
-                    outcomes[index] = no_answer(exc)
-                    continue
-                if response.status == 200:
-                    continue  # Delivered, as preset
-                result = outcomes[index] = outcome(response)
-                if response.status == 403 and isinstance(result, RetryLater):
-                    self.tokens.drop(credentials, bearer)
+        async def step(index: int) -> None:
+            request = build_request(base_url, targets[index], headers, body)
+            try:
+                response = await send(request)
+            except CONNECTION_ERRORS as exc:
+                outcomes[index] = no_answer(exc)
+                return
+            if response.status == 200:
+                return  # Delivered, as preset
+            result = outcomes[index] = outcome(response)
+            if response.status == 403 and isinstance(result, RetryLater):
+                self.tokens.drop(credentials, bearer)
 
-        workers = min(self._concurrency, count)
-        if workers == 1:
-            await work()
-        else:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(workers):
-                    group.create_task(work())
+        await for_each_bounded(count, self._concurrency, step)
         return outcomes
-
-    async def close(self) -> None:
-        await self._sender.close()

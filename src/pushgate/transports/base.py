@@ -8,8 +8,9 @@ disables devices whose address is dead. The device channel is the exception: see
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -18,8 +19,13 @@ import orjson
 from pushgate.domain.credentials import Credentials
 from pushgate.domain.outcomes import Outcome, PermanentFailure
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
+from pushgate.transports.http import HttpSender
 
 PUSH_PLATFORMS = ("ios", "android", "huawei", "web")
+
+# What a send to a provider raises when no answer came (refused, reset, timed out): each
+# transport turns it into ``RetryLater`` for the targets of that request.
+CONNECTION_ERRORS = (OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +110,37 @@ class CredentialSource(Protocol):
 C = TypeVar("C", bound=Credentials)
 
 
+async def for_each_bounded(
+    count: int, concurrency: int, step: Callable[[int], Awaitable[None]]
+) -> None:
+    """``await step(index)`` for every index below ``count``, at most ``concurrency`` at a
+    time: that many workers take the next index until none is left (``step`` records its own
+    result, by index). With one worker, no task is created."""
+    indexes = iter(range(count))
+
+    async def worker() -> None:
+        for index in indexes:
+            await step(index)
+
+    workers = min(max(1, concurrency), count)
+    if workers == 1:
+        await worker()
+    elif workers > 1:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+
+
 class ProviderTransport(Transport, Generic[C]):
-    """A transport that sends with the credentials of the notification's app.
+    """A transport that sends with the credentials of the notification's app, through the
+    ``HttpSender`` it owns (``close`` closes it).
 
     Subclasses implement ``send_with``; a notification whose app has no credentials for the
     platform fails with ``InvalidCertificate`` without any request."""
 
-    def __init__(self, credentials: CredentialSource) -> None:
+    def __init__(self, credentials: CredentialSource, sender: HttpSender) -> None:
         self._credentials = credentials
+        self._sender = sender
 
     async def send(self, content: Content, targets: Sequence[Target]) -> list[Outcome]:
         found = await self._credentials.get(content.app_key, self.platform)
@@ -125,3 +154,6 @@ class ProviderTransport(Transport, Generic[C]):
         self, credentials: C, content: Content, targets: Sequence[Target]
     ) -> list[Outcome]:
         """One outcome per target, in order; the provider's answers mapped to outcomes."""
+
+    async def close(self) -> None:
+        await self._sender.close()

@@ -51,7 +51,6 @@ FcmError ``errorCode`` wins over ``status``:
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -69,10 +68,16 @@ from pushgate.domain.outcomes import (
     RetryLater,
     TokenInvalid,
 )
-from pushgate.transports.base import Content, CredentialSource, ProviderTransport, Target
+from pushgate.transports.base import (
+    CONNECTION_ERRORS,
+    Content,
+    CredentialSource,
+    ProviderTransport,
+    Target,
+    for_each_bounded,
+)
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 from pushgate.transports.oauth import (
-    CONNECTION_ERRORS,
     AccessTokenCache,
     Grant,
     TokenUnavailable,
@@ -304,8 +309,7 @@ class FcmTransport(ProviderTransport[FcmCredentials]):
         base_url: str = FCM_BASE_URL,
         concurrency: int = 64,
     ) -> None:
-        super().__init__(credentials)
-        self._sender = sender
+        super().__init__(credentials, sender)
         self._base_url = base_url
         self._concurrency = max(1, concurrency)
         self.tokens = AccessTokenCache()
@@ -326,30 +330,19 @@ class FcmTransport(ProviderTransport[FcmCredentials]):
         headers = send_headers(access_token)
         tail = message_tail(payload(content, int(time.time() * 1000)))
         outcomes: list[Outcome] = [Delivered()] * len(targets)
-        indexes = iter(range(len(targets)))
         sender = self._sender
 
-        async def worker() -> None:
-            for index in indexes:
-                request = ProviderRequest(
-                    "POST", url, headers, send_body(targets[index].address, tail)
-                )
-                try:
-                    response = await sender.send(request)
-                except CONNECTION_ERRORS as exc:
-                    outcomes[index] = RetryLater(f"FCM unreachable: {type(exc).__name__} {exc}")
-                    continue
-                if response.status != 200:
-                    if needs_new_token(response):
-                        self.tokens.invalidate(credentials, access_token)
-                    outcomes[index] = outcome(response)
+        async def step(index: int) -> None:
+            request = ProviderRequest("POST", url, headers, send_body(targets[index].address, tail))
+            try:
+                response = await sender.send(request)
+            except CONNECTION_ERRORS as exc:
+                outcomes[index] = RetryLater(f"FCM unreachable: {type(exc).__name__} {exc}")
+                return
+            if response.status != 200:
+                if needs_new_token(response):
+                    self.tokens.invalidate(credentials, access_token)
+                outcomes[index] = outcome(response)
 
-        workers = min(self._concurrency, len(targets))
-        if workers == 1:
-            await worker()
-        else:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+        await for_each_bounded(len(targets), self._concurrency, step)
         return outcomes
-
-    async def close(self) -> None:
-        await self._sender.close()

@@ -46,7 +46,6 @@ Answers (``outcomes``), ``{"code", "msg", "requestId"}`` for the whole chunk:
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 import zlib
@@ -64,10 +63,16 @@ from pushgate.domain.outcomes import (
     RetryLater,
     TokenInvalid,
 )
-from pushgate.transports.base import Content, CredentialSource, ProviderTransport, Target
+from pushgate.transports.base import (
+    CONNECTION_ERRORS,
+    Content,
+    CredentialSource,
+    ProviderTransport,
+    Target,
+    for_each_bounded,
+)
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 from pushgate.transports.oauth import (
-    CONNECTION_ERRORS,
     AccessTokenCache,
     Grant,
     TokenUnavailable,
@@ -252,8 +257,7 @@ class HmsTransport(ProviderTransport[HmsCredentials]):
         token_url: str = HMS_TOKEN_URL,
         concurrency: int = 64,
     ) -> None:
-        super().__init__(credentials)
-        self._sender = sender
+        super().__init__(credentials, sender)
         self._base_url = base_url
         self._token_url = token_url
         self._concurrency = max(1, concurrency)
@@ -276,26 +280,21 @@ class HmsTransport(ProviderTransport[HmsCredentials]):
         message = payload(content, int(time.time() * 1000))
         parts = chunks(targets)
         results: list[list[Outcome]] = [[] for _ in parts]
-        indexes = iter(range(len(parts)))
 
-        async def worker() -> None:
-            for index in indexes:
-                tokens = [target.address for target in parts[index]]
-                request = send_request(
-                    self._base_url, credentials.app_id, message, tokens, access_token
-                )
-                try:
-                    response = await self._sender.send(request)
-                except CONNECTION_ERRORS as exc:
-                    failure = RetryLater(f"Push Kit unreachable: {type(exc).__name__} {exc}")
-                    results[index] = [failure for _ in tokens]
-                    continue
-                if needs_new_token(response):
-                    self.tokens.invalidate(credentials, access_token)
-                results[index] = outcomes(response, tokens)
+        async def step(index: int) -> None:
+            tokens = [target.address for target in parts[index]]
+            request = send_request(
+                self._base_url, credentials.app_id, message, tokens, access_token
+            )
+            try:
+                response = await self._sender.send(request)
+            except CONNECTION_ERRORS as exc:
+                failure = RetryLater(f"Push Kit unreachable: {type(exc).__name__} {exc}")
+                results[index] = [failure for _ in tokens]
+                return
+            if needs_new_token(response):
+                self.tokens.invalidate(credentials, access_token)
+            results[index] = outcomes(response, tokens)
 
-        await asyncio.gather(*(worker() for _ in range(min(self._concurrency, len(parts)))))
+        await for_each_bounded(len(parts), self._concurrency, step)
         return [result for part in results for result in part]
-
-    async def close(self) -> None:
-        await self._sender.close()

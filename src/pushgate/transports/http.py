@@ -2,12 +2,13 @@
 
 Transports build ``ProviderRequest`` values with pure functions and hand them to an injected
 ``HttpSender``; tests inject a scripted sender or point a real one at the fakes of
-``pushgate.testing``. ``AiohttpSender`` serves the HTTP/1.1 providers (FCM, HMS, Web Push);
-APNs uses the HTTP/2 sender of ``transports/http2.py``.
+``pushgate.testing``. ``transports/http1.Http1Sender`` serves the HTTP/1.1 providers (FCM, HMS,
+Web Push); APNs uses ``transports/http2.Http2Sender``.
 
-Why aiohttp and not httpx2 here: on this project's 2-core machine, 5,000 POSTs over 64
-keep-alive TLS connections to a local server ran at ~790 requests/s with httpx2 and ~3,900/s
-with aiohttp (docs/performance.md), and Web Push needs thousands per second.
+Why our own small clients rather than httpx2 (or aiohttp): on this project's 2-core machine,
+POSTs over 64 keep-alive TLS connections to a local server ran at ~790 requests/s with
+httpx2, ~3,900-12,900/s with aiohttp (77 µs of client CPU each) and 27,000-28,800/s with
+``Http1Sender`` (19-26 µs each); see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-import aiohttp
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +48,8 @@ class ProviderResponse:
 
 class HttpSender(Protocol):
     async def send(self, request: ProviderRequest) -> ProviderResponse:
-        """The provider's answer. Raises ``OSError``/``TimeoutError`` (or a subclass of
-        ``aiohttp.ClientError``) when no answer came; transports count that as RetryLater."""
+        """The provider's answer. Raises ``OSError`` (``ConnectionError``) or
+        ``TimeoutError`` when no answer came; transports count that as RetryLater."""
 
     async def close(self) -> None: ...
 
@@ -61,51 +60,3 @@ def provider_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     if ca_file is not None:
         context.load_verify_locations(cafile=str(ca_file))
     return context
-
-
-class AiohttpSender:
-    """HTTP/1.1 with keep-alive, up to ``max_connections`` per provider host."""
-
-    def __init__(
-        self, *, ca_file: Path | None, timeout_seconds: float, max_connections: int
-    ) -> None:
-        self._ssl = provider_ssl_context(ca_file)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                ssl=self._ssl,
-                limit=0,
-                limit_per_host=self._max_connections,
-                keepalive_timeout=60.0,
-                ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Content-Type"),
-                trust_env=False,
-            )
-        return self._session
-
-    async def send(self, request: ProviderRequest) -> ProviderResponse:
-        session = self._open()
-        async with session.request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            data=request.body or None,
-            allow_redirects=False,
-        ) as response:
-            body = await response.read()
-            headers = {name.lower(): value for name, value in response.headers.items()}
-            return ProviderResponse(response.status, headers, body)
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None

@@ -19,13 +19,12 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from pushgate.domain.outcomes import PermanentFailure, RetryLater
+from pushgate.transports.base import CONNECTION_ERRORS
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 
-CONNECTION_ERRORS = (OSError, TimeoutError, aiohttp.ClientError)
 MAX_CACHED = 4096
 
 

@@ -8,14 +8,14 @@ from pushgate.transports.apns import ApnsTransport
 from pushgate.transports.base import CredentialSource, Transport
 from pushgate.transports.fcm import FcmTransport
 from pushgate.transports.hms import HmsTransport
-from pushgate.transports.http import AiohttpSender
+from pushgate.transports.http1 import Http1Sender
 from pushgate.transports.http2 import Http2Sender
 from pushgate.transports.webpush import WebPushTransport
 
 
 def build_transports(settings: Settings, credentials: CredentialSource) -> dict[str, Transport]:
-    def http1() -> AiohttpSender:
-        return AiohttpSender(
+    def http1() -> Http1Sender:
+        return Http1Sender(
             ca_file=settings.provider_ca_file,
             timeout_seconds=settings.provider_timeout_seconds,
             max_connections=settings.provider_connections,

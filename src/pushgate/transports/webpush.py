@@ -56,13 +56,18 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pushgate.domain.credentials import VapidCredentials, b64url_decode
 from pushgate.domain.outcomes import Delivered, Outcome, PermanentFailure, RetryLater, TokenInvalid
-from pushgate.transports.base import Content, CredentialSource, ProviderTransport, Target
+from pushgate.transports.base import (
+    CONNECTION_ERRORS,
+    Content,
+    CredentialSource,
+    ProviderTransport,
+    Target,
+)
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 from pushgate.transports.webpush_crypto import (
     MAX_PLAINTEXT_BYTES,
@@ -276,8 +281,7 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
         encrypt_threads: int = 1,
         chunk_size: int = 32,
     ) -> None:
-        super().__init__(credentials)
-        self._sender = sender
+        super().__init__(credentials, sender)
         self._limit = asyncio.Semaphore(concurrency)
         self._threads = encrypt_threads
         self._chunk = max(1, chunk_size)
@@ -350,7 +354,7 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
         async with self._limit:
             try:
                 response = await self._sender.send(request)
-            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            except CONNECTION_ERRORS as exc:
                 what = str(exc) or type(exc).__name__
                 outcomes[index] = RetryLater(
                     f"ConnectionFailed: no answer from {origin}: {what}"[:200]
@@ -359,7 +363,7 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
         outcomes[index] = outcome_of(response)
 
     async def close(self) -> None:
-        await self._sender.close()
+        await super().close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.shutdown(wait=True)  # idle threads: this returns at once
