@@ -243,3 +243,36 @@ async def test_an_expired_notification_is_never_sent(delivered: World) -> None:
     rows = await delivered.settle(notification_id, lambda r: len(r) == 3 and all_final(r))
     assert [status for _, status, _, _ in rows] == ["expired"] * 3
     assert delivered.ios.sent == []
+
+
+async def test_a_job_taken_before_its_fan_out_committed_is_put_back(delivered: World) -> None:
+    """Redis hands out a fan-out's jobs before the fan-out commits: a job whose deliveries are
+    not there yet comes back a little later, and is sent once they are."""
+    notification_id = await delivered.send()
+    await delivered.settle(notification_id, all_final)
+    device = (
+        await delivered.rt.devices.register(
+            delivered.account_id, DeviceRegistration("ios", token="cd" * 32)
+        )
+    ).device
+    early = PushJob(notification_id, [device.id], 0)
+    await delivered.rt.queue.enqueue(deliver_queue("ios"), [early.encode()])
+    await asyncio.sleep(0.3)  # taken, found nothing, put back (more than once)
+    assert delivered.ios.sends_to(notification_id, device.id) == []
+    assert await delivered.rt.queue.depth(deliver_queue("ios")) == 1
+    # Now the "fan-out" commits the delivery the job is for.
+    async with delivered.rt.db.write.begin() as conn:
+        await conn.execute(
+            deliveries.insert().values(
+                notification_id=notification_id,
+                device_id=device.id,
+                status="queued",
+                transport="ios",
+                attempts=0,
+                created_ms=0,
+                updated_ms=0,
+            )
+        )
+    rows = await delivered.settle(notification_id, lambda rows: len(rows) == 4 and all_final(rows))
+    assert (device.id, "sent", 1, None) in rows
+    assert len(delivered.ios.sends_to(notification_id, device.id)) == 1

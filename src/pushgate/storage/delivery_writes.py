@@ -216,6 +216,20 @@ class DeliveryWrites:
         )
         return {int(device_id): int(count) for device_id, count in rows}
 
+    async def count_deliveries(
+        self, conn: AsyncConnection, notification_id: int, device_ids: Sequence[int]
+    ) -> int:
+        """How many of these deliveries exist (committed, as this connection sees them)."""
+        (n,) = self._marks(1)
+        row = (
+            await conn.exec_driver_sql(
+                f"SELECT count(*) FROM deliveries WHERE notification_id = {n} "
+                f"AND device_id IN ({self._list(2, len(device_ids))})",
+                (notification_id, *device_ids),
+            )
+        ).first()
+        return int(row[0]) if row is not None else 0
+
     async def set_status(
         self,
         conn: AsyncConnection,
