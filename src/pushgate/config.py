@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         "https://api.sandbox.push.apple.com for credentials marked sandbox. Set it to a local "
         "fake (see pushgate.testing) in tests.",
     )
+    apns_connections: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="HTTP/2 connections to APNs per process; each carries up to the stream "
+        "limit APNs announces (1,000 at most here) at once.",
+    )
     fcm_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 base URL.")
     hms_url: str = Field("https://push-api.cloud.huawei.com", description="HMS Push Kit base URL.")
     hms_token_url: str = Field(

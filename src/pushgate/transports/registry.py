@@ -23,7 +23,9 @@ def build_transports(settings: Settings, credentials: CredentialSource) -> dict[
 
     concurrency = settings.provider_connections
     apns_sender = Http2Sender(
-        ca_file=settings.provider_ca_file, timeout_seconds=settings.provider_timeout_seconds
+        ca_file=settings.provider_ca_file,
+        timeout_seconds=settings.provider_timeout_seconds,
+        connections=settings.apns_connections,
     )
     return {
         "ios": ApnsTransport(credentials, apns_sender, base_url=settings.apns_url, concurrency=500),
