@@ -123,7 +123,7 @@ async def test_the_provider_token_is_reused_across_sends(
     [
         (410, "Unregistered", TokenInvalid),
         (400, "BadDeviceToken", TokenInvalid),
-        (400, "DeviceTokenNotForTopic", TokenInvalid),
+        (400, "DeviceTokenNotForTopic", PermanentFailure),
         (400, "BadCollapseId", PermanentFailure),
         (413, "PayloadTooLarge", PermanentFailure),
         (403, "BadCertificate", PermanentFailure),
@@ -188,7 +188,7 @@ async def test_a_topic_of_another_app(apns: FakeApns, sender: Http2Sender) -> No
     wrong = ApnsCredentials.parse({**mine.secret(), "topic": "com.example.two"})
     transport = ApnsTransport(StaticSource(wrong), sender, base_url=apns.url)
     [result] = await transport.send(content(), devices(1))
-    assert isinstance(result, TokenInvalid)
+    assert isinstance(result, PermanentFailure)
     assert result.reason.startswith("DeviceTokenNotForTopic: ")
     unknown = ApnsCredentials.parse({**mine.secret(), "topic": "com.example.nobody"})
     transport = ApnsTransport(StaticSource(unknown), sender, base_url=apns.url)

@@ -102,7 +102,7 @@ async def test_unregistered_and_invalid_tokens(fcm: FakeFcm, transport: FcmTrans
 @pytest.mark.parametrize(
     ("status", "reason", "kind", "starts"),
     [
-        (403, None, TokenInvalid, "SENDER_ID_MISMATCH: "),
+        (403, None, PermanentFailure, "SENDER_ID_MISMATCH: "),
         (400, None, PermanentFailure, "INVALID_ARGUMENT: "),
         (401, None, PermanentFailure, "InvalidCertificate: THIRD_PARTY_AUTH_ERROR: "),
         (429, None, RetryLater, "QUOTA_EXCEEDED: "),

@@ -216,7 +216,7 @@ def test_a_refused_token_is_dropped_only_if_still_cached() -> None:
         (response(200), Delivered()),
         (response(410, "Unregistered"), TokenInvalid),
         (response(400, "BadDeviceToken"), TokenInvalid),
-        (response(400, "DeviceTokenNotForTopic"), TokenInvalid),
+        (response(400, "DeviceTokenNotForTopic"), PermanentFailure),
         (response(400, "BadCollapseId"), PermanentFailure),
         (response(400, "TopicDisallowed"), PermanentFailure),
         (response(403, "ExpiredProviderToken"), RetryLater),

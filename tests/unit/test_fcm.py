@@ -224,7 +224,7 @@ def error(status: int, message: str, code: str | None, **extra: Any) -> Provider
         ),
         (
             error(403, "SenderId mismatch", "SENDER_ID_MISMATCH"),
-            TokenInvalid("SENDER_ID_MISMATCH: SenderId mismatch"),
+            PermanentFailure("SENDER_ID_MISMATCH: SenderId mismatch"),
         ),
         (
             error(

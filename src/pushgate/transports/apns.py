@@ -29,8 +29,10 @@ id and ``iat``) is cached per (team id, key id) and renewed after 40 minutes (AP
 tokens older than an hour and too frequent renewals); a 403 ``ExpiredProviderToken`` or
 ``InvalidProviderToken`` drops it, so the retry signs a fresh one.
 
-Answers map to outcomes in ``outcome``: 200 Delivered; 410 and 400 ``BadDeviceToken`` /
-``DeviceTokenNotForTopic`` TokenInvalid; 429 and 5xx RetryLater (with ``Retry-After``);
+Answers map to outcomes in ``outcome``: 200 Delivered; 410 and 400 ``BadDeviceToken``
+TokenInvalid; 429 and 5xx RetryLater (with ``Retry-After``); 400 ``DeviceTokenNotForTopic``
+PermanentFailure (the token is another app's: devices belong to the account, not to one app,
+so a notification of one app can meet another app's device, which must stay enabled);
 403 provider token errors RetryLater; 413 and other 4xx PermanentFailure. Reasons start with
 APNs's own reason name from the JSON body ``{"reason": ...}``.
 """
@@ -62,7 +64,7 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_COLLAPSE_ID_BYTES = 64
 TOKEN_RENEW_SECONDS = 40 * 60
 PROVIDER_TOKEN_ERRORS = frozenset({"ExpiredProviderToken", "InvalidProviderToken"})
-DEAD_TOKEN_REASONS = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic", "Unregistered"})
+DEAD_TOKEN_REASONS = frozenset({"BadDeviceToken", "Unregistered"})
 
 _EXPLAIN = {
     "BadDeviceToken": "the device token is not valid for this environment",

@@ -36,7 +36,8 @@ Answers (``outcome``): 200 is Delivered. Errors are Google's ``{"error": {"code"
 FcmError ``errorCode`` wins over ``status``:
 
 - ``UNREGISTERED`` (404) or any 404: TokenInvalid (the app was uninstalled or the token expired).
-- ``SENDER_ID_MISMATCH`` (403): TokenInvalid (the token belongs to another Firebase project).
+- ``SENDER_ID_MISMATCH`` (403): PermanentFailure (the token belongs to another Firebase
+  project: another app of the account may reach it, so the device stays enabled).
 - ``INVALID_ARGUMENT`` (400): TokenInvalid when the error is about the registration token
   ("not a valid FCM registration token", or a field violation on ``message.token``), else
   PermanentFailure (payload too large, a refused data key...).
@@ -277,7 +278,7 @@ def outcome(response: ProviderResponse) -> Outcome:
     if code == "UNREGISTERED" or status == 404:
         return TokenInvalid(reason if code else f"UNREGISTERED: {reason}")
     if code == "SENDER_ID_MISMATCH":
-        return TokenInvalid(reason)
+        return PermanentFailure(reason)
     if code in ("THIRD_PARTY_AUTH_ERROR", "PERMISSION_DENIED") or (status == 403 and not code):
         return PermanentFailure(f"InvalidCertificate: {reason}")
     if status == 401 or code == "UNAUTHENTICATED":
