@@ -14,11 +14,13 @@ from pushgate.testing.server import run_cli
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        ([], ["serve", "migrate", "account", "listen", "--data-dir"]),
+        ([], ["serve", "migrate", "account", "listen", "credentials", "--data-dir"]),
         (["serve"], ["--host", "--port"]),
         (["account"], ["create", "list"]),
         (["account", "create"], ["NAME", "--json"]),
         (["listen"], ["--server", "--user-token", "--json", "--count"]),
+        (["credentials"], ["set", "show", "delete", "generate-vapid", "encrypted"]),
+        (["credentials", "set"], ["APP_ID", "PLATFORM", "--file", "--key-id", "--topic"]),
     ],
 )
 def test_every_command_explains_itself(
