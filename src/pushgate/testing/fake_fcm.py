@@ -31,7 +31,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from pushgate.testing.fake_provider import FakeProvider, FaultQueue
+from pushgate.testing.fake_provider import OAuthFakeProvider
 from pushgate.testing.fake_server import DROP, Drop, FakeHttpServer, FakeRequest, FakeResponse
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -111,14 +111,16 @@ def _json_response(status: int, body: bytes, retry_after: float | None = None) -
     return FakeResponse(status, body, headers)
 
 
-class FakeFcm(FakeHttpServer, FakeProvider[FcmMessage]):
+class FakeFcm(FakeHttpServer, OAuthFakeProvider[FcmMessage]):
     """FCM HTTP v1 and its token endpoint on one TLS port (``url``; ``token_url``).
 
     ``fail_next(status, reason=...)`` answers with the FcmError ``errorCode`` ``reason``, by
     default the usual one for the status: 400 INVALID_ARGUMENT, 401 THIRD_PARTY_AUTH_ERROR,
     403 SENDER_ID_MISMATCH, 404 UNREGISTERED, 429 QUOTA_EXCEEDED, 500 INTERNAL, 503
     UNAVAILABLE (``reason="UNAUTHENTICATED"`` for a refused access token). Sends to an
-    unregistered token get 404 ``UNREGISTERED``."""
+    unregistered token get 404 ``UNREGISTERED``. ``fail_token_endpoint_next`` answers with the
+    OAuth error ``reason``, by default ``invalid_grant`` for 4xx; after
+    ``revoke_access_tokens`` sends with an earlier access token get 401."""
 
     def __init__(
         self,
@@ -129,16 +131,12 @@ class FakeFcm(FakeHttpServer, FakeProvider[FcmMessage]):
         port: int = 0,
     ) -> None:
         super().__init__(self._handle, tls=tls, port=port)
-        FakeProvider.__init__(self)
+        OAuthFakeProvider.__init__(self, expires_in=expires_in)
         self.project_id = project_id
-        self.expires_in = expires_in
         self.client_email = f"pushgate@{project_id}.iam.gserviceaccount.com"
         self.private_key_id = secrets.token_hex(20)
         self._key: rsa.RSAPrivateKey | None = None
-        self._access_tokens: dict[str, float] = {}  # token -> expiry (time.time())
         self._invalid: set[str] = set()
-        self._token_faults = FaultQueue()
-        self.token_fetches = 0
         self.requests = 0
 
     # -- what a test sets up -------------------------------------------------------------
@@ -183,23 +181,6 @@ class FakeFcm(FakeHttpServer, FakeProvider[FcmMessage]):
         with self._lock:
             self._invalid.add(address)
 
-    def fail_token_endpoint_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """The next ``count`` token requests get ``status`` with OAuth error ``reason``
-        (default ``invalid_grant`` for 4xx); status 0 drops the connection."""
-        self._token_faults.add(status, count, retry_after=retry_after, reason=reason)
-
-    def revoke_access_tokens(self) -> None:
-        """Every access token issued so far stops working (sends with one get 401)."""
-        with self._lock:
-            self._access_tokens.clear()
-
     # -- what a test reads ---------------------------------------------------------------
 
     @property
@@ -238,14 +219,9 @@ class FakeFcm(FakeHttpServer, FakeProvider[FcmMessage]):
         problem = self._check_assertion(assertions[0])
         if problem is not None:
             return self._oauth_error("invalid_grant", problem)
-        access_token = "ya29.fake-" + secrets.token_urlsafe(32)
-        with self._lock:
-            self.token_fetches += 1
-            self._access_tokens[access_token] = time.time() + self.expires_in
-        body = orjson.dumps(
-            {"access_token": access_token, "expires_in": self.expires_in, "token_type": "Bearer"}
+        return _json_response(
+            200, self._issue_access_token("ya29.fake-" + secrets.token_urlsafe(32))
         )
-        return _json_response(200, body)
 
     def _check_assertion(self, assertion: str) -> str | None:
         try:
@@ -291,9 +267,7 @@ class FakeFcm(FakeHttpServer, FakeProvider[FcmMessage]):
             return _json_response(fault.status, error, fault.retry_after)
         authorization = request.headers.get("authorization", "")
         access_token = authorization[7:] if authorization.startswith("Bearer ") else ""
-        with self._lock:
-            expiry = self._access_tokens.get(access_token)
-        if expiry is None or expiry < time.time():
+        if not self._access_token_valid(access_token):
             message = (
                 "Request had invalid authentication credentials. Expected OAuth 2 access token,"
                 " login cookie or other valid authentication credential."

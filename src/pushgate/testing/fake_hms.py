@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from pushgate.testing.fake_provider import FakeProvider, FaultQueue
+from pushgate.testing.fake_provider import OAuthFakeProvider
 from pushgate.testing.fake_server import DROP, Drop, FakeHttpServer, FakeRequest, FakeResponse
 
 TOKEN_PATH = "/oauth2/v3/token"
@@ -88,24 +88,22 @@ def hms_answer(
     return FakeResponse(status, body, headers)
 
 
-class FakeHms(FakeHttpServer, FakeProvider[HmsMessage]):
+class FakeHms(FakeHttpServer, OAuthFakeProvider[HmsMessage]):
     """Push Kit and its token endpoint on one TLS port (``url``; ``token_url``).
 
     ``fail_next(status, reason=...)`` answers with Push Kit code ``reason``, by default: 400
     80100003, 401 80200003, 403 80300002, 413 80300008, 500 81000001; other statuses, such as
     503 traffic control, carry the status as their code. Unregistered tokens are named among
     the illegal tokens of later sends. ``received``/``messages``: one ``HmsMessage`` per
-    accepted request."""
+    accepted request. ``fail_token_endpoint_next`` answers with the numeric OAuth ``error``
+    ``reason``, by default 1101 for 4xx; after ``revoke_access_tokens`` sends with an earlier
+    access token get 80200003 (expired)."""
 
     def __init__(self, *, expires_in: int = 3600, tls: bool = True, port: int = 0) -> None:
         super().__init__(self._handle, tls=tls, port=port)
-        FakeProvider.__init__(self)
+        OAuthFakeProvider.__init__(self, expires_in=expires_in)
         self.app_id = str(100_000_000 + secrets.randbelow(900_000_000))
         self.client_secret = secrets.token_hex(32)
-        self.expires_in = expires_in
-        self._access_tokens: dict[str, float] = {}  # token -> expiry (time.time())
-        self._token_faults = FaultQueue()
-        self.token_fetches = 0
         self.requests = 0
 
     # -- what a test sets up -------------------------------------------------------------
@@ -117,23 +115,6 @@ class FakeHms(FakeHttpServer, FakeProvider[HmsMessage]):
     def credentials(self) -> dict[str, Any]:
         """The ``huawei`` credentials a Pushgate user uploads."""
         return {"app_id": self.app_id, "client_secret": self.client_secret}
-
-    def fail_token_endpoint_next(
-        self,
-        status: int,
-        count: int = 1,
-        *,
-        retry_after: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        """The next ``count`` token requests get ``status`` (``reason``: the numeric OAuth
-        ``error``, default 1101 for 4xx); status 0 drops the connection."""
-        self._token_faults.add(status, count, retry_after=retry_after, reason=reason)
-
-    def revoke_access_tokens(self) -> None:
-        """Every access token issued so far expires (sends with one get 80200003)."""
-        with self._lock:
-            self._access_tokens.clear()
 
     # -- what a test reads ---------------------------------------------------------------
 
@@ -165,13 +146,7 @@ class FakeHms(FakeHttpServer, FakeProvider[HmsMessage]):
             self.client_secret
         ]:
             return self._oauth_error(400, "1101", description="invalid client")
-        access_token = "CgB6e3x9" + secrets.token_urlsafe(48)
-        with self._lock:
-            self.token_fetches += 1
-            self._access_tokens[access_token] = time.time() + self.expires_in
-        body = orjson.dumps(
-            {"access_token": access_token, "expires_in": self.expires_in, "token_type": "Bearer"}
-        )
+        body = self._issue_access_token("CgB6e3x9" + secrets.token_urlsafe(48))
         return FakeResponse(200, body, {"content-type": "application/json;charset=UTF-8"})
 
     @staticmethod
@@ -202,9 +177,7 @@ class FakeHms(FakeHttpServer, FakeProvider[HmsMessage]):
         authorization = request.headers.get("authorization", "")
         if not authorization.startswith("Bearer "):
             return hms_answer(401, "80200001")
-        with self._lock:
-            expiry = self._access_tokens.get(authorization[7:])
-        if expiry is None or expiry < time.time():
+        if not self._access_token_valid(authorization[7:]):
             return hms_answer(401, "80200003")
         if app_id != self.app_id:
             return hms_answer(401, "80200001", "Oauth authentication error: the app id differs")

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import orjson
+
 from pushgate.testing.fake_server import wait_until
 
 R = TypeVar("R")
@@ -149,3 +151,52 @@ class FakeProvider(Generic[R]):
     def _gone_since(self, address: str) -> int | None:
         """When ``address`` was unregistered (ms since the epoch), or None."""
         return self._unregistered.get(address)
+
+
+class OAuthFakeProvider(FakeProvider[R]):
+    """A fake provider behind an OAuth 2.0 token endpoint (``FakeFcm``, ``FakeHms``): the
+    access tokens its endpoint issued with their expiry, how many it issued, and the faults
+    injected into the endpoint. The fake's token handler asks ``_token_faults.take()`` first
+    and answers a good request with ``_issue_access_token``; its send handler asks
+    ``_access_token_valid`` about the bearer token it got."""
+
+    def __init__(self, *, expires_in: int, keep_records: bool = True) -> None:
+        FakeProvider.__init__(self, keep_records=keep_records)
+        self.expires_in = expires_in
+        self.token_fetches = 0
+        self._access_tokens: dict[str, float] = {}  # token -> expiry (time.time())
+        self._token_faults = FaultQueue()
+
+    def fail_token_endpoint_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """The next ``count`` token requests get ``status`` with the OAuth error ``reason``
+        (by default the fake's usual one: its docstring names it); status 0 drops the
+        connection."""
+        self._token_faults.add(status, count, retry_after=retry_after, reason=reason)
+
+    def revoke_access_tokens(self) -> None:
+        """Every access token issued so far stops working (the fake's docstring says what
+        sends with one get)."""
+        with self._lock:
+            self._access_tokens.clear()
+
+    def _issue_access_token(self, access_token: str) -> bytes:
+        """Remember ``access_token`` as issued now; the token endpoint's JSON answer."""
+        with self._lock:
+            self.token_fetches += 1
+            self._access_tokens[access_token] = time.time() + self.expires_in
+        return orjson.dumps(
+            {"access_token": access_token, "expires_in": self.expires_in, "token_type": "Bearer"}
+        )
+
+    def _access_token_valid(self, access_token: str) -> bool:
+        """Whether the endpoint issued ``access_token``, not revoked and not expired."""
+        with self._lock:
+            expiry = self._access_tokens.get(access_token)
+        return expiry is not None and expiry >= time.time()
