@@ -429,6 +429,24 @@ def _cpu_pct(cpu0: tuple[float, float | None], fake: FakeProcess, wall: float) -
     }
 
 
+async def _bare_round(
+    sender: Any, fake: FakeProcess, build: Callable[[], list[Any]], concurrency: int
+) -> dict:
+    """One timed round of a bare sender: the requests are built inside the timed part, as the
+    transport builds them per device."""
+    cpu0 = (_cpu_seconds_self(), fake.cpu())
+    t0 = time.perf_counter()
+    requests_ = build()
+    good = await _bare_send(sender, requests_, concurrency, 200)
+    seconds = time.perf_counter() - t0
+    return {
+        "ok": good,
+        "seconds": round(seconds, 4),
+        "per_s": round(len(requests_) / seconds, 1),
+        "cpu_pct": _cpu_pct(cpu0, fake, seconds),
+    }
+
+
 async def _bare_send(sender: Any, requests_: list[Any], concurrency: int, ok: int) -> int:
     """Send the requests with ``concurrency`` workers; how many were answered ``ok``."""
     it = iter(requests_)
@@ -467,22 +485,16 @@ async def _bare_apns(fake: FakeProcess, tokens: list[str], repeats: int) -> list
             body = encode_payload(content)
             assert isinstance(body, bytes)
             headers = request_headers(creds, content, bearer)
-            cpu0 = (_cpu_seconds_self(), fake.cpu())
-            t0 = time.perf_counter()
-            # build inside the timed part, as the transport does per device
-            reqs = [
-                build_request(info["url"], Target(i, t), headers, body)
-                for i, t in enumerate(tokens)
-            ]
-            good = await _bare_send(sender, reqs, APNS_CONCURRENCY, 200)
-            seconds = time.perf_counter() - t0
             rounds.append(
-                {
-                    "ok": good,
-                    "seconds": round(seconds, 4),
-                    "per_s": round(len(tokens) / seconds, 1),
-                    "cpu_pct": _cpu_pct(cpu0, fake, seconds),
-                }
+                await _bare_round(
+                    sender,
+                    fake,
+                    lambda: [
+                        build_request(info["url"], Target(i, t), headers, body)  # noqa: B023
+                        for i, t in enumerate(tokens)
+                    ],
+                    APNS_CONCURRENCY,
+                )
             )
     finally:
         await sender.close()
@@ -517,18 +529,16 @@ async def _bare_fcm(
         headers = send_headers(grant.access_token)
         for r in range(repeats):
             tail = message_tail(payload(_content(r), int(time.time() * 1000)))
-            cpu0 = (_cpu_seconds_self(), fake.cpu())
-            t0 = time.perf_counter()
-            reqs = [ProviderRequest("POST", url, headers, send_body(t, tail)) for t in tokens]
-            good = await _bare_send(sender, reqs, concurrency, 200)
-            seconds = time.perf_counter() - t0
             rounds.append(
-                {
-                    "ok": good,
-                    "seconds": round(seconds, 4),
-                    "per_s": round(len(tokens) / seconds, 1),
-                    "cpu_pct": _cpu_pct(cpu0, fake, seconds),
-                }
+                await _bare_round(
+                    sender,
+                    fake,
+                    lambda: [
+                        ProviderRequest("POST", url, headers, send_body(t, tail))  # noqa: B023
+                        for t in tokens
+                    ],
+                    concurrency,
+                )
             )
     finally:
         await sender.close()
