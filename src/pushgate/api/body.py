@@ -38,6 +38,13 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+def no_nul(value: str | None) -> str | None:
+    """A field validator for text that PostgreSQL must store: NUL is refused."""
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return value
+
+
 def _contains_nul(value: Any) -> bool:
     """PostgreSQL cannot store NUL in text; refuse it up front rather than fail at commit."""
     if isinstance(value, str):

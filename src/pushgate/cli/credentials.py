@@ -17,6 +17,7 @@ from pushgate.channel.messages import iso_ms
 from pushgate.cli.database import with_database
 from pushgate.config import load_settings
 from pushgate.crypto import SecretBox
+from pushgate.domain.credentials import KINDS
 from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
 from pushgate.services.credentials import CredentialService, StoredCredential
 from pushgate.storage.database import Database
@@ -30,7 +31,7 @@ credentials_app = typer.Typer(
 T = TypeVar("T")
 
 APP_HELP = "The app's id (appID in Instapush, `app_key` in the native API)."
-PLATFORMS = ("ios", "android", "huawei", "web")
+PLATFORMS = tuple(KINDS)
 
 
 def _run(work: Callable[[CredentialService], Awaitable[T]]) -> T:

@@ -86,15 +86,19 @@ class CredentialService:
         credential = VapidCredentials.generate(subject or self._vapid_subject)
         return await self._store(account_id, app_key, "web", credential)
 
-    async def _store(
-        self, account_id: int, app_key: str, platform: str, credential: Credentials
-    ) -> tuple[StoredCredential, bool]:
-        now = now_ms()
-        values = {
+    def _values(self, credential: Credentials, now: int) -> dict[str, Any]:
+        """The stored columns of ``credential``: the whole of it encrypted, its public part."""
+        return {
             "secret_enc": self._box.encrypt(orjson.dumps(credential.secret()).decode()),
             "public": orjson.dumps(credential.public()).decode(),
             "updated_ms": now,
         }
+
+    async def _store(
+        self, account_id: int, app_key: str, platform: str, credential: Credentials
+    ) -> tuple[StoredCredential, bool]:
+        now = now_ms()
+        values = self._values(credential, now)
         async with self._db.write.begin() as conn:
             app_id = await self._app_id(conn, account_id, app_key)
             changed = await conn.execute(
@@ -165,10 +169,8 @@ class CredentialService:
                     {
                         "app_id": app_id,
                         "platform": "web",
-                        "secret_enc": self._box.encrypt(orjson.dumps(credential.secret()).decode()),
-                        "public": orjson.dumps(credential.public()).decode(),
                         "created_ms": now,
-                        "updated_ms": now,
+                        **self._values(credential, now),
                     },
                 )
         except IntegrityError:

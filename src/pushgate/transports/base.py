@@ -21,8 +21,6 @@ from pushgate.domain.outcomes import Outcome, PermanentFailure
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
 from pushgate.transports.http import HttpSender
 
-PUSH_PLATFORMS = ("ios", "android", "huawei", "web")
-
 # What a send to a provider raises when no answer came (refused, reset, timed out): each
 # transport turns it into ``RetryLater`` for the targets of that request.
 CONNECTION_ERRORS = (OSError, TimeoutError)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from pushgate.api.body import no_nul
 from pushgate.api.native.deps import AccountDependency
 from pushgate.channel.messages import iso_ms
 from pushgate.domain.errors import InvalidInput
@@ -53,12 +54,7 @@ class _DeviceFields(BaseModel):
         None, description="The owner's UUID.", json_schema_extra={"format": "uuid"}
     )
 
-    @field_validator("name", "external_id")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain the NUL character")
-        return value
+    _no_nul = field_validator("name", "external_id")(no_nul)
 
 
 class DeviceIn(_DeviceFields):

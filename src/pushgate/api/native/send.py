@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pushgate.api.body import no_nul
 from pushgate.api.native.deps import AccountDependency
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.domain.push_options import PushOptions
@@ -55,12 +56,7 @@ class SendIn(BaseModel):
         description="How long providers and devices keep it; default: the server's setting.",
     )
 
-    @field_validator("message", "title")
-    @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain the NUL character")
-        return value
+    _no_nul = field_validator("message", "title")(no_nul)
 
 
 class SendOut(BaseModel):
