@@ -102,6 +102,11 @@ class BackgroundServer(ABC):
             self._server.close()
             with contextlib.suppress(Exception):
                 loop.run_until_complete(self._shutdown())
+            # Handlers still running (a slow answer in a test) end here, not at close.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
