@@ -276,3 +276,45 @@ async def test_a_job_taken_before_its_fan_out_committed_is_put_back(delivered: W
     rows = await delivered.settle(notification_id, lambda rows: len(rows) == 4 and all_final(rows))
     assert (device.id, "sent", 1, None) in rows
     assert len(delivered.ios.sends_to(notification_id, device.id)) == 1
+
+
+async def test_a_job_whose_fan_out_commits_between_claim_and_check_is_put_back(
+    delivered: World,
+) -> None:
+    """The claim saw no delivery, and by the time the job looks again the fan-out has
+    committed: the deliveries exist and are still queued, so the job comes back and sends."""
+    notification_id = await delivered.send()
+    await delivered.settle(notification_id, all_final)
+    device = (
+        await delivered.rt.devices.register(
+            delivered.account_id, DeviceRegistration("ios", token="ef" * 32)
+        )
+    ).device
+    claim = delivered.rt.workers._push._claim  # noqa: SLF001
+    commit_now = asyncio.Event()
+
+    async def claim_then_commit(job: PushJob, now: int) -> dict[int, int]:
+        seen = await claim(job, now)
+        if job.device_ids == [device.id] and not commit_now.is_set():
+            commit_now.set()
+            async with delivered.rt.db.write.begin() as conn:
+                await conn.execute(
+                    deliveries.insert().values(
+                        notification_id=notification_id,
+                        device_id=device.id,
+                        status="queued",
+                        transport="ios",
+                        attempts=0,
+                        created_ms=0,
+                        updated_ms=0,
+                    )
+                )
+        return seen
+
+    delivered.rt.workers._push._claim = claim_then_commit  # type: ignore[method-assign]  # noqa: SLF001
+    job = PushJob(notification_id, [device.id], 0)
+    await delivered.rt.queue.enqueue(deliver_queue("ios"), [job.encode()])
+    rows = await delivered.settle(notification_id, lambda rows: len(rows) == 4 and all_final(rows))
+    assert commit_now.is_set()
+    assert (device.id, "sent", 1, None) in rows
+    assert len(delivered.ios.sends_to(notification_id, device.id)) == 1

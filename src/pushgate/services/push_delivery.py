@@ -158,14 +158,16 @@ class PushDelivery:
 
     async def _maybe_early(self, transport_name: str, job: PushJob) -> None:
         """A job that matched no queued delivery: a stale copy (nothing to do), or one taken
-        before its fan-out committed (put it back for a little later)."""
+        before its fan-out committed (put it back for a little later). The fan-out may commit
+        between the claim and this look: deliveries that exist and are still queued at the
+        job's attempt count mean the latter too."""
         if job.attempts != 0:
             return
         async with self._db.read.connect() as conn:
-            existing = await self._writes.count_deliveries(
-                conn, job.notification_id, job.device_ids
+            existing, claimable = await self._writes.count_deliveries(
+                conn, job.notification_id, job.device_ids, job.attempts
             )
-        if existing:
+        if existing and not claimable:
             return
         if job.early >= MAX_EARLY:
             log.warning(
