@@ -9,15 +9,18 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pushgate.egress import parse_networks
 
 SECRET_FILE_NAME = "secret.key"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "pushgate"
@@ -127,6 +130,66 @@ class Settings(BaseSettings):
         description="Contact sent as VAPID `sub` with an app's generated Web Push key pair; set "
         "a real mailto: address or https URL in production.",
     )
+    egress_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="CIDR ranges Pushgate may connect to although they are not public (e.g. "
+        "10.0.0.0/8, or 127.0.0.0/8 for local fakes in tests), for URLs that clients or "
+        "credentials supply: Web Push endpoints and service accounts' token_uri. Comma-"
+        "separated in the environment. Empty: public addresses only.",
+    )
+    fcm_token_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Hosts (host, or host:port) an FCM service account's token_uri may name "
+        "besides Google's token endpoint, which is the only one allowed by default (e.g. a "
+        "local FakeFcm in tests). Comma-separated in the environment.",
+    )
+    max_devices_per_subscriber: int = Field(
+        100, ge=1, le=100_000, description="Enabled devices one subscriber may have."
+    )
+    auth_failures_per_minute: int = Field(
+        30,
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications a client address may make per minute; more are "
+        "answered 429 with Retry-After.",
+    )
+    auth_failures_per_key_per_minute: int = Field(
+        10,
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications per minute for one appID (or other key id), from "
+        "addresses that have not authenticated with it successfully; more are answered 429.",
+    )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="Open client connections (HTTP and device channel) the server holds at "
+        "once; a new one past it gets 503. 0: what the open-files limit allows, less 512.",
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, le=3600, description="How long an idle keep-alive HTTP connection is kept."
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Time a client has to send a request's headers (from connecting, from "
+        "the previous answer, or from the request's first byte); then 408 and close.",
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Time a client has to send a request's body after its headers; then the "
+        "connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request line plus headers; larger requests get 431.",
+    )
     environment: Literal["development", "production"] = "development"
     log_level: str = "info"
     config_file: Path | None = Field(None, description="Optional TOML file with these settings.")
@@ -136,6 +199,19 @@ class Settings(BaseSettings):
     def _redis_only(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("queue_url must be a redis://, rediss:// or unix:// URL (or unset)")
+        return value
+
+    @field_validator("egress_allow", "fcm_token_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("egress_allow", mode="after")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)  # raises ValueError naming the bad one
         return value
 
     @field_validator("data_dir", mode="after")
@@ -165,7 +241,9 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{self.data_dir / 'pushgate.db'}"
 
     def ensure_data_dir(self) -> Path:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """The data directory, created readable by this user only (it holds the database and
+        the server secret) when it does not exist yet."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self.data_dir
 
     def resolved_secret_key(self) -> str:

@@ -65,9 +65,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (PUSHGATE_PORT).")] = None,
 ) -> None:
     """Run the server: apply migrations, then serve every API on one port."""
-    import uvicorn
-
     from pushgate.app import create_app
+    from pushgate.serving import run
 
     settings = settings_or_exit(host=host, port=port)
     settings.ensure_data_dir()
@@ -79,21 +78,7 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"Pushgate listening on {url} (data: {settings.data_dir})", err=False)
     typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        # The sans-I/O implementation keeps no tasks of its own per connection (the legacy
-        # one runs three): about a third of the memory per idle device connection.
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_ping_interval=settings.websocket_ping_seconds or None,
-        ws_ping_timeout=settings.websocket_ping_seconds or None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
+    run(settings, application)
 
 
 @app.command()

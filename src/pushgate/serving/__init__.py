@@ -1,0 +1,71 @@
+"""Running the ASGI application on uvicorn with Pushgate's protocols, limits and logging."""
+
+from __future__ import annotations
+
+import resource
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from pushgate.config import Settings
+from pushgate.serving.logs import log_config
+from pushgate.serving.protocols import ConnectionLimits, QuietWebSocketProtocol, http_protocol
+
+# Descriptors kept free for everything but client connections: database, provider and Redis
+# connections, files.
+RESERVED_DESCRIPTORS = 512
+MIN_CONNECTIONS = 64
+
+
+def open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (a server holds one
+    descriptor per device connection); the limit it has now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1_048_576
+    if soft == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The limits of ``settings``; ``max_connections`` 0 means what the open-files limit
+    leaves after ``RESERVED_DESCRIPTORS``."""
+    most = settings.max_connections or max(
+        MIN_CONNECTIONS, open_files_limit() - RESERVED_DESCRIPTORS
+    )
+    return ConnectionLimits(
+        max_connections=most,
+        header_timeout=settings.header_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        max_header_bytes=settings.max_header_bytes,
+    )
+
+
+def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
+    return uvicorn.Config(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level),
+        http=http_protocol(connection_limits(settings)),
+        # The sans-I/O implementation keeps no tasks of its own per connection (the legacy
+        # one runs three): about a third of the memory per idle device connection.
+        ws=QuietWebSocketProtocol,
+        ws_per_message_deflate=False,
+        ws_ping_interval=settings.websocket_ping_seconds or None,
+        ws_ping_timeout=settings.websocket_ping_seconds or None,
+        timeout_keep_alive=int(settings.keep_alive_seconds),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+def run(settings: Settings, application: ASGIApp) -> None:
+    uvicorn.Server(server_config(settings, application)).run()
