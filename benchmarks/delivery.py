@@ -831,7 +831,13 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         for kind in kinds:
             log(f"starting fake {kind} (own process) ...")
             fakes[kind] = FakeProcess(kind)
-        env = {"PUSHGATE_PROVIDER_CA_FILE": str(ca.ca_file)}
+        env = {
+            "PUSHGATE_PROVIDER_CA_FILE": str(ca.ca_file),
+            # The fakes listen on loopback: the egress policy and the FCM token_uri check
+            # must let the server reach them.
+            "PUSHGATE_EGRESS_ALLOW": "127.0.0.0/8",
+            "PUSHGATE_FCM_TOKEN_HOSTS": "127.0.0.1",
+        }
         if "apns" in fakes:
             env["PUSHGATE_APNS_URL"] = fakes["apns"].info["url"]
         if "fcm" in fakes:

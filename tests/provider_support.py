@@ -6,7 +6,11 @@ because ``tests/conftest.py`` sits there (pytest's default ``prepend`` import mo
 
 from __future__ import annotations
 
-from pushgate.domain.credentials import Credentials
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from pushgate.domain.credentials import GOOGLE_TOKEN_URI, Credentials
 from pushgate.testing.tls import local_ca
 from pushgate.transports.base import Target
 from pushgate.transports.http1 import Http1Sender
@@ -32,3 +36,27 @@ def local_sender(max_connections: int = 16) -> Http1Sender:
 def targets(*addresses: str) -> list[Target]:
     """One target per address, device ids 1, 2, ..."""
     return [Target(n, address) for n, address in enumerate(addresses, 1)]
+
+
+def pem(key: Any) -> str:
+    """A private key as unencrypted PKCS#8 PEM."""
+    text: str = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return text
+
+
+def service_account(private_key: str, token_uri: str = GOOGLE_TOKEN_URI) -> dict[str, Any]:
+    """The ``android`` credentials of a service account with this key and token_uri."""
+    return {
+        "service_account": {
+            "type": "service_account",
+            "project_id": "my-project",
+            "client_email": "pushgate@my-project.iam.gserviceaccount.com",
+            "private_key_id": "0123abcd",
+            "private_key": private_key,
+            "token_uri": token_uri,
+        }
+    }

@@ -10,6 +10,7 @@ from pushgate.channel.hub import Hub
 from pushgate.config import Settings
 from pushgate.crypto import SecretBox
 from pushgate.domain.retry import RetryPolicy
+from pushgate.egress import EgressPolicy
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
@@ -23,6 +24,7 @@ from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.send import SendService
 from pushgate.storage.database import Database, open_database
+from pushgate.throttle import AuthThrottle
 from pushgate.transports.base import Transport
 from pushgate.transports.registry import build_transports
 from pushgate.workers import Workers
@@ -47,6 +49,7 @@ class Runtime:
     pipeline: DeliveryPipeline
     workers: Workers
     send: SendService
+    throttle: AuthThrottle
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -87,8 +90,11 @@ def build_runtime(
     db = open_database(settings.resolved_database_url)
     box = SecretBox(settings.resolved_secret_key())
     events = EventService(db)
-    devices = DeviceService(db, box)
-    credentials = CredentialService(db, box, settings.vapid_subject)
+    egress = EgressPolicy.from_setting(settings.egress_allow)
+    devices = DeviceService(db, box, egress, settings.max_devices_per_subscriber)
+    credentials = CredentialService(
+        db, box, settings.vapid_subject, token_hosts=settings.fcm_token_hosts
+    )
     hub = Hub()
     jobs = EmbeddedQueue(db)
     queue = build_queue(settings, jobs)
@@ -103,7 +109,7 @@ def build_runtime(
     # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
     # does them itself right after its commit (see FanOut).
     channel_jobs = settings.queue_url is not None
-    chosen = build_transports(settings, credentials) if transports is None else transports
+    chosen = build_transports(settings, credentials, egress) if transports is None else transports
     policy = RetryPolicy(
         max_attempts=settings.max_attempts,
         base_seconds=settings.retry_base_seconds,
@@ -125,7 +131,7 @@ def build_runtime(
         db=db,
         box=box,
         accounts=AccountService(db, box),
-        apps=AppService(db, box),
+        apps=AppService(db, box, on_created=credentials.add_initial),
         credentials=credentials,
         events=events,
         devices=devices,
@@ -138,4 +144,8 @@ def build_runtime(
         pipeline=pipeline,
         workers=workers,
         send=SendService(events, pipeline, settings.notification_ttl_seconds),
+        throttle=AuthThrottle(
+            per_address=settings.auth_failures_per_minute,
+            per_key=settings.auth_failures_per_key_per_minute,
+        ),
     )

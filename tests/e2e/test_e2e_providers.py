@@ -39,6 +39,8 @@ class Fakes:
             "PUSHGATE_HMS_URL": self.hms.url,
             "PUSHGATE_HMS_TOKEN_URL": self.hms.token_url,
             "PUSHGATE_PROVIDER_CA_FILE": str(self.apns.ca_file),
+            "PUSHGATE_EGRESS_ALLOW": "127.0.0.0/8",
+            "PUSHGATE_FCM_TOKEN_HOSTS": "127.0.0.1",
             "PUSHGATE_RETRY_BASE_SECONDS": "0.2",
             "PUSHGATE_RETRY_MAX_SECONDS": "1",
         }
@@ -316,3 +318,37 @@ async def test_workers_share_provider_credentials_across_processes(
         notification_id = await send(http, tenant)
         rows = await settled(http, tenant, notification_id, 1)
         assert [row["status"] for row in rows.values()] == ["sent"]
+
+
+async def test_the_egress_policy_is_checked_again_when_connecting(
+    fakes: Fakes, make_server: ServerFactory, tmp_path: Any
+) -> None:
+    """A device registered while its endpoint's address was allowed, sent to once that
+    address is no longer allowed (DNS moved it, or the operator narrowed the policy), fails
+    for good naming the policy, and no request reaches it; FCM's token endpoint likewise."""
+    data_dir = tmp_path / "egress"
+    allowed = make_server(data_dir, fakes.env())
+    tenant = new_account(data_dir)
+    async with client_for(allowed) as http:
+        await add_app(http, tenant)
+        android = fakes.fcm.credentials()
+        resp = await http.put(
+            f"/api/v1/apps/{tenant.app_id}/credentials/android", headers=tenant.bearer, json=android
+        )
+        assert resp.status_code == 201, resp.text
+        web = await register(http, tenant, "web", await web_subscription(http, tenant, fakes))
+        phone = await register(http, tenant, "android", android_token())
+    allowed.stop()
+    narrowed = {**fakes.env(), "PUSHGATE_EGRESS_ALLOW": ""}
+    server = make_server(data_dir, narrowed)
+    before = (len(fakes.webpush.received), fakes.fcm.token_fetches)
+    async with client_for(server) as http:
+        notification_id = await send(http, tenant)
+        rows = await settled(http, tenant, notification_id, 2)
+    failed = rows[web["id"]]
+    assert failed["status"] == "failed", failed
+    assert failed["attempts"] == 1
+    assert failed["reason"].startswith("EgressRefused: 127.0.0.1 resolves to 127.0.0.1, a loopback")
+    assert rows[phone["id"]]["status"] == "failed"
+    assert "egress_allow" in rows[phone["id"]]["reason"]
+    assert (len(fakes.webpush.received), fakes.fcm.token_fetches) == before

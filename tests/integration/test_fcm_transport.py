@@ -28,9 +28,13 @@ from pushgate.transports.fcm import FcmTransport
 
 @pytest.fixture
 async def transport(fcm: FakeFcm) -> AsyncIterator[FcmTransport]:
-    credentials = FcmCredentials.parse(fcm.credentials())
+    credentials = FcmCredentials.parse(fcm.credentials(), fcm.rules)
     transport = FcmTransport(
-        StaticSource(credentials), local_sender(), base_url=fcm.url, concurrency=16
+        StaticSource(credentials),
+        local_sender(),
+        base_url=fcm.url,
+        concurrency=16,
+        token_hosts=fcm.token_hosts,
     )
     yield transport
     await transport.close()
@@ -160,8 +164,13 @@ async def test_refused_access_token_is_replaced(fcm: FakeFcm, transport: FcmTran
 
 async def test_token_is_fetched_again_before_it_expires() -> None:
     with FakeFcm(expires_in=2) as fcm:
-        credentials = FcmCredentials.parse(fcm.credentials())
-        transport = FcmTransport(StaticSource(credentials), local_sender(4), base_url=fcm.url)
+        credentials = FcmCredentials.parse(fcm.credentials(), fcm.rules)
+        transport = FcmTransport(
+            StaticSource(credentials),
+            local_sender(4),
+            base_url=fcm.url,
+            token_hosts=fcm.token_hosts,
+        )
         try:
             assert await transport.send(content(), targets("t1")) == [Delivered()]
             assert fcm.token_fetches == 1
@@ -210,7 +219,10 @@ async def test_a_foreign_key_is_refused_as_invalid_certificate(fcm: FakeFcm) -> 
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     transport = FcmTransport(
-        StaticSource(FcmCredentials.parse(raw)), local_sender(4), base_url=fcm.url
+        StaticSource(FcmCredentials.parse(raw, fcm.rules)),
+        local_sender(4),
+        base_url=fcm.url,
+        token_hosts=fcm.token_hosts,
     )
     try:
         [result] = await transport.send(content(), targets("t1"))
@@ -234,9 +246,11 @@ async def test_app_without_credentials(fcm: FakeFcm) -> None:
 
 async def test_unreachable_fcm_is_retry_later() -> None:
     with FakeFcm() as fcm:
-        credentials = FcmCredentials.parse(fcm.credentials())
+        credentials = FcmCredentials.parse(fcm.credentials(), fcm.rules)
         url = fcm.url
-    transport = FcmTransport(StaticSource(credentials), local_sender(4), base_url=url)
+    transport = FcmTransport(
+        StaticSource(credentials), local_sender(4), base_url=url, token_hosts=(url[8:],)
+    )
     try:
         result = await transport.send(content(), targets("t1", "t2"))
     finally:

@@ -639,9 +639,13 @@ async def test_web_push_through_this_sender() -> None:
 
 async def test_fcm_through_this_sender() -> None:
     with FakeFcm() as fcm:
-        credentials = FcmCredentials.parse(fcm.credentials())
+        credentials = FcmCredentials.parse(fcm.credentials(), fcm.rules)
         transport = FcmTransport(
-            Source(credentials), new_sender(connections=16), base_url=fcm.url, concurrency=16
+            Source(credentials),
+            new_sender(connections=16),
+            base_url=fcm.url,
+            concurrency=16,
+            token_hosts=fcm.token_hosts,
         )
         try:
             fcm.unregister("gone")

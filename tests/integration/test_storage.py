@@ -73,6 +73,42 @@ async def test_app_secret_encrypted_at_rest_and_checked(db: Database) -> None:
     assert [(a.app.title, a.secret) for a in listed] == [("My app", created.secret)]
 
 
+async def test_a_refused_app_secret_costs_the_same_whether_the_app_exists(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """appIDs cannot be probed by timing: a wrong secret for a known (cached) app reads the
+    app from storage, as an unknown appID does, and both compare one keyed hash."""
+    account = (await AccountService(db, BOX).create("acme")).account
+    service = AppService(db, BOX)
+    created = await service.create(account.id, "My app")
+    assert await service.authenticate(created.app.app_key, created.secret) == created.app
+    reads: list[str] = []
+    hashes: list[str] = []
+    engine = db.read
+
+    class CountingEngine:
+        def connect(self):  # type: ignore[no-untyped-def]
+            reads.append("read")
+            return engine.connect()
+
+    matches = BOX.matches
+
+    def counting_matches(credential: str, digest: str) -> bool:
+        hashes.append(digest)
+        return matches(credential, digest)
+
+    monkeypatch.setattr(db, "read", CountingEngine())
+    monkeypatch.setattr(BOX, "matches", counting_matches)
+    assert await service.authenticate(created.app.app_key, created.secret) == created.app
+    assert (reads, len(hashes)) == ([], 1)  # the right secret: from the cache
+    reads.clear(), hashes.clear()
+    assert await service.authenticate(created.app.app_key, "f" * 32) is None
+    known = (len(reads), len(hashes))
+    reads.clear(), hashes.clear()
+    assert await service.authenticate("unknownapp01", "f" * 32) is None
+    assert known == (1, 2) and (len(reads), len(hashes)) == (1, 1)
+
+
 async def test_apps_are_isolated_per_account(db: Database) -> None:
     service_accounts = AccountService(db, BOX)
     first = (await service_accounts.create("a")).account

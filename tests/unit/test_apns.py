@@ -342,3 +342,10 @@ async def test_a_too_large_payload_sends_nothing() -> None:
     assert all(isinstance(o, PermanentFailure) for o in outcomes)
     assert sender.requests == []
     assert await transport.send(content(), []) == []
+
+
+def test_a_reason_that_is_not_a_reason_name_is_not_copied() -> None:
+    answer = ProviderResponse(400, {}, orjson.dumps({"reason": "secret <b>page</b>\n at 10.0.0.1"}))
+    result = outcome(answer)
+    assert isinstance(result, PermanentFailure)
+    assert result.reason.startswith("HTTP 400: ") and "secret" not in result.reason

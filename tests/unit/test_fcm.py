@@ -220,7 +220,7 @@ def error(status: int, message: str, code: str | None, **extra: Any) -> Provider
         ),
         (
             ProviderResponse(404, {}, b"not found"),
-            TokenInvalid("UNREGISTERED: HTTP 404: not found"),
+            TokenInvalid("UNREGISTERED: HTTP 404"),  # the body is not copied
         ),
         (
             error(403, "SenderId mismatch", "SENDER_ID_MISMATCH"),
@@ -270,7 +270,7 @@ def error(status: int, message: str, code: str | None, **extra: Any) -> Provider
         ),
         (
             ProviderResponse(502, {}, b"<html>bad gateway</html>"),
-            RetryLater("HTTP 502: <html>bad gateway</html>"),
+            RetryLater("HTTP 502"),
         ),
         (
             error(401, "Auth error from APNS or Web Push Service", "THIRD_PARTY_AUTH_ERROR"),

@@ -177,7 +177,7 @@ def test_illegal_tokens_grouped_by_cause() -> None:
         (answer(401, "80200001", "Oauth authentication error"), RetryLater, "80200001 "),
         (answer(500, "81000001", "Internal error"), RetryLater, "81000001 "),
         (answer(503, "503", "Traffic control"), RetryLater, "503 Traffic control"),
-        (ProviderResponse(502, {}, b"bad gateway"), RetryLater, "HTTP 502 bad gateway"),
+        (ProviderResponse(502, {}, b"bad gateway"), RetryLater, "HTTP 502"),
         (answer(413, "80300008", "too large"), PermanentFailure, "80300008 "),
         (answer(400, "80100003", "Illegal payload"), PermanentFailure, "80100003 "),
         (answer(400, "80100013", "collapse_key"), PermanentFailure, "80100013 "),
@@ -205,3 +205,8 @@ def test_refused_access_token_is_dropped() -> None:
     assert needs_new_token(answer(200, "80200001", "auth"))
     assert not needs_new_token(answer(200, "80000000", "Success"))
     assert not needs_new_token(answer(503, "503", "Traffic control"))
+
+
+def test_an_answer_that_is_not_push_kit_json_is_not_copied_into_reasons() -> None:
+    [result, *_] = outcomes(ProviderResponse(502, {}, b"internal-only text"), TOKENS)
+    assert result == RetryLater("HTTP 502")

@@ -259,7 +259,9 @@ def test_refusals_fail_permanently_with_status_and_reason(
     assert isinstance(outcome, PermanentFailure)
     assert outcome.reason.startswith(f"{name}: ")
     assert says in outcome.reason and f"({status})" in outcome.reason
-    assert outcome.reason.endswith("plain text from the service")
+    assert "plain text" not in outcome.reason  # a body is never copied into a reason
+    detailed = outcome_of(answer(status, b'{"message": "from \\u0000the\\nservice"}'))
+    assert detailed.reason.endswith(": from the service")  # a field, sanitised
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])

@@ -38,7 +38,9 @@ def _run(work: Callable[[CredentialService], Awaitable[T]]) -> T:
     settings = load_settings()
 
     async def run(db: Database, box: SecretBox) -> T:
-        return await work(CredentialService(db, box, settings.vapid_subject))
+        return await work(
+            CredentialService(db, box, settings.vapid_subject, settings.fcm_token_hosts)
+        )
 
     try:
         return with_database(run)

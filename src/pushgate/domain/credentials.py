@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushgate.domain.errors import InvalidInput
+from pushgate.domain.keys import load_p256, load_rsa
 
 ApnsEnvironment = Literal["production", "sandbox"]
 
@@ -26,6 +29,25 @@ _HMS_APP_ID = re.compile(r"^[0-9]{1,32}$")
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 MAX_SECRET_CHARS = 16_384
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a credential is checked against.
+
+    ``token_hosts``: hosts (``host`` or ``host:port``) a service account's ``token_uri`` may
+    name besides Google's token endpoint (the operator's ``fcm_token_hosts`` setting); None
+    skips that check (a stored credential: the transport checks it before every use).
+    ``full_key_check``: run RSA's costly consistency check (an upload; run it off the event
+    loop). Stored keys were checked when they were stored."""
+
+    token_hosts: Collection[str] | None = ()
+    full_key_check: bool = True
+
+
+UPLOAD = Rules()
+STORED = Rules(token_hosts=None, full_key_check=False)
 
 
 def b64url(data: bytes) -> str:
@@ -53,16 +75,29 @@ def _only(raw: dict[str, Any], allowed: set[str], *, what: str) -> None:
         )
 
 
-def _ec_p256(pem: str, *, what: str) -> ec.EllipticCurvePrivateKey:
+def token_uri_problem(uri: str, hosts: Collection[str]) -> str | None:
+    """Why a service account's ``token_uri`` may not be used, or None. It must be Google's
+    token endpoint, or an https URL on one of ``hosts`` (``host`` matches any port,
+    ``host:port`` that port)."""
+    if uri == GOOGLE_TOKEN_URI:
+        return None
     try:
-        key = serialization.load_pem_private_key(pem.encode(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(
-            f"{what}: the private key is not an unencrypted PEM private key ({exc})"
-        ) from exc
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise InvalidInput(f"{what}: the private key must be an EC key on P-256 (prime256v1)")
-    return key
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return f"token_uri {uri[:100]!r} is not a valid URL"
+    if parts.scheme != "https" or not parts.hostname:
+        return "token_uri must be an https:// URL"
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "token_uri must not contain user credentials (user@)"
+    host = parts.hostname.lower()
+    allowed = {entry.strip().lower() for entry in hosts}
+    if host in allowed or f"{host}:{port or 443}" in allowed:
+        return None
+    return (
+        f"token_uri must be Google's token endpoint {GOOGLE_TOKEN_URI}; the host {host!r} is "
+        "not one the operator allows (setting fcm_token_hosts, PUSHGATE_FCM_TOKEN_HOSTS)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +110,10 @@ class ApnsCredentials:
     topic: str
     environment: ApnsEnvironment
     private_key_pem: str
+    key: ec.EllipticCurvePrivateKey = field(compare=False, repr=False)
 
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> ApnsCredentials:
+    def parse(cls, raw: dict[str, Any], rules: Rules = UPLOAD) -> ApnsCredentials:
         what = "APNs credentials"
         _only(raw, {"key_id", "team_id", "topic", "environment", "private_key"}, what=what)
         key_id = _text(raw, "key_id", what=what)
@@ -92,11 +128,10 @@ class ApnsCredentials:
         if environment not in ("production", "sandbox"):
             raise InvalidInput(f"{what}: environment must be 'production' or 'sandbox'")
         pem = _text(raw, "private_key", what=what)
-        _ec_p256(pem, what=what)
-        return cls(key_id, team_id, topic, environment, pem)
+        return cls(key_id, team_id, topic, environment, pem, load_p256(pem, what=what))
 
     def private_key(self) -> ec.EllipticCurvePrivateKey:
-        return _ec_p256(self.private_key_pem, what="APNs credentials")
+        return self.key
 
     def secret(self) -> dict[str, Any]:
         return {
@@ -125,9 +160,10 @@ class FcmCredentials:
     private_key_id: str
     private_key_pem: str
     token_uri: str
+    key: rsa.RSAPrivateKey = field(compare=False, repr=False)
 
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> FcmCredentials:
+    def parse(cls, raw: dict[str, Any], rules: Rules = UPLOAD) -> FcmCredentials:
         what = "FCM credentials"
         _only(raw, {"service_account"}, what=what)
         account = raw.get("service_account")
@@ -147,21 +183,16 @@ class FcmCredentials:
             raise InvalidInput(f"{what}: client_email must be an e-mail address")
         private_key_id = _text(account, "private_key_id", what=what)
         token_uri = _text(account, "token_uri", what=what)
-        if not token_uri.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise InvalidInput(f"{what}: token_uri must be an https URL")
+        if rules.token_hosts is not None:
+            problem = token_uri_problem(token_uri, rules.token_hosts)
+            if problem is not None:
+                raise InvalidInput(f"{what}: {problem}")
         pem = _text(account, "private_key", what=what)
-        try:
-            key = serialization.load_pem_private_key(pem.encode(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"{what}: private_key is not a PEM private key ({exc})") from exc
-        if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-            raise InvalidInput(f"{what}: private_key must be an RSA key of 2048 bits or more")
-        return cls(project_id, client_email, private_key_id, pem, token_uri)
+        key = load_rsa(pem, what=what, checked=rules.full_key_check)
+        return cls(project_id, client_email, private_key_id, pem, token_uri, key)
 
     def private_key(self) -> rsa.RSAPrivateKey:
-        key = serialization.load_pem_private_key(self.private_key_pem.encode(), password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key
+        return self.key
 
     def secret(self) -> dict[str, Any]:
         return {
@@ -187,7 +218,7 @@ class HmsCredentials:
     client_secret: str
 
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> HmsCredentials:
+    def parse(cls, raw: dict[str, Any], rules: Rules = UPLOAD) -> HmsCredentials:
         what = "HMS credentials"
         _only(raw, {"app_id", "client_secret"}, what=what)
         app_id = _text(raw, "app_id", what=what)
@@ -211,16 +242,17 @@ class VapidCredentials:
     subject: str
     private_key_pem: str
     public_key: str  # base64url of the uncompressed P-256 point (65 bytes)
+    key: ec.EllipticCurvePrivateKey = field(compare=False, repr=False)
 
     @classmethod
-    def parse(cls, raw: dict[str, Any]) -> VapidCredentials:
+    def parse(cls, raw: dict[str, Any], rules: Rules = UPLOAD) -> VapidCredentials:
         """An uploaded key pair (moving from another service keeps existing subscriptions)."""
         what = "VAPID credentials"
         _only(raw, {"subject", "private_key"}, what=what)
         subject = _subject(_text(raw, "subject", what=what))
         text = _text(raw, "private_key", what=what)
         if text.startswith("-----BEGIN"):
-            key = _ec_p256(text, what=what)
+            key = load_p256(text, what=what)
         else:
             try:
                 scalar = b64url_decode(text)
@@ -250,10 +282,10 @@ class VapidCredentials:
         point = key.public_key().public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        return cls(subject, pem, b64url(point))
+        return cls(subject, pem, b64url(point), key)
 
     def private_key(self) -> ec.EllipticCurvePrivateKey:
-        return _ec_p256(self.private_key_pem, what="VAPID credentials")
+        return self.key
 
     def secret(self) -> dict[str, Any]:
         return {"subject": self.subject, "private_key": self.private_key_pem}
@@ -283,16 +315,18 @@ KINDS: dict[str, type[ApnsCredentials | FcmCredentials | HmsCredentials | VapidC
 }
 
 
-def parse(platform: str, raw: Any) -> Credentials:
-    """Check an uploaded credential of ``platform``; InvalidInput says what is wrong."""
+def parse(platform: str, raw: Any, rules: Rules = UPLOAD) -> Credentials:
+    """Check an uploaded credential of ``platform``; InvalidInput says what is wrong. With
+    the default rules this may take a few hundred milliseconds (an RSA key's check): call it
+    in a worker thread."""
     kind = KINDS.get(platform)
     if kind is None:
         raise InvalidInput(f"unknown platform {platform!r}; one of: {', '.join(KINDS)}")
     if not isinstance(raw, dict):
         raise InvalidInput(f"{platform} credentials must be a JSON object")
-    return kind.parse(raw)
+    return kind.parse(raw, rules)
 
 
 def from_secret(platform: str, raw: dict[str, Any]) -> Credentials:
-    """A stored credential (it was checked when it was stored)."""
-    return parse(platform, raw)
+    """A stored credential (it was checked when it was stored): well under a millisecond."""
+    return parse(platform, raw, STORED)

@@ -12,6 +12,11 @@ class PushgateError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """Headers the answer carries (e.g. ``Retry-After``)."""
+        return None
+
 
 class InvalidInput(PushgateError):
     status = 400
@@ -31,6 +36,20 @@ class Conflict(PushgateError):
 
 class PayloadTooLarge(PushgateError):
     status = 413
+
+
+class TooManyRequests(PushgateError):
+    """Answered 429 with ``Retry-After: retry_after`` (seconds)."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)}
 
 
 # Largest id a client may name (ids are signed 64-bit integers in storage).

@@ -3,24 +3,29 @@
 One credential per app and push platform (ios: APNs token key, android: FCM service account,
 huawei: HMS app id and secret, web: VAPID key pair). Every call names the account, and an app
 of another account is "not found": one tenant never sees or changes another's credentials.
-Web Push keys are generated on first need, so browsers can subscribe before anyone uploads
-anything.
+Every new app gets a VAPID key pair when it is created (``add_initial``), so browsers can
+subscribe before anyone uploads anything; reading the public key never writes.
+
+Checking an upload can take a few hundred milliseconds (an RSA key's consistency check), so it
+runs in a worker thread. A stored credential is decrypted and loaded once per change: reading
+it again only compares the stored ciphertext with the one already loaded.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.cache import TTLCache
 from pushgate.crypto import SecretBox
 from pushgate.domain import credentials as kinds
-from pushgate.domain.credentials import Credentials, VapidCredentials
+from pushgate.domain.credentials import Credentials, Rules, VapidCredentials
 from pushgate.domain.errors import NotFound
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import app_credentials, apps
@@ -28,6 +33,7 @@ from pushgate.storage.models import app_credentials, apps
 # How long a process keeps using credentials it has read: a change made through another
 # process is seen within this time (the process that makes it sees it at once).
 CACHE_SECONDS = 5.0
+MAX_LOADED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +50,20 @@ class _Found:
 
 
 class CredentialService:
-    def __init__(self, db: Database, box: SecretBox, vapid_subject: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        vapid_subject: str,
+        token_hosts: Collection[str] = (),
+    ) -> None:
         self._db = db
         self._box = box
         self._vapid_subject = vapid_subject
+        self._rules = Rules(token_hosts=frozenset(token_hosts))
         self._cache: TTLCache[tuple[str, str], _Found] = TTLCache(CACHE_SECONDS)
+        # The credential last loaded per (app, platform), with the ciphertext it came from.
+        self._loaded: dict[tuple[str, str], tuple[str, Credentials]] = {}
 
     async def _app_id(self, conn: AsyncConnection, account_id: int, app_key: str) -> int:
         app_id = (
@@ -75,7 +90,7 @@ class CredentialService:
     ) -> tuple[StoredCredential, bool]:
         """Check and store ``raw`` as the app's ``platform`` credential, replacing any earlier
         one. Returns it (public part) and whether it is new."""
-        credential = kinds.parse(platform, raw)
+        credential = await asyncio.to_thread(kinds.parse, platform, raw, self._rules)
         return await self._store(account_id, app_key, platform, credential)
 
     async def generate_vapid(
@@ -99,6 +114,7 @@ class CredentialService:
     ) -> tuple[StoredCredential, bool]:
         now = now_ms()
         values = self._values(credential, now)
+        self._loaded[(app_key, platform)] = (values["secret_enc"], credential)
         async with self._db.write.begin() as conn:
             app_id = await self._app_id(conn, account_id, app_key)
             changed = await conn.execute(
@@ -144,43 +160,42 @@ class CredentialService:
                 )
             )
         self._cache.discard((app_key, platform))
+        self._loaded.pop((app_key, platform), None)
         if not result.rowcount:
             raise NotFound(f"App {app_key} has no {platform} credentials")
 
+    async def add_initial(self, conn: AsyncConnection, app_id: int) -> None:
+        """Give a new app (in the transaction that creates it) a VAPID key pair with the
+        configured subject."""
+        credential = VapidCredentials.generate(self._vapid_subject)
+        now = now_ms()
+        await conn.execute(
+            insert(app_credentials),
+            {
+                "app_id": app_id,
+                "platform": "web",
+                "created_ms": now,
+                **self._values(credential, now),
+            },
+        )
+
     async def vapid_public_key(self, app_key: str) -> str:
-        """The app's VAPID public key (base64url), generated with the configured subject the
-        first time it is asked for. Public by nature: browsers need it to subscribe."""
+        """The app's VAPID public key (base64url). Public by nature: browsers need it to
+        subscribe. NotFound when the app has none (it was created before apps got one)."""
         found = await self.get(app_key, "web")
         if isinstance(found, VapidCredentials):
             return found.public_key
         async with self._db.read.connect() as conn:
-            row = (
-                await conn.execute(select(apps.c.account_id).where(apps.c.app_key == app_key))
+            exists = (
+                await conn.execute(select(apps.c.id).where(apps.c.app_key == app_key))
             ).first()
-        if row is None:
+        if exists is None:
             raise NotFound(f"No app {app_key}")
-        credential = VapidCredentials.generate(self._vapid_subject)
-        now = now_ms()
-        try:
-            async with self._db.write.begin() as conn:
-                app_id = await self._app_id(conn, int(row.account_id), app_key)
-                await conn.execute(
-                    insert(app_credentials),
-                    {
-                        "app_id": app_id,
-                        "platform": "web",
-                        "created_ms": now,
-                        **self._values(credential, now),
-                    },
-                )
-        except IntegrityError:
-            # Another request generated it first: use that one.
-            self._cache.discard((app_key, "web"))
-            stored = await self.get(app_key, "web")
-            assert isinstance(stored, VapidCredentials)
-            return stored.public_key
-        self._cache.put((app_key, "web"), _Found(credential))
-        return credential.public_key
+        raise NotFound(
+            f"App {app_key} has no Web Push key pair yet: create one with "
+            f"POST /api/v1/apps/{app_key}/credentials/web/generate "
+            "(or `pushgate credentials generate-vapid`)"
+        )
 
     async def get(self, app_key: str | None, platform: str) -> Credentials | None:
         """The app's ``platform`` credential, decrypted (the transports' ``CredentialSource``).
@@ -198,10 +213,17 @@ class CredentialService:
                     .where(apps.c.app_key == app_key, app_credentials.c.platform == platform)
                 )
             ).scalar()
-        value = (
-            None
-            if secret is None
-            else kinds.from_secret(platform, orjson.loads(self._box.decrypt(secret)))
-        )
+        value = None if secret is None else self._load(app_key, platform, secret)
         self._cache.put((app_key, platform), _Found(value))
+        return value
+
+    def _load(self, app_key: str, platform: str, secret_enc: str) -> Credentials:
+        """The stored credential, loaded again only when it changed."""
+        loaded = self._loaded.get((app_key, platform))
+        if loaded is not None and loaded[0] == secret_enc:
+            return loaded[1]
+        value = kinds.from_secret(platform, orjson.loads(self._box.decrypt(secret_enc)))
+        if len(self._loaded) >= MAX_LOADED:
+            self._loaded.clear()
+        self._loaded[(app_key, platform)] = (secret_enc, value)
         return value

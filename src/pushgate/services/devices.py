@@ -14,18 +14,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, insert, select, text, update
+from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.cache import TTLCache
 from pushgate.crypto import SecretBox, new_token
 from pushgate.domain import addresses
+from pushgate.domain.errors import Conflict, InvalidInput
+from pushgate.egress import EgressPolicy, EgressRefused
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import devices, subscribers
 
 DEVICE_TOKEN_PREFIX = "dvt_"
 DISABLED_REASON_MAX = 200
 ADDRESS_CHUNK = 500
+DEFAULT_MAX_PER_SUBSCRIBER = 100
 
 # Identifier columns of a subscriber in the order they find one.
 IDENTIFIERS = ("external_id", "uuid", "email", "phone_number")
@@ -132,9 +135,19 @@ def _lock_key(account_id: int, kind: str, value: str) -> int:
 
 
 class DeviceService:
-    def __init__(self, db: Database, box: SecretBox) -> None:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        egress: EgressPolicy | None = None,
+        max_per_subscriber: int = DEFAULT_MAX_PER_SUBSCRIBER,
+    ) -> None:
+        """``egress``: the policy a Web Push endpoint must pass when it is registered (none:
+        not checked here; the transport checks it again when it connects)."""
         self._db = db
         self._box = box
+        self._egress = egress
+        self._max_per_subscriber = max_per_subscriber
         self._enabled: TTLCache[int, tuple[int, ...]] = TTLCache(ttl_seconds=5)
 
     # -- registration ------------------------------------------------------------------
@@ -152,11 +165,13 @@ class DeviceService:
             ),
         )
         timezone = addresses.optional(addresses.timezone_name, spec.timezone, "timezone")
-        address_hash = (
-            None
-            if address is None
-            else self._box.digest(addresses.address_key(spec.platform, address))
-        )
+        key = None if address is None else addresses.address_key(spec.platform, address)
+        if spec.platform == "web" and key is not None and self._egress is not None:
+            try:
+                await self._egress.check_url(key)
+            except EgressRefused as exc:
+                raise InvalidInput(f"subscription.endpoint is refused: {exc}") from exc
+        address_hash = None if key is None else self._box.digest(key)
         token = new_token(24, DEVICE_TOKEN_PREFIX)
         now = now_ms()
         async with self._db.write.begin() as conn:
@@ -177,6 +192,9 @@ class DeviceService:
                 ).first()
             subscriber_id = await self._subscriber_id(
                 conn, account_id, identifiers, now, None if existing is None else existing[1]
+            )
+            await self._check_room(
+                conn, subscriber_id, None if existing is None else int(existing[0])
             )
             values: dict[str, Any] = {
                 "subscriber_id": subscriber_id,
@@ -239,6 +257,24 @@ class DeviceService:
             keys.add(_lock_key(account_id, "address", address_hash))
         for key in sorted(keys):
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    async def _check_room(
+        self, conn: AsyncConnection, subscriber_id: int, device_id: int | None
+    ) -> None:
+        """Conflict when the subscriber already has as many enabled devices as allowed
+        (not counting ``device_id``, the device being registered again)."""
+        query = select(func.count()).where(
+            devices.c.subscriber_id == subscriber_id, devices.c.enabled.is_(True)
+        )
+        if device_id is not None:
+            query = query.where(devices.c.id != device_id)
+        count = int((await conn.execute(query)).scalar_one())
+        if count >= self._max_per_subscriber:
+            raise Conflict(
+                f"This subscriber already has {count} enabled devices, the most allowed "
+                f"(setting max_devices_per_subscriber is {self._max_per_subscriber}): register "
+                "the device for another subscriber, or let old devices be disabled first"
+            )
 
     @staticmethod
     async def _subscriber_id(

@@ -7,6 +7,8 @@ deferred transactions so they never wait for the write lock.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -77,8 +79,31 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     return engine
 
 
+def _private_file(path: str) -> None:
+    """Create the SQLite file readable by this user only (it holds e-mail addresses and
+    message text), or narrow an existing one to that. SQLite gives the ``-wal`` and ``-shm``
+    files the database file's permissions."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:  # no such directory: SQLite will say so when it connects
+        return
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):  # left by an earlier, wider database file
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path + suffix).st_mode & 0o077:
+                os.chmod(path + suffix, 0o600)
+
+
 def open_database(url: str) -> Database:
-    if make_url(url).get_backend_name() == "sqlite":
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _private_file(parsed.database or "")
         return Database(
             url=url,
             write=_sqlite_engine(url, immediate=True),

@@ -31,6 +31,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from pushgate.domain.credentials import Rules
 from pushgate.testing.fake_provider import OAuthFakeProvider
 from pushgate.testing.fake_server import DROP, Drop, FakeHttpServer, FakeRequest, FakeResponse
 
@@ -144,6 +145,18 @@ class FakeFcm(FakeHttpServer, OAuthFakeProvider[FcmMessage]):
     @property
     def token_url(self) -> str:
         return f"{self.url}/token"
+
+    @property
+    def token_hosts(self) -> tuple[str]:
+        """What Pushgate's ``fcm_token_hosts`` setting (``PUSHGATE_FCM_TOKEN_HOSTS``) must
+        name so that this fake's ``token_url`` is allowed as a service account's
+        ``token_uri``: otherwise only Google's token endpoint is."""
+        return (f"127.0.0.1:{self.port}",)
+
+    @property
+    def rules(self) -> Rules:
+        """Credential rules that accept ``credentials()`` (for ``FcmCredentials.parse``)."""
+        return Rules(token_hosts=self.token_hosts)
 
     def _private_key(self) -> rsa.RSAPrivateKey:
         with self._lock:

@@ -39,6 +39,7 @@ APNs's own reason name from the JSON body ``{"reason": ...}``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -65,6 +66,7 @@ MAX_COLLAPSE_ID_BYTES = 64
 TOKEN_RENEW_SECONDS = 40 * 60
 PROVIDER_TOKEN_ERRORS = frozenset({"ExpiredProviderToken", "InvalidProviderToken"})
 DEAD_TOKEN_REASONS = frozenset({"BadDeviceToken", "Unregistered"})
+_REASON_NAME = re.compile(r"[A-Za-z]{1,64}")  # APNs reasons are names like BadDeviceToken
 
 _EXPLAIN = {
     "BadDeviceToken": "the device token is not valid for this environment",
@@ -218,8 +220,9 @@ def reason_of(response: ProviderResponse) -> str:
         body = orjson.loads(response.body) if response.body else None
     except orjson.JSONDecodeError:
         body = None
-    if isinstance(body, dict) and isinstance(body.get("reason"), str) and body["reason"]:
-        return str(body["reason"])
+    reason = body.get("reason") if isinstance(body, dict) else None
+    if isinstance(reason, str) and _REASON_NAME.fullmatch(reason):
+        return reason
     return f"HTTP {response.status}"
 
 

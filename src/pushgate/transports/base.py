@@ -25,6 +25,19 @@ from pushgate.transports.http import HttpSender
 # transport turns it into ``RetryLater`` for the targets of that request.
 CONNECTION_ERRORS = (OSError, TimeoutError)
 
+MAX_FIELD_CHARS = 100
+
+
+def short_text(value: object, limit: int = MAX_FIELD_CHARS) -> str:
+    """A provider's error code or message as it may go into a stored reason: a string
+    field only (never a whole body), printable characters, one line, at most ``limit``
+    characters."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return ""
+    text = "".join(char if char.isprintable() else " " for char in str(value)[: limit * 2])
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 @dataclass(frozen=True, slots=True)
 class Content:

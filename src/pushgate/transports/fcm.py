@@ -52,16 +52,17 @@ FcmError ``errorCode`` wins over ``status``:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 import jwt
 import orjson
 
-from pushgate.domain.credentials import FcmCredentials
+from pushgate.domain.credentials import FcmCredentials, token_uri_problem
 from pushgate.domain.outcomes import (
     Delivered,
     Outcome,
@@ -76,6 +77,7 @@ from pushgate.transports.base import (
     ProviderTransport,
     Target,
     for_each_bounded,
+    short_text,
 )
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 from pushgate.transports.oauth import (
@@ -108,7 +110,7 @@ def assertion(credentials: FcmCredentials, now: int) -> str:
     }
     return jwt.encode(
         claims,
-        credentials.private_key_pem,
+        credentials.key,
         algorithm="RS256",
         headers={"kid": credentials.private_key_id},
     )
@@ -239,21 +241,25 @@ def send_request(
 
 
 def error_parts(body: bytes) -> tuple[str, str, str, list[dict[str, Any]]]:
-    """(errorCode or status, status, message, details) of a Google JSON error."""
+    """(errorCode or status, status, message, details) of a Google JSON error; the code,
+    status and message are short sanitised fields (``short_text``), never the body."""
     try:
         value: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "", "", body[:200].decode("utf-8", "replace").strip(), []
+        return "", "", "", []
     error = value.get("error") if isinstance(value, dict) else None
     if not isinstance(error, dict):
-        return "", "", str(value)[:200], []
-    status = str(error.get("status") or "")
-    message = str(error.get("message") or "")
-    details = [d for d in error.get("details") or [] if isinstance(d, dict)]
+        return "", "", "", []
+    status = short_text(error.get("status"))
+    message = short_text(error.get("message"))
+    raw_details = error.get("details")
+    details = (
+        [d for d in raw_details if isinstance(d, dict)] if isinstance(raw_details, list) else []
+    )
     code = status
     for detail in details:
         if str(detail.get("@type", "")).endswith("google.firebase.fcm.v1.FcmError"):
-            code = str(detail.get("errorCode") or status)
+            code = short_text(detail.get("errorCode")) or status
     return code, status, message, details
 
 
@@ -309,14 +315,32 @@ class FcmTransport(ProviderTransport[FcmCredentials]):
         *,
         base_url: str = FCM_BASE_URL,
         concurrency: int = 64,
+        token_sender: HttpSender | None = None,
+        token_hosts: Collection[str] = (),
     ) -> None:
+        """``token_sender``: what fetches access tokens from the service account's
+        ``token_uri`` (a URL from the credential: give it a sender under the egress policy);
+        default ``sender``. ``token_hosts``: hosts a ``token_uri`` may name besides Google's
+        (checked before every fetch, also for credentials stored before a setting changed)."""
         super().__init__(credentials, sender)
         self._base_url = base_url
         self._concurrency = max(1, concurrency)
+        self._token_sender = token_sender or sender
+        self._token_hosts = frozenset(token_hosts)
         self.tokens = AccessTokenCache()
 
     async def _grant(self, credentials: FcmCredentials) -> Grant:
-        return await fetch_grant(self._sender, token_request(credentials, int(time.time())), "FCM")
+        problem = token_uri_problem(credentials.token_uri, self._token_hosts)
+        if problem is not None:
+            raise TokenUnavailable(PermanentFailure(f"InvalidCertificate: {problem}"))
+        # An RS256 signature costs milliseconds: not on the event loop.
+        request = await asyncio.to_thread(token_request, credentials, int(time.time()))
+        return await fetch_grant(self._token_sender, request, "FCM")
+
+    async def close(self) -> None:
+        await super().close()
+        if self._token_sender is not self._sender:
+            await self._token_sender.close()
 
     async def send_with(
         self, credentials: FcmCredentials, content: Content, targets: Sequence[Target]

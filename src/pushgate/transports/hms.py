@@ -70,6 +70,7 @@ from pushgate.transports.base import (
     ProviderTransport,
     Target,
     for_each_bounded,
+    short_text,
 )
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 from pushgate.transports.oauth import (
@@ -183,14 +184,16 @@ def chunks(targets: Sequence[Target]) -> list[Sequence[Target]]:
 
 
 def answer_parts(body: bytes) -> tuple[str, str]:
-    """(code, msg) of a Push Kit answer."""
+    """(code, msg) of a Push Kit answer, whole (a partial success's ``msg`` lists tokens:
+    ``outcomes`` never puts it in a reason as it is)."""
     try:
         value: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "", body[:200].decode("utf-8", "replace").strip()
+        return "", ""
     if not isinstance(value, dict):
-        return "", str(value)[:200]
-    return str(value.get("code") or ""), str(value.get("msg") or "")
+        return "", ""
+    code, msg = value.get("code"), value.get("msg")
+    return short_text(code), msg if isinstance(msg, str) else ""
 
 
 def illegal_tokens(msg: str) -> set[str]:
@@ -221,7 +224,8 @@ def needs_new_token(response: ProviderResponse) -> bool:
 def outcomes(response: ProviderResponse, tokens: Sequence[str]) -> list[Outcome]:
     """One outcome per token of the chunk (see the module docstring)."""
     code, msg = answer_parts(response.body)
-    reason = f"{code} {msg}".strip() if code else f"HTTP {response.status} {msg}".strip()
+    text = short_text(msg)
+    reason = f"{code} {text}".strip() if code else f"HTTP {response.status} {text}".strip()
     if code == SUCCESS and response.status == 200:
         return [Delivered() for _ in tokens]
     if code == PARTIAL_SUCCESS:

@@ -22,7 +22,10 @@ what the server spent per delivery (it replaced aiohttp here).
   answer had arrived, the server had most likely closed it while idle, and the request is
   sent again once on a fresh connection; a request on a new connection is never sent twice;
 - connections idle for 60 s are closed; ``close()`` closes every connection (a later ``send``
-  opens new ones).
+  opens new ones);
+- with an ``egress`` policy (for URLs that clients or credentials supply), a new connection
+  resolves the host itself, checks every address against the policy (``EgressRefused``
+  otherwise) and connects to a checked address, with TLS still verified for the host name.
 
 Not supported, as no provider needs them: ``HEAD`` (its answer announces a body it does not
 carry), ``Expect: 100-continue``, proxies, redirects (answers are returned as they are),
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from pushgate.egress import EgressPolicy
 from pushgate.transports.http import ProviderRequest, ProviderResponse, provider_ssl_context
 
 IDLE_SECONDS = 60.0
@@ -251,6 +255,7 @@ class _Pool:
     __slots__ = (
         "closed",
         "connections",
+        "egress",
         "host",
         "host_header",
         "idle",
@@ -269,6 +274,7 @@ class _Pool:
         origin: str,
         tls: ssl.SSLContext | None,
         limit: int,
+        egress: EgressPolicy | None = None,
     ) -> None:
         parts = urlsplit(origin)
         scheme = parts.scheme.lower()
@@ -283,6 +289,7 @@ class _Pool:
         self.ssl = tls if scheme == "https" else None
         self.server_hostname = self.host if self.ssl is not None else None
         self.limit = limit
+        self.egress = egress
         self.closed = False
         self.open = 0  # connections open or being opened
         self.idle: list[_Connection] = []
@@ -358,13 +365,23 @@ class _Pool:
         connection = _Connection(self)
         try:
             async with asyncio.timeout_at(deadline):
-                await self.loop.create_connection(
-                    lambda: connection,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl,
-                    server_hostname=self.server_hostname,
-                )
+                if self.egress is None:
+                    hosts = [self.host]
+                else:
+                    hosts = await self.egress.resolve(self.host, self.port)
+                for number, host in enumerate(hosts, 1):
+                    try:
+                        await self.loop.create_connection(
+                            lambda: connection,
+                            host,
+                            self.port,
+                            ssl=self.ssl,
+                            server_hostname=self.server_hostname,
+                        )
+                        break
+                    except OSError:
+                        if number == len(hosts):
+                            raise
         except BaseException:
             self.forget(connection)  # gives the slot back, once, whatever became of it
             raise
@@ -399,10 +416,16 @@ class Http1Sender:
     """HTTP/1.1 with keep-alive, up to ``max_connections`` per origin; see the module doc."""
 
     def __init__(
-        self, *, ca_file: Path | None, timeout_seconds: float, max_connections: int
+        self,
+        *,
+        ca_file: Path | None,
+        timeout_seconds: float,
+        max_connections: int,
+        egress: EgressPolicy | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        self._egress = egress
         self._ssl = provider_ssl_context(ca_file)
         self._ssl.set_alpn_protocols(["http/1.1"])
         self._timeout = timeout_seconds
@@ -420,7 +443,9 @@ class Http1Sender:
         origin, path = _split(url)
         pool = self._pools.get(origin)
         if pool is None:
-            pool = self._pools[origin] = _Pool(loop, origin, self._ssl, self._max_connections)
+            pool = self._pools[origin] = _Pool(
+                loop, origin, self._ssl, self._max_connections, self._egress
+            )
         if self._ticker is None:
             self._ticker = loop.call_later(self._tick_seconds(), self._tick)
         data = _encode(request, path, pool.host_header)

@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 from pushgate.domain.outcomes import PermanentFailure, RetryLater
-from pushgate.transports.base import CONNECTION_ERRORS
+from pushgate.egress import EgressRefused
+from pushgate.transports.base import CONNECTION_ERRORS, short_text
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 
 MAX_CACHED = 4096
@@ -51,19 +52,20 @@ def refresh_margin(lifetime: float) -> float:
 
 def _error_text(body: bytes) -> str:
     """The error of an OAuth answer (RFC 6749 ``error``/``error_description``, or HMS's
-    numeric ``error`` with ``sub_error``), else the start of the body."""
+    numeric ``error`` with ``sub_error``) as short sanitised fields; never the body itself
+    (the endpoint's URL came from a credential: its answer is not ours to store)."""
     try:
         value: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace").strip() or "(empty answer)"
+        return "(no OAuth error in the answer)"
     if not isinstance(value, dict):
-        return str(value)[:200]
-    parts = [str(value[name]) for name in ("error", "sub_error") if value.get(name) is not None]
-    description = value.get("error_description")
-    text = " ".join(parts)
+        return "(no OAuth error in the answer)"
+    parts = [short_text(value.get(name)) for name in ("error", "sub_error")]
+    description = short_text(value.get("error_description"))
+    text = " ".join(part for part in parts if part)
     if description:
-        text = f"{text}: {description}" if text else str(description)
-    return text or body[:200].decode("utf-8", "replace")
+        text = f"{text}: {description}" if text else description
+    return text or "(no OAuth error in the answer)"
 
 
 def grant_from_response(response: ProviderResponse, provider: str) -> Grant:
@@ -102,9 +104,13 @@ async def fetch_grant(sender: HttpSender, request: ProviderRequest, provider: st
     """Ask the token endpoint; raises ``TokenUnavailable``."""
     try:
         response = await sender.send(request)
+    except EgressRefused as exc:
+        raise TokenUnavailable(
+            PermanentFailure(f"InvalidCertificate: {provider} token_uri {exc}")
+        ) from exc
     except CONNECTION_ERRORS as exc:
         raise TokenUnavailable(
-            RetryLater(f"{provider} token endpoint unreachable: {type(exc).__name__} {exc}")
+            RetryLater(f"{provider} token endpoint unreachable: {type(exc).__name__}")
         ) from exc
     return grant_from_response(response, provider)
 

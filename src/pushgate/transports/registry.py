@@ -4,6 +4,7 @@ its own HTTP client and the app credentials read through ``CredentialSource``.""
 from __future__ import annotations
 
 from pushgate.config import Settings
+from pushgate.egress import EgressPolicy
 from pushgate.transports.apns import ApnsTransport
 from pushgate.transports.base import CredentialSource, Transport
 from pushgate.transports.fcm import FcmTransport
@@ -13,12 +14,18 @@ from pushgate.transports.http2 import Http2Sender
 from pushgate.transports.webpush import WebPushTransport
 
 
-def build_transports(settings: Settings, credentials: CredentialSource) -> dict[str, Transport]:
-    def http1() -> Http1Sender:
+def build_transports(
+    settings: Settings, credentials: CredentialSource, egress: EgressPolicy
+) -> dict[str, Transport]:
+    """``egress`` governs the connections to URLs that clients and credentials supply (Web
+    Push endpoints, FCM token endpoints); the providers' own URLs come from the settings."""
+
+    def http1(policy: EgressPolicy | None = None) -> Http1Sender:
         return Http1Sender(
             ca_file=settings.provider_ca_file,
             timeout_seconds=settings.provider_timeout_seconds,
             max_connections=settings.provider_connections,
+            egress=policy,
         )
 
     concurrency = settings.provider_connections
@@ -30,7 +37,12 @@ def build_transports(settings: Settings, credentials: CredentialSource) -> dict[
     return {
         "ios": ApnsTransport(credentials, apns_sender, base_url=settings.apns_url, concurrency=500),
         "android": FcmTransport(
-            credentials, http1(), base_url=settings.fcm_url, concurrency=concurrency
+            credentials,
+            http1(),
+            base_url=settings.fcm_url,
+            concurrency=concurrency,
+            token_sender=http1(egress),
+            token_hosts=settings.fcm_token_hosts,
         ),
         "huawei": HmsTransport(
             credentials,
@@ -39,5 +51,5 @@ def build_transports(settings: Settings, credentials: CredentialSource) -> dict[
             token_url=settings.hms_token_url,
             concurrency=concurrency,
         ),
-        "web": WebPushTransport(credentials, http1(), concurrency=concurrency),
+        "web": WebPushTransport(credentials, http1(egress), concurrency=concurrency),
     }

@@ -61,12 +61,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from pushgate.domain.credentials import VapidCredentials, b64url_decode
 from pushgate.domain.outcomes import Delivered, Outcome, PermanentFailure, RetryLater, TokenInvalid
+from pushgate.egress import EgressRefused
 from pushgate.transports.base import (
     CONNECTION_ERRORS,
     Content,
     CredentialSource,
     ProviderTransport,
     Target,
+    short_text,
 )
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 from pushgate.transports.webpush_crypto import (
@@ -112,8 +114,7 @@ def parse_subscription(address: str) -> Subscription:
     if not isinstance(endpoint, str) or not isinstance(keys, dict):
         raise InvalidSubscription("the subscription needs 'endpoint' and 'keys'")
     parts = urlsplit(endpoint)
-    loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+    if not parts.hostname or parts.scheme != "https":
         raise InvalidSubscription("the endpoint must be an https:// URL")
     p256dh, auth = keys.get("p256dh"), keys.get("auth")
     if not isinstance(p256dh, str) or not isinstance(auth, str):
@@ -230,20 +231,17 @@ _REASONS = {
 
 
 def _detail(body: bytes) -> str:
-    """A short reason from the push service's error body (autopush JSON, or plain text)."""
+    """A short sanitised reason from a JSON error body (autopush's ``message``, ``error`` or
+    ``reason`` field). Never the body itself: the endpoint is a URL a client gave."""
     if not body:
         return ""
-    text = ""
     try:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = body[:300].decode("utf-8", "replace")
-    else:
-        if isinstance(raw, dict):
-            found = raw.get("message") or raw.get("error") or raw.get("reason")
-            text = found if isinstance(found, str) else ""
-    text = " ".join(text.split())
-    return text[:120]
+        return ""
+    if not isinstance(raw, dict):
+        return ""
+    return short_text(raw.get("message") or raw.get("error") or raw.get("reason"))
 
 
 def outcome_of(response: ProviderResponse) -> Outcome:
@@ -354,6 +352,9 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
         async with self._limit:
             try:
                 response = await self._sender.send(request)
+            except EgressRefused as exc:
+                outcomes[index] = PermanentFailure(f"EgressRefused: {exc}")
+                return
             except CONNECTION_ERRORS as exc:
                 what = str(exc) or type(exc).__name__
                 outcomes[index] = RetryLater(

@@ -226,7 +226,6 @@ class VapidTokens:
         self._renew_before = renew_before
         self._max_entries = max_entries
         self._headers: dict[tuple[str, str, str], tuple[str, int]] = {}
-        self._keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self.signed = 0  # how many tokens were signed (for tests and metrics)
 
     def authorization(
@@ -238,13 +237,8 @@ class VapidTokens:
         found = self._headers.get(cache_key)
         if found is not None and found[1] - now_s > self._renew_before:
             return found[0]
-        key = self._keys.get(credentials.private_key_pem)
-        if key is None:
-            if len(self._keys) >= self._max_entries:
-                self._keys.clear()
-            key = self._keys[credentials.private_key_pem] = credentials.private_key()
         expires_at = now_s + self._lifetime
-        token = vapid_token(key, origin, credentials.subject, expires_at)
+        token = vapid_token(credentials.key, origin, credentials.subject, expires_at)
         header = vapid_authorization(token, credentials.public_key)
         if len(self._headers) >= self._max_entries:
             self._headers.clear()
