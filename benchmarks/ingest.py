@@ -831,7 +831,13 @@ class OwnServer:
         self.keep_dir = keep_dir
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "PUSHGATE_DATA_DIR": str(self.dir)}
+        self.env = {
+            **os.environ,
+            "PUSHGATE_DATA_DIR": str(self.dir),
+            # The fan-out benchmark holds as many device connections as the open-files limit
+            # allows; the server's own default leaves 512 descriptors spare below it.
+            "PUSHGATE_MAX_CONNECTIONS": "1000000",
+        }
         self.log_path = self.dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

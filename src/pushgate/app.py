@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 from pushgate import __version__
 from pushgate.api.body import read_body
-from pushgate.api.body_limit import NativeBodyLimit
 from pushgate.api.dialects.instapush import InstapushRouter
+from pushgate.api.docs import api_docs_routes
 from pushgate.api.native.credentials import credentials_router
 from pushgate.api.native.deps import user_auth
 from pushgate.api.native.devices import devices_router
@@ -79,6 +79,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         version=__version__,
         summary="Self-hosted push-notification gateway: native API and device channel.",
         lifespan=lifespan,
+        # Served below from assets in the package: nothing loads from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's built-in OpenTelemetry hooks cost ~5% of every request even with no
         # provider configured; Pushgate exposes its own metrics instead.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -86,19 +89,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app)
 
-    instapush = InstapushRouter(rt.accounts, rt.apps, rt.events, rt.send, settings.max_body_bytes)
+    instapush = InstapushRouter(
+        rt.accounts, rt.apps, rt.events, rt.send, rt.throttle, settings.max_body_bytes
+    )
     app.router.routes.extend(instapush.routes())
     app.router.routes.append(
         Route("/api/v1/health", _health, methods=["GET"], include_in_schema=False)
     )
     app.router.routes.append(_ping(settings.max_body_bytes))
 
-    current_account = user_auth(rt.accounts)
+    current_account = user_auth(rt.accounts, rt.throttle)
     app.include_router(devices_router(rt.devices, current_account))
     app.include_router(notifications_router(rt.notifications, current_account))
     app.include_router(credentials_router(rt.credentials, current_account))
     app.include_router(send_router(rt.apps, rt.send, current_account))
     app.include_router(channel_router(rt))
-    app.add_middleware(NativeBodyLimit, limit=settings.max_body_bytes)
+    app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))
     return app

@@ -34,10 +34,19 @@ sys.modules["e2e_support"] = sys.modules[__name__]
 # --------------------------------------------------------------------------- servers
 
 
+# Test servers take every request from 127.0.0.1, and many tests make wrong credentials on
+# purpose: the failed-authentication throttle is tested on servers of its own
+# (test_e2e_security.py), and lifted on the others.
+NO_THROTTLE = {
+    "PUSHGATE_AUTH_FAILURES_PER_MINUTE": "1000000",
+    "PUSHGATE_AUTH_FAILURES_PER_KEY_PER_MINUTE": "1000000",
+}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server per test module; tests use their own accounts so they do not interfere."""
-    with ServerProcess(tmp_path_factory.mktemp("pushgate-data")) as srv:
+    with ServerProcess(tmp_path_factory.mktemp("pushgate-data"), NO_THROTTLE) as srv:
         yield srv
 
 
@@ -51,7 +60,7 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
     ) -> ServerProcess:
         if data_dir is None:
             data_dir = tmp_path / f"data-{len(started)}"
-        srv = ServerProcess(data_dir, env)
+        srv = ServerProcess(data_dir, {**NO_THROTTLE, **(env or {})})
         started.append(srv)
         return srv.start()
 

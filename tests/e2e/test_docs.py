@@ -52,3 +52,49 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def bash_blocks_from_text(text: str) -> list[str]:
     return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def test_api_docs_render_in_a_browser_without_network(server: ServerProcess) -> None:
+    """/docs draws the API description in headless Chromium when every request beyond the
+    server itself is refused (its assets are served by Pushgate)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)"
+        if os.environ.get("PUSHGATE_REQUIRE_SERVICES") == "1":
+            raise AssertionError(message)
+        import pytest
+
+        pytest.skip(message)
+    from playwright.sync_api import Route, sync_playwright
+
+    outside: list[str] = []
+
+    def only_the_server(route: Route) -> None:
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.route("**/*", only_the_server)
+            page.goto(f"{server.url}/docs")
+            page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+            paths = page.locator(".opblock-summary-path").all_inner_texts()
+            assert "/api/v1/devices" in " ".join(paths)
+        finally:
+            browser.close()
+    assert outside == []

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from pushgate.domain.errors import InvalidInput, PayloadTooLarge
+
+
+def client_address(connection: HTTPConnection) -> str | None:
+    """The address of the client at the other end of the connection."""
+    client = connection.client
+    return client.host if client is not None else None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -22,6 +30,65 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+MAX_DEPTH = 32
+MIN_INT, MAX_INT = -(2**63), 2**64 - 1
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"Request body is not valid JSON: {name} is not a JSON number")
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInput(f"Request body holds the number {text[:40]}, too large for a double")
+    return value
+
+
+def _int(text: str) -> int:
+    if len(text) > 21 or not MIN_INT <= (value := int(text)) <= MAX_INT:
+        raise InvalidInput(f"Request body holds the integer {text[:40]}, outside the 64-bit range")
+    return value
+
+
+def strict_json(raw: bytes) -> Any:
+    """The JSON value of ``raw``, or ``InvalidInput`` for what JSON (or a 64-bit integer, or
+    a double) cannot hold: ``NaN``, ``Infinity``, numbers that overflow, integers outside
+    -2**63..2**64-1, and nesting deeper than ``MAX_DEPTH``."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_float, parse_int=_int)
+    except RecursionError as exc:
+        raise InvalidInput(f"Request body is nested more than {MAX_DEPTH} levels deep") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InvalidInput(f"Request body is not valid JSON: {exc}") from exc
+    if _depth_over(value, MAX_DEPTH):
+        raise InvalidInput(f"Request body is nested more than {MAX_DEPTH} levels deep")
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than ``limit`` levels deep in ``value``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names JSON (``application/json``, ``application/*+json``)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -42,6 +109,14 @@ def no_nul(value: str | None) -> str | None:
     """A field validator for text that PostgreSQL must store: NUL is refused."""
     if value is not None and "\x00" in value:
         raise ValueError("must not contain the NUL character")
+    return value
+
+
+def no_nul_inside(value: Any) -> Any:
+    """A field validator for JSON data PostgreSQL must store: NUL is refused in every key and
+    string inside."""
+    if _contains_nul(value):
+        raise ValueError("must not contain the NUL character in any key or value")
     return value
 
 

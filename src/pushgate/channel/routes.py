@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
+from pushgate.api.native.route import GuardedRoute, authenticator
 from pushgate.channel.session import READY, DeviceSession, SlowConsumer
 from pushgate.channel.websocket import (
     INVALID_DEVICE_TOKEN,
@@ -45,13 +46,20 @@ class PollOut(BaseModel):
 
 
 def channel_router(rt: Runtime) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/channel", tags=["device channel"])
+    router = APIRouter(prefix="/api/v1/channel", tags=["device channel"], route_class=GuardedRoute)
 
+    @authenticator
     async def require_device(request: Request) -> Device:
+        found: Device | None = getattr(request.state, "device", None)
+        if found is not None:
+            return found
         device = await connecting_device(rt, request)
         if device is None:
             raise Unauthorized(INVALID_DEVICE_TOKEN)
+        request.state.device = device
         return device
+
+    current_device = Depends(require_device)
 
     def session(device: Device) -> DeviceSession:
         return device_session(rt, device)
@@ -61,9 +69,10 @@ def channel_router(rt: Runtime) -> APIRouter:
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
-    async def sse_channel(request: Request, since: Since = None) -> Response:
+    async def sse_channel(
+        request: Request, since: Since = None, device: Device = current_device
+    ) -> Response:
         """Server-Sent Events: `ready`, then one `notification` event per notification."""
-        device = await require_device(request)
         last_event_id = request.headers.get("last-event-id")
         if since is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
             since = int(last_event_id)
@@ -95,12 +104,11 @@ def channel_router(rt: Runtime) -> APIRouter:
 
     @router.get("/poll", response_model=PollOut)
     async def poll(
-        request: Request,
         since: Since = None,
         limit: int = Query(100, ge=1, le=1000),
+        device: Device = current_device,
     ) -> Response:
         """What the device is owed right now (see docs/channel.md for `since`)."""
-        device = await require_device(request)
         rt.pipeline.record_seen(device.id)
         device_session = session(device)
         items = [item async for item in device_session.owed(since, limit)]
@@ -109,10 +117,9 @@ def channel_router(rt: Runtime) -> APIRouter:
         return Response(body, media_type="application/json")
 
     @router.post("/ack", response_model=AckOut)
-    async def ack(body: AckIn, request: Request) -> AckOut:
+    async def ack(body: AckIn, device: Device = current_device) -> AckOut:
         """Acknowledge notifications the device has shown; their deliveries become
         `delivered`. Answers how many of the ids were notifications of this device."""
-        device = await require_device(request)
         owned = await rt.notifications.of_device(device.id, body.ids)
         session(device).acknowledged(owned)
         return AckOut(acknowledged=len(owned))

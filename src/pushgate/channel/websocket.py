@@ -22,27 +22,36 @@ from pushgate.api.native.errors import native_error
 from pushgate.channel.hub import Outgoing
 from pushgate.channel.messages import batch_message
 from pushgate.channel.session import DeviceSession, SlowConsumer
-from pushgate.domain.errors import MAX_ID, InvalidInput
+from pushgate.domain.errors import MAX_ID, InvalidInput, TooManyRequests
 from pushgate.runtime import Runtime
 from pushgate.services.devices import Device
 
 PATH = "/api/v1/channel/ws"
 MAX_ACK_IDS = 1000
 INVALID_DEVICE_TOKEN = (
-    "Missing or invalid device token: send 'Authorization: Bearer <device_token>' or "
-    "'?token=<device_token>' (POST /api/v1/devices issues one)"
+    "Missing or invalid device token: send a channel device's token as 'Authorization: "
+    "Bearer <device_token>' or '?token=<device_token>' (POST /api/v1/devices with platform "
+    "channel issues one; devices of other platforms are reached through their provider)"
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 async def connecting_device(rt: Runtime, connection: HTTPConnection) -> Device | None:
-    """The enabled device whose token the request carries (``Authorization: Bearer`` or
-    ``?token=``), for every channel endpoint."""
-    device = await rt.devices.authenticate(
-        bearer(connection) or connection.query_params.get("token")
-    )
-    return device if device is not None and device.enabled else None
+    """The enabled channel device whose token the request carries (``Authorization: Bearer``
+    or ``?token=``), for every channel endpoint: a device of a push platform is not one (its
+    deliveries are its provider's to report). Failures count towards the client's throttle
+    (``TooManyRequests`` while it is throttled)."""
+    token = bearer(connection) or connection.query_params.get("token")
+
+    async def check() -> Device | None:
+        device = await rt.devices.authenticate(token)
+        if device is None or not device.enabled or device.platform != "channel":
+            return None
+        return device
+
+    client = connection.client
+    return await rt.throttle.authenticate(client.host if client else None, None, check)
 
 
 def device_session(rt: Runtime, device: Device) -> DeviceSession:
@@ -85,7 +94,11 @@ class ChannelWebSocket:
         except InvalidInput as exc:
             await websocket.send_denial_response(native_error(exc.message, 400))
             return
-        device = await connecting_device(self._rt, websocket)
+        try:
+            device = await connecting_device(self._rt, websocket)
+        except TooManyRequests as exc:
+            await websocket.send_denial_response(native_error(exc.message, 429, exc.headers))
+            return
         if device is None:
             await websocket.send_denial_response(native_error(INVALID_DEVICE_TOKEN, 401))
             return

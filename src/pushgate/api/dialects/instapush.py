@@ -15,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushgate.api.body import parse_json_object, read_body
+from pushgate.api.body import client_address, parse_json_object, read_body
 from pushgate.domain.errors import InvalidInput, PushgateError
 from pushgate.services.accounts import Account, AccountService
 from pushgate.services.apps import App, AppService
 from pushgate.services.events import EventService
 from pushgate.services.pipeline import PipelineUnavailable
 from pushgate.services.send import SendService
+from pushgate.throttle import AuthThrottle
 
 INVALID_USER_TOKEN = "Invalid User Token"
 WRONG_APP_CREDENTIALS = "Wrong APPID or APPSECRET"
@@ -85,23 +86,31 @@ class InstapushRouter:
         apps: AppService,
         events: EventService,
         send: SendService,
+        throttle: AuthThrottle,
         max_body_bytes: int,
     ) -> None:
         self._accounts = accounts
         self._apps = apps
         self._events = events
         self._send = send
+        self._throttle = throttle
         self._limit = max_body_bytes
 
     # -- authentication ------------------------------------------------------------------
 
     async def _account(self, request: Request) -> Account | None:
-        return await self._accounts.authenticate(request.headers.get("x-instapush-token"))
+        token = request.headers.get("x-instapush-token")
+        return await self._throttle.authenticate(
+            client_address(request), None, lambda: self._accounts.authenticate(token)
+        )
 
     async def _app(self, request: Request) -> App | None:
         headers = request.headers
-        return await self._apps.authenticate(
-            headers.get("x-instapush-appid"), headers.get("x-instapush-appsecret")
+        app_key, secret = headers.get("x-instapush-appid"), headers.get("x-instapush-appsecret")
+        return await self._throttle.authenticate(
+            client_address(request),
+            app_key[:64] if app_key else None,
+            lambda: self._apps.authenticate(app_key, secret),
         )
 
     async def _json(self, request: Request) -> dict[str, Any]:
@@ -205,7 +214,7 @@ def _guarded(method: str, handler: Handler) -> Handler:
         try:
             return await handler(request)
         except PushgateError as exc:
-            return error(exc.message, exc.status)
+            return error(exc.message, exc.status, exc.headers)
         except PipelineUnavailable:
             return error("Service temporarily unavailable, please retry", 503)
 

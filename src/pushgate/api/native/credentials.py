@@ -4,7 +4,7 @@ PUT    /api/v1/apps/{app_key}/credentials/{platform}   upload (checked; 400 says
 GET    /api/v1/apps/{app_key}/credentials              what is configured (public parts)
 DELETE /api/v1/apps/{app_key}/credentials/{platform}
 POST   /api/v1/apps/{app_key}/credentials/web/generate a new VAPID key pair
-GET    /api/v1/apps/{app_key}/web-push/public-key      no authentication: for browsers
+GET    /api/v1/apps/{app_key}/web-push/public-key      no authentication: for browsers (reads only)
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from pydantic import BaseModel, Field
 
 from pushgate.api.native.deps import AccountDependency
+from pushgate.api.native.route import GuardedRoute
 from pushgate.channel.messages import iso_ms
 from pushgate.services.accounts import Account
 from pushgate.services.credentials import CredentialService, StoredCredential
@@ -99,7 +100,9 @@ def _out(stored: StoredCredential) -> CredentialOut:
 def credentials_router(
     credentials: CredentialService, current_account: AccountDependency
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/apps/{app_key}", tags=["credentials"])
+    router = APIRouter(
+        prefix="/api/v1/apps/{app_key}", tags=["credentials"], route_class=GuardedRoute
+    )
     auth = Depends(current_account)
 
     @router.put(
@@ -150,8 +153,9 @@ def credentials_router(
 
     @router.get("/web-push/public-key", response_model=PublicKeyOut)
     async def public_key(app_key: AppKey) -> PublicKeyOut:
-        """The app's VAPID public key, for browsers to subscribe with (no authentication;
-        generated on first request)."""
+        """The app's VAPID public key, for browsers to subscribe with (no authentication).
+        Every app gets a key pair when it is created; 404 for an app created before that,
+        until one is generated or uploaded."""
         return PublicKeyOut(public_key=await credentials.vapid_public_key(app_key))
 
     return router

@@ -7,8 +7,11 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
+from pushgate.api.body import client_address
+from pushgate.api.native.route import authenticator
 from pushgate.domain.errors import Unauthorized
 from pushgate.services.accounts import Account, AccountService
+from pushgate.throttle import AuthThrottle
 
 
 def bearer(connection: HTTPConnection) -> str | None:
@@ -21,15 +24,22 @@ def bearer(connection: HTTPConnection) -> str | None:
 AccountDependency = Callable[[Request], Awaitable[Account]]
 
 
-def user_auth(accounts: AccountService) -> AccountDependency:
+def user_auth(accounts: AccountService, throttle: AuthThrottle) -> AccountDependency:
+    @authenticator
     async def current_account(request: Request) -> Account:
+        found: Account | None = getattr(request.state, "account", None)
+        if found is not None:
+            return found
         token = bearer(request) or request.headers.get("x-instapush-token")
-        account = await accounts.authenticate(token)
+        account = await throttle.authenticate(
+            client_address(request), None, lambda: accounts.authenticate(token)
+        )
         if account is None:
             raise Unauthorized(
                 "Missing or invalid user token: send 'Authorization: Bearer <user_token>' "
                 "(see `pushgate account create`)"
             )
+        request.state.account = account
         return account
 
     return current_account

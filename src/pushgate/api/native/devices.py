@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from pushgate.api.body import no_nul
 from pushgate.api.native.deps import AccountDependency
+from pushgate.api.native.route import GuardedRoute
 from pushgate.channel.messages import iso_ms
 from pushgate.domain.errors import InvalidInput
 from pushgate.services.accounts import Account
@@ -221,7 +222,7 @@ def _out(device: Device) -> dict[str, object]:
 
 
 def devices_router(devices: DeviceService, current_account: AccountDependency) -> APIRouter:
-    router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+    router = APIRouter(prefix="/api/v1/devices", tags=["devices"], route_class=GuardedRoute)
     auth = Depends(current_account)
     registration_schema = _registration_schema()
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from pushgate.api.native.deps import AccountDependency
+from pushgate.api.native.route import GuardedRoute
 from pushgate.channel.messages import iso_ms
 from pushgate.domain.errors import MAX_ID
 from pushgate.services.accounts import Account
@@ -77,7 +78,7 @@ def _counts(app_key: str | None, counts: dict[str, int]) -> DeliveryCounts:
 def notifications_router(
     queries: NotificationQueries, current_account: AccountDependency
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["notifications"])
+    router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=GuardedRoute)
     auth = Depends(current_account)
 
     @router.get("/notifications", response_model=NotificationList)

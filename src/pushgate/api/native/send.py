@@ -12,20 +12,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pushgate.api.body import no_nul
+from pushgate.api.body import no_nul, no_nul_inside
 from pushgate.api.native.deps import AccountDependency
+from pushgate.api.native.route import GuardedRoute
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.domain.push_options import PushOptions
 from pushgate.domain.templates import MAX_MESSAGE_CHARS
 from pushgate.services.accounts import Account
 from pushgate.services.apps import AppService
-from pushgate.services.send import SendService
-
-MAX_DATA_BYTES = 4096
+from pushgate.services.send import MAX_DATA_BYTES, SendService
 
 
 class SendIn(BaseModel):
@@ -44,19 +42,23 @@ class SendIn(BaseModel):
     image_url: str | None = Field(None, description="An https:// image shown with it.")
     deep_link: str | None = Field(None, description="URL or app route opened on tap.")
     sound: str | None = Field(None, description='A sound file name, or "default".')
-    badge: int | None = Field(None, description="The app icon's badge count.")
+    badge: int | None = Field(None, strict=True, description="The app icon's badge count.")
     collapse_key: str | None = Field(
         None, description="A newer notification with the same key replaces an undelivered one."
     )
     priority: Literal["high", "normal"] = "high"
     ttl_seconds: int | None = Field(
         None,
+        strict=True,
         ge=1,
         le=28 * 86_400,
         description="How long providers and devices keep it; default: the server's setting.",
     )
 
-    _no_nul = field_validator("message", "title")(no_nul)
+    _no_nul = field_validator(
+        "message", "title", "image_url", "deep_link", "sound", "collapse_key"
+    )(no_nul)
+    _no_nul_data = field_validator("data")(no_nul_inside)
 
 
 class SendOut(BaseModel):
@@ -66,7 +68,7 @@ class SendOut(BaseModel):
 def send_router(
     apps: AppService, send: SendService, current_account: AccountDependency
 ) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["notifications"])
+    router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=GuardedRoute)
     auth = Depends(current_account)
 
     @router.post("/notifications", response_model=SendOut, status_code=201)
@@ -75,9 +77,6 @@ def send_router(
         app = await apps.of_account(account.id, body.app_id)
         if app is None:
             raise NotFound(f"No app {body.app_id} in this account")
-        data_json = orjson.dumps(body.data or {}).decode()
-        if len(data_json) > MAX_DATA_BYTES:
-            raise InvalidInput(f"Invalid request: data is larger than {MAX_DATA_BYTES} bytes")
         try:
             options = PushOptions(
                 image_url=body.image_url,
@@ -93,7 +92,7 @@ def send_router(
             app,
             title=body.title,
             message=body.message,
-            data_json=data_json,
+            data=body.data or {},
             options=options,
             ttl_seconds=body.ttl_seconds,
         )
