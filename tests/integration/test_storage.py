@@ -145,12 +145,10 @@ async def test_devices_share_a_subscriber_by_external_id(db: Database) -> None:
     assert one.device.subscriber_id == two.device.subscriber_id != three.device.subscriber_id
     assert (await service.authenticate(one.device_token)) == one.device
     assert await service.authenticate("dvt_" + "0" * 48) is None
-    assert await service.enabled_device_ids(account.id) == (
-        one.device.id,
-        two.device.id,
-        three.device.id,
-    )
-    assert [d.external_id for d in await service.list(account.id)] == ["u1", "u1", None]
+    listed = await service.list(account.id)
+    assert [d.id for d in listed] == [one.device.id, two.device.id, three.device.id]
+    assert [d.external_id for d in listed] == ["u1", "u1", None]
+    assert {d.app_key for d in listed} == {None}  # personal channel devices of the account
 
 
 async def test_concurrent_registrations_of_one_external_id(db: Database) -> None:
@@ -170,3 +168,140 @@ async def test_deliveries_of_other_accounts_are_not_found(db: Database) -> None:
 
     with pytest.raises(NotFound):
         await NotificationQueries(db).deliveries(1, 12345)
+
+
+IOS = "ab" * 32
+
+
+async def test_devices_and_subscribers_belong_to_their_app(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    apps_service = AppService(db, BOX)
+    one = (await apps_service.create(account.id, "one")).app
+    two = (await apps_service.create(account.id, "two")).app
+    service = DeviceService(db, BOX)
+    with pytest.raises(InvalidInput, match="app_id is required for platform ios"):
+        await service.register(account.id, DeviceRegistration("ios", token=IOS))
+    with pytest.raises(NotFound):
+        await service.register(account.id, DeviceRegistration("ios", app_key="nope", token=IOS))
+    first = await service.register(
+        account.id, DeviceRegistration("ios", app_key=one.app_key, token=IOS, external_id="u1")
+    )
+    again = await service.register(
+        account.id, DeviceRegistration("ios", app_key=one.app_key, token=IOS, external_id="u1")
+    )
+    other = await service.register(
+        account.id, DeviceRegistration("ios", app_key=two.app_key, token=IOS, external_id="u1")
+    )
+    assert again.device.id == first.device.id and not again.created
+    assert other.device.id != first.device.id and other.created  # one address, two apps
+    assert other.device.subscriber_id != first.device.subscriber_id  # u1 of each app
+    assert (first.device.app_key, other.device.app_key) == (one.app_key, two.app_key)
+    assert [d.id for d in await service.list(account.id, two.app_key)] == [other.device.id]
+
+
+async def test_identifiers_that_name_two_subscribers_conflict(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    app = (await AppService(db, BOX).create(account.id, "one")).app
+    service = DeviceService(db, BOX)
+    await service.register(
+        account.id, DeviceRegistration("channel", app_key=app.app_key, external_id="a")
+    )
+    await service.register(
+        account.id,
+        DeviceRegistration("channel", app_key=app.app_key, email="b@example.com"),
+    )
+    with pytest.raises(Conflict, match="name different subscribers"):
+        await service.register(
+            account.id,
+            DeviceRegistration(
+                "channel", app_key=app.app_key, external_id="a", email="b@example.com"
+            ),
+        )
+    merged = await service.register(
+        account.id,
+        DeviceRegistration(
+            "channel",
+            app_key=app.app_key,
+            external_id="a",
+            phone_number="+31 6 1234 5678",
+            identifiers={"INSIDER.member_no": "M-1"},
+        ),
+    )
+    assert merged.device.phone_number == "+31612345678"
+    from pushgate.domain.subscribers import parse_identifiers
+    from pushgate.services.subscribers import SubscriberService
+
+    found = await SubscriberService(db).search(
+        account.id, app.app_key, parse_identifiers({"member_no": "M-1"})
+    )
+    assert [s.id for s in found] == [merged.device.subscriber_id]
+    assert found[0].identifiers == {
+        "external_id": "a",
+        "phone_number": "+31612345678",
+        "member_no": "M-1",
+    }
+
+
+async def test_subscriber_profiles_are_upserted_and_erased(db: Database) -> None:
+    from pushgate.domain.subscribers import parse_identifiers, parse_profile
+    from pushgate.services.subscribers import SubscriberService
+
+    account = (await AccountService(db, BOX).create("acme")).account
+    app = (await AppService(db, BOX).create(account.id, "one")).app
+    subscribers = SubscriberService(db)
+    view, created = await subscribers.upsert(
+        account.id,
+        app.app_key,
+        parse_identifiers({"INSIDER.email": "Ann@Example.COM"}),
+        parse_profile(
+            {
+                "language": "en_us",
+                "country": "nl",
+                "optins": {"email": True},
+                "attributes": {
+                    "c_plan": "pro",
+                    "c_age": 42,
+                    "c_vip": True,
+                    "c_sizes": [38, 39],
+                    "d_birthday": {"date": "1990-05-01"},
+                },
+                "tags": ["vip", "beta"],
+                "events": ["install", {"name": "reg", "at": "2026-01-02T03:04:05Z"}],
+            }
+        ),
+    )
+    assert created
+    assert view.identifiers == {"email": "Ann@example.com"}
+    assert (view.language, view.country) == ("en-US", "NL")
+    assert view.optins == {"push": True, "email": True, "sms": None, "location": None}
+    assert view.attributes == {
+        "c_age": 42,
+        "c_plan": "pro",
+        "c_sizes": [38, 39],
+        "c_vip": True,
+        "d_birthday": {"date": "1990-05-01T00:00:00Z"},
+    }
+    assert view.tags == ["beta", "vip"]
+    assert [e["name"] for e in view.events] == ["install", "reg"]
+    again, created = await subscribers.upsert(
+        account.id,
+        app.app_key,
+        parse_identifiers({"email": "Ann@example.com", "external_id": "ann"}),
+        parse_profile({"attributes": {"c_plan": None}, "add_tags": ["new"], "events": ["reg"]}),
+    )
+    assert not created and again.id == view.id
+    assert again.identifiers == {"external_id": "ann", "email": "Ann@example.com"}
+    assert "c_plan" not in again.attributes
+    assert again.tags == ["beta", "new", "vip"]
+    assert [e["count"] for e in again.events] == [1, 2]
+    device = await DeviceService(db, BOX).register(
+        account.id, DeviceRegistration("ios", app_key=app.app_key, token=IOS, external_id="ann")
+    )
+    assert device.device.subscriber_id == view.id
+    other = (await AccountService(db, BOX).create("other")).account
+    with pytest.raises(NotFound):
+        await subscribers.get(other.id, view.id)
+    assert await subscribers.delete(account.id, view.id) == 1
+    with pytest.raises(NotFound):
+        await subscribers.get(account.id, view.id)
+    assert await DeviceService(db, BOX).list(account.id) == []

@@ -29,7 +29,10 @@ from functools import cache
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+import langcodes
 import orjson
+import phonenumbers
+import pycountry
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pushgate.domain.errors import InvalidInput
@@ -55,7 +58,6 @@ _HMS_CHARS = _FCM_CHARS | frozenset(".+/=")
 _BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 _OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
-_PHONE = re.compile(r"\+[1-9][0-9]{7,14}")
 _EMAIL_LOCAL = re.compile(r"[^\s@\x00-\x1f\x7f\"(),:;<>\[\\\]]+")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9\u00a1-\U0010ffff]([A-Za-z0-9\u00a1-\U0010ffff-]*)?")
 
@@ -447,13 +449,42 @@ def email_address(value: object, field: str = "email") -> str:
 
 
 def phone_number(value: object, field: str = "phone_number") -> str:
-    """A phone number in E.164 form: ``+`` then 8 to 15 digits, the first not 0."""
+    """A phone number in international form, stored as E.164 (``+`` and up to 15 digits):
+    spaces, dashes, dots and brackets are allowed in what is given."""
     text = _string(value, field)
-    if not _PHONE.fullmatch(text):
-        raise InvalidInput(
-            f"{field} must be in E.164 form: '+' followed by 8 to 15 digits (the first not 0), "
-            "without spaces or dashes, e.g. +31612345678"
-        )
+    example = "in international form with its country code, e.g. +31612345678"
+    if not text.startswith("+") or len(text) > 40:
+        raise InvalidInput(f"{field} must be {example}")
+    try:
+        number = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput(f"{field} must be {example}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise InvalidInput(f"{field} is not a possible phone number; it must be {example}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def language_tag(value: object, field: str = "language") -> str:
+    """A BCP 47 language tag (``en``, ``en-US``, ``zh-Hant-TW``; ``en_US`` is read as
+    ``en-US``), stored in its standard form."""
+    text = _string(value, field).strip().replace("_", "-")
+    if not 2 <= len(text) <= 35:
+        raise InvalidInput(f"{field} must be a language tag such as en or en-US")
+    wrong = InvalidInput(f"{field} must be a language tag such as en or en-US; got {text!r}")
+    try:
+        standard = str(langcodes.standardize_tag(text))
+    except ValueError as exc:  # langcodes' LanguageTagError is a ValueError
+        raise wrong from exc
+    if not langcodes.tag_is_valid(standard):
+        raise wrong
+    return standard
+
+
+def country_code(value: object, field: str = "country") -> str:
+    """An ISO 3166-1 alpha-2 country code (any letter case; stored in upper case)."""
+    text = _string(value, field).strip().upper()
+    if len(text) != 2 or pycountry.countries.get(alpha_2=text) is None:
+        raise InvalidInput(f"{field} must be an ISO 3166-1 alpha-2 country code such as NL")
     return text
 
 

@@ -26,6 +26,10 @@ class Unauthorized(PushgateError):
     status = 401
 
 
+class Forbidden(PushgateError):
+    status = 403
+
+
 class NotFound(PushgateError):
     status = 404
 

@@ -18,19 +18,38 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.audience import Audience
+from pushgate.storage.audience_sql import Params, select_devices
 from pushgate.storage.params import markers
 
-# (id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options)
+# (id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options,
+#  campaign_id, audience, translations, due_ms, no_user, opted_out)
 NotificationRow = tuple[
-    int, int, int | None, str | None, str | None, str, str, int, int, str | None
+    int,
+    int,
+    int | None,
+    str | None,
+    str | None,
+    str,
+    str,
+    int,
+    int,
+    str | None,
+    int | None,
+    str | None,
+    str | None,
+    int | None,
+    int,
+    int,
 ]
-# (notification_id, account_id, created_ms)
-AudienceRow = tuple[int, int, int]
+# (notification_id, account_id, app_id, created_ms)
+AudienceRow = tuple[int, int, int | None, int]
 # (sends, at, device_id, notification_id), for both "sent" and "delivered"
 StatusRow = tuple[int, int, int, int]
 
 _NOTIFICATION_COLUMNS = (
-    "id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options"
+    "id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options, "
+    "campaign_id, audience, translations, due_ms, no_user, opted_out"
 )
 _NOTIFICATION_CASTS = (
     "bigint",
@@ -43,8 +62,14 @@ _NOTIFICATION_CASTS = (
     "bigint",
     "bigint",
     "text",
+    "bigint",
+    "text",
+    "text",
+    "bigint",
+    "int",
+    "int",
 )
-_AUDIENCE_CASTS = ("bigint", "bigint", "bigint")
+_AUDIENCE_CASTS = ("bigint", "bigint", "bigint", "bigint")
 _STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
 
 
@@ -113,25 +138,119 @@ class DeliveryWrites:
     async def fan_out(
         self, conn: AsyncConnection, audiences: Sequence[AudienceRow]
     ) -> list[tuple[int, int, str]]:
-        """One queued delivery per notification x enabled device of its account, skipping
-        deliveries that exist already (a fan-out that runs twice adds nothing). Returns the
-        new deliveries as (notification_id, device_id, transport)."""
+        """Deliveries of notifications without an audience of their own: one queued delivery
+        per notification x enabled device of its app, and x personal (app-less) channel
+        device of its account. Deliveries that exist already are skipped (a fan-out that runs
+        twice adds nothing). Returns the new deliveries as (notification_id, device_id,
+        transport)."""
         if not audiences:
             return []
         values = _values(len(audiences), _AUDIENCE_CASTS, self._postgres)
+        enabled = self._enabled.replace("devices.", "d.")
         result: list[Any] = list(
             await conn.exec_driver_sql(
+                f"WITH v AS (SELECT * FROM {values}) "
                 "INSERT INTO deliveries "
                 "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
-                "SELECT v.column1, devices.id, 'queued', devices.platform, 0, v.column3, v.column3 "
-                f"FROM {values} JOIN devices ON devices.account_id = v.column2 "
-                f"WHERE {self._enabled} ORDER BY v.column1, devices.id "
+                "SELECT x.n, x.id, 'queued', x.platform, 0, x.t, x.t FROM ("
+                "SELECT v.column1 AS n, d.id AS id, d.platform AS platform, v.column4 AS t "
+                f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {enabled} "
+                "UNION ALL "
+                "SELECT v.column1, d.id, d.platform, v.column4 FROM v JOIN devices d "
+                f"ON d.account_id = v.column2 AND d.app_id IS NULL WHERE {enabled}"
+                ") x WHERE 1 = 1 ORDER BY x.n, x.id "
                 "ON CONFLICT (notification_id, device_id) DO NOTHING "
                 "RETURNING notification_id, device_id, transport",
                 _flat(audiences),
             )
         )
         return [(int(n), int(d), str(t)) for n, d, t in result]
+
+    async def fan_out_audience(
+        self,
+        conn: AsyncConnection,
+        notification_id: int,
+        created_ms: int,
+        audience: Audience,
+        *,
+        app_id: int,
+        account_id: int,
+        engaged_since_ms: int,
+    ) -> list[tuple[int, int, str]]:
+        """Deliveries of one notification to the devices its audience selects (compiled to
+        SQL by ``storage/audience_sql.py``); as ``fan_out``."""
+        p = Params(self._postgres)
+        n, t = p(notification_id), p(created_ms)
+        devices_sql = select_devices(
+            p, audience, app_id=app_id, account_id=account_id, engaged_since_ms=engaged_since_ms
+        )
+        result: list[Any] = list(
+            await conn.exec_driver_sql(
+                "INSERT INTO deliveries "
+                "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
+                f"SELECT {n}, x.id, 'queued', x.platform, 0, {t}, {t} FROM ({devices_sql}) x "
+                "WHERE 1 = 1 ORDER BY x.id "
+                "ON CONFLICT (notification_id, device_id) DO NOTHING "
+                "RETURNING notification_id, device_id, transport",
+                tuple(p.values),
+            )
+        )
+        return [(int(n_), int(d), str(t_)) for n_, d, t_ in result]
+
+    async def cap(
+        self,
+        conn: AsyncConnection,
+        notification_id: int,
+        app_id: int,
+        cap: int,
+        since_ms: int,
+        now: int,
+    ) -> set[int]:
+        """Mark ``capped`` the queued deliveries of this notification to subscribers who had
+        ``cap`` or more earlier notifications of the app since ``since_ms``; their device
+        ids."""
+        n, app, since, limit, reason, at = self._marks(6)
+        result: list[Any] = list(
+            await conn.exec_driver_sql(
+                f"UPDATE deliveries SET status = 'capped', reason = {reason}, updated_ms = {at} "
+                f"WHERE notification_id = {n} AND status = 'queued' AND device_id IN ("
+                f"SELECT d.id FROM devices d WHERE d.app_id = {app} AND d.subscriber_id IN ("
+                "SELECT d2.subscriber_id FROM deliveries x JOIN devices d2 ON d2.id = x.device_id "
+                "WHERE x.notification_id IN (SELECT id FROM notifications "
+                f"WHERE app_id = {app} AND created_ms > {since} AND id < {n}) "
+                "AND x.status IN ('queued', 'sent', 'delivered', 'opened') "
+                "GROUP BY d2.subscriber_id "
+                f"HAVING count(DISTINCT x.notification_id) >= {limit})) "
+                "RETURNING device_id",
+                (
+                    notification_id,
+                    app_id,
+                    since_ms,
+                    cap,
+                    f"capped: at most {cap} notifications per subscriber per day",
+                    now,
+                ),
+            )
+        )
+        return {int(row[0]) for row in result}
+
+    async def device_languages(
+        self, conn: AsyncConnection, device_ids: Sequence[int]
+    ) -> dict[int, str | None]:
+        """Each device's language (else its subscriber's), for choosing translations."""
+        found: dict[int, str | None] = {}
+        for start in range(0, len(device_ids), 500):
+            chunk = device_ids[start : start + 500]
+            rows: list[Any] = list(
+                await conn.exec_driver_sql(
+                    "SELECT d.id, coalesce(d.language, s.language) FROM devices d "
+                    "JOIN subscribers s ON s.id = d.subscriber_id "
+                    f"WHERE d.id IN ({self._list(1, len(chunk))})",
+                    tuple(chunk),
+                )
+            )
+            found.update({int(device_id): language for device_id, language in rows})
+        return found
 
     async def _update_statuses(
         self, conn: AsyncConnection, rows: Sequence[StatusRow], status: str, stamp: str
@@ -180,13 +299,15 @@ class DeliveryWrites:
 
     async def notifications_by_id(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
         """(id, account_id, app_key, event, title, message, data, created_ms, expires_ms,
-        options) of these notifications, in id order."""
+        options, app_id, audience, translations, frequency_cap of the app) of these
+        notifications, in id order."""
         if not ids:
             return []
         return list(
             await conn.exec_driver_sql(
                 "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
-                "n.created_ms, n.expires_ms, n.options FROM notifications n "
+                "n.created_ms, n.expires_ms, n.options, n.app_id, n.audience, n.translations, "
+                "apps.frequency_cap FROM notifications n "
                 f"LEFT JOIN apps ON apps.id = n.app_id WHERE n.id IN ({self._list(1, len(ids))}) "
                 "ORDER BY n.id",
                 tuple(ids),

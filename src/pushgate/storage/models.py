@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 metadata = MetaData(
@@ -52,6 +54,10 @@ apps = Table(
     Column("secret_hash", String(64), nullable=False),
     Column("secret_enc", Text, nullable=False),
     Column("created_ms", BigInteger, nullable=False),
+    # At most this many pushes per subscriber per day (null: no cap).
+    Column("frequency_cap", Integer, nullable=True),
+    # Web push icon when a notification names none (Insider web).
+    Column("default_icon_url", String(2048), nullable=True),
 )
 
 events = Table(
@@ -66,29 +72,104 @@ events = Table(
     UniqueConstraint("app_id", "title", name="uq_events_app_id_title"),
 )
 
+# The end users of an app. ``app_id`` NULL: an account-wide subscriber, the owner of personal
+# channel devices (``pushgate listen``, like Instapush's own app), which receive every app of
+# the account. Each identifier is unique per app (NULLs never collide).
 subscribers = Table(
     "subscribers",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=True),
     Column("external_id", String(200), nullable=True),
+    Column("user_id", String(200), nullable=True),
     Column("email", String(320), nullable=True),
     Column("phone_number", String(32), nullable=True),
     Column("uuid", String(64), nullable=True),
+    Column("language", String(35), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    # Opt-ins: push is true unless withdrawn (a device was registered to receive pushes); the
+    # others are unknown (NULL) until given, which does not count as opted in.
+    Column("optin_push", Boolean, nullable=False, server_default=true()),
+    Column("optin_email", Boolean, nullable=True),
+    Column("optin_sms", Boolean, nullable=True),
+    Column("optin_location", Boolean, nullable=True),
+    Column("last_active_ms", BigInteger, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
-    UniqueConstraint("account_id", "external_id", name="uq_subscribers_account_id_external_id"),
+    Column("updated_ms", BigInteger, nullable=True),
+    UniqueConstraint("app_id", "external_id", name="uq_subscribers_app_id_external_id"),
+    UniqueConstraint("app_id", "user_id", name="uq_subscribers_app_id_user_id"),
+    UniqueConstraint("app_id", "email", name="uq_subscribers_app_id_email"),
+    UniqueConstraint("app_id", "phone_number", name="uq_subscribers_app_id_phone_number"),
+    UniqueConstraint("app_id", "uuid", name="uq_subscribers_app_id_uuid"),
 )
 
+# Identifiers of the app's own naming (custom keys, e.g. ``INSIDER.member_id``), unique per
+# app.
+subscriber_identifiers = Table(
+    "subscriber_identifiers",
+    metadata,
+    Column("app_id", Id, ForeignKey("apps.id"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", String(200), primary_key=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=False, index=True),
+)
+
+# Typed attributes, default (``d_*``) and custom (``c_*``): one row per value, a list one row
+# per element in ``position`` order. ``kind``: string, number, bool or date, or "list:<kind>".
+# Strings go in ``text_value``; numbers, booleans (0/1) and dates (ms since the epoch) in
+# ``num_value``, dates also as ISO text. Indexed by name and value for targeting.
+subscriber_attributes = Table(
+    "subscriber_attributes",
+    metadata,
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("text_value", String(1000), nullable=True),
+    Column("num_value", Float(53), nullable=True),
+    Index("ix_subscriber_attributes_name_text_value", "name", "text_value"),
+    Index("ix_subscriber_attributes_name_num_value", "name", "num_value"),
+)
+
+# Tags ("audiences" in Push.express) and named events (install, reg...) of a subscriber.
+subscriber_tags = Table(
+    "subscriber_tags",
+    metadata,
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), primary_key=True),
+    Column("tag", String(100), primary_key=True),
+    Index("ix_subscriber_tags_tag", "tag"),
+)
+
+subscriber_events = Table(
+    "subscriber_events",
+    metadata,
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), primary_key=True),
+    Column("name", String(100), primary_key=True),
+    Column("first_ms", BigInteger, nullable=False),
+    Column("last_ms", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    Index("ix_subscriber_events_name", "name"),
+)
+
+# ``app_id`` NULL: an account-scope device. Only channel devices are: personal devices that
+# receive every app of the account. A provider address is unique per app and platform.
 devices = Table(
     "devices",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
-    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=False, index=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=True, index=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=False),
     Column("platform", String(16), nullable=False),
     Column("name", String(200), nullable=True),
-    Column("language", String(16), nullable=True),
+    Column("language", String(35), nullable=True),
+    Column("country", String(2), nullable=True),
     Column("timezone", String(64), nullable=True),
+    Column("model", String(100), nullable=True),
+    Column("os_version", String(50), nullable=True),
+    Column("app_version", String(50), nullable=True),
     Column("token_hash", String(64), nullable=False, unique=True),
     # The provider address (APNs/FCM/HMS token or Web Push subscription JSON), encrypted; its
     # digest finds a re-registration of the same address.
@@ -98,7 +179,30 @@ devices = Table(
     Column("disabled_reason", String(200), nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("last_seen_ms", BigInteger, nullable=True),
-    Index("ix_devices_account_id_push_token_hash", "account_id", "push_token_hash"),
+    Column("last_active_ms", BigInteger, nullable=True),
+    # A subscriber's devices, most recently active last: its last active device is one index
+    # look-up away.
+    Index("ix_devices_subscriber_id_last_active_ms", "subscriber_id", "last_active_ms"),
+    Index(
+        "uq_devices_app_id_platform_push_token_hash",
+        "app_id",
+        "platform",
+        "push_token_hash",
+        unique=True,
+    ),
+)
+
+# A named group of notifications that statistics are reported by (an Insider camp_id, a web
+# push campaign, a Push.express push), per app; ``external_id`` is the caller's id for it.
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
+    Column("external_id", String(64), nullable=True),
+    Column("name", String(200), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("app_id", "external_id", name="uq_campaigns_app_id_external_id"),
 )
 
 notifications = Table(
@@ -116,7 +220,21 @@ notifications = Table(
     # PushOptions as JSON (image, deep link, sound, badge, collapse key, priority); null for
     # the defaults.
     Column("options", Text, nullable=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id"), nullable=True, index=True),
+    # The audience (domain/audience.py) as JSON; null: every device of the app and the
+    # account's personal channel devices (Instapush).
+    Column("audience", Text, nullable=True),
+    # Translations as JSON (domain/translations.py).
+    Column("translations", Text, nullable=True),
+    # When the fan-out is due (a scheduled send); null: at once.
+    Column("due_ms", BigInteger, nullable=True),
+    # Targets of the request that got no delivery: identifiers that named no subscriber,
+    # subscribers who withdrew push opt-in (for campaign statistics).
+    Column("no_user", Integer, nullable=False, server_default="0"),
+    Column("opted_out", Integer, nullable=False, server_default="0"),
     Index("ix_notifications_account_id_id", "account_id", "id"),
+    # An app's notifications of the last day, for its frequency cap.
+    Index("ix_notifications_app_id_created_ms", "app_id", "created_ms"),
 )
 
 # Provider credentials of an app, one row per push platform (ios: APNs token key, android: FCM
@@ -151,9 +269,58 @@ deliveries = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("sent_ms", BigInteger, nullable=True),
     Column("delivered_ms", BigInteger, nullable=True),
+    Column("opened_ms", BigInteger, nullable=True),
     Column("updated_ms", BigInteger, nullable=False),
     Index("ix_deliveries_device_id_notification_id", "device_id", "notification_id"),
     sqlite_with_rowid=False,
+)
+
+# API keys of the vendor faces and the native API, one kind each, of an app (or of the
+# account, for faces that target several apps). Found by an HMAC of the key; the key itself is
+# kept encrypted. ``ip_allowlist``: JSON list of CIDRs (null: any address); ``per_minute``:
+# the request quota (null: the face's default).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=True, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(200), nullable=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("key_enc", Text, nullable=False),
+    Column("key_hint", String(16), nullable=False),
+    Column("ip_allowlist", Text, nullable=True),
+    Column("per_minute", Integer, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+)
+
+# A retried request with the same idempotency key gets the first answer and sends nothing.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    # A digest of the request: the same key with another request is refused.
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False, index=True),
+)
+
+# Jobs for a queue engine outside the database (Redis), written in the transaction that makes
+# them and published after it commits, by the outbox relay.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("queue", String(64), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("delay_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 # The embedded queue engine's jobs. A job is visible to workers once ``visible_ms`` has passed:
