@@ -13,20 +13,26 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushgate import __version__
-from pushgate.api.body import read_body
+from pushgate.api.dialects import instapush as instapush_face
+from pushgate.api.dialects.base import Faces
 from pushgate.api.dialects.instapush import InstapushRouter
 from pushgate.api.docs import api_docs_routes
+from pushgate.api.errors import install_error_handlers
+from pushgate.api.native import face as native_face
+from pushgate.api.native.apps import apps_router
 from pushgate.api.native.credentials import credentials_router
 from pushgate.api.native.deps import user_auth
 from pushgate.api.native.devices import devices_router
-from pushgate.api.native.errors import install_error_handlers
+from pushgate.api.native.keys import keys_router
 from pushgate.api.native.notifications import notifications_router
 from pushgate.api.native.send import send_router
+from pushgate.api.native.subscribers import subscribers_router
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
 from pushgate.runtime import Runtime, build_runtime
 from pushgate.storage.migrate import migrate
+from pushgate.web.body import read_body
 
 _HEALTH = b'{"status":"ok"}'
 _PONG = b'{"ok":true}'
@@ -87,7 +93,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = rt
-    install_error_handlers(app)
+    faces = Faces(default=instapush_face.FACE)
+    faces.add(native_face.FACE)
+    install_error_handlers(app, faces)
 
     instapush = InstapushRouter(
         rt.accounts, rt.apps, rt.events, rt.send, rt.throttle, settings.max_body_bytes
@@ -98,11 +106,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.router.routes.append(_ping(settings.max_body_bytes))
 
-    current_account = user_auth(rt.accounts, rt.throttle)
+    current_account = user_auth(rt.accounts, rt.throttle, rt.keys)
+    app.include_router(apps_router(rt.apps, current_account))
+    app.include_router(subscribers_router(rt.subscribers, current_account))
+    app.include_router(keys_router(rt.keys, current_account))
     app.include_router(devices_router(rt.devices, current_account))
     app.include_router(notifications_router(rt.notifications, current_account))
     app.include_router(credentials_router(rt.credentials, current_account))
-    app.include_router(send_router(rt.apps, rt.send, current_account))
+    app.include_router(send_router(rt.apps, rt.send, rt.subscribers, current_account))
     app.include_router(channel_router(rt))
     app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))

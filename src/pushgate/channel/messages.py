@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import orjson
 
-
-def iso_ms(ms: int) -> str:
-    stamp = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+from pushgate.transports.base import Content
+from pushgate.web.timestamps import iso_ms
 
 
 def notification_message(
@@ -35,6 +31,20 @@ def notification_message(
             "created_at": iso_ms(created_ms),
             "expires_at": iso_ms(expires_ms),
         }
+    )
+
+
+def content_message(content: Content) -> bytes:
+    """The ``notification`` message of ``content`` (in the device's language already)."""
+    return notification_message(
+        notification_id=content.notification_id,
+        app_key=content.app_key,
+        event=content.event,
+        title=content.title,
+        message=content.message,
+        data_json=content.data_json,
+        created_ms=content.created_ms,
+        expires_ms=content.expires_ms,
     )
 
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
-from pushgate.api.native.route import GuardedRoute, authenticator
 from pushgate.channel.session import READY, DeviceSession, SlowConsumer
 from pushgate.channel.websocket import (
     INVALID_DEVICE_TOKEN,
@@ -20,6 +19,7 @@ from pushgate.channel.websocket import (
 from pushgate.domain.errors import MAX_ID, Unauthorized
 from pushgate.runtime import Runtime
 from pushgate.services.devices import Device
+from pushgate.web.route import GuardedRoute, authenticator
 
 SSE_KEEPALIVE_SECONDS = 15.0
 

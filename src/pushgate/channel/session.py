@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from pushgate.channel.hub import Hub, Outgoing
-from pushgate.channel.messages import ready_message
+from pushgate.channel.messages import content_message, ready_message
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 
@@ -77,10 +77,11 @@ class DeviceSession:
     async def owed(self, since: int | None, limit: int | None = None) -> AsyncIterator[Outgoing]:
         """The device's backlog from storage (see ``NotificationQueries.backlog``), less what
         it has acknowledged in changes not written yet."""
-        async for item in self._queries.backlog(self.device_id, since, limit):
-            if since is None and self._pipeline.acknowledged(self.device_id, item.notification_id):
+        async for content in self._queries.backlog(self.device_id, since, limit):
+            notification_id = content.notification_id
+            if since is None and self._pipeline.acknowledged(self.device_id, notification_id):
                 continue
-            yield item
+            yield Outgoing(notification_id, content_message(content))
 
     def sent_batch(self, batch: list[Outgoing]) -> None:
         ids = [item.notification_id for item in batch if item.notification_id != READY]

@@ -17,14 +17,14 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from pushgate.api.native.deps import bearer
-from pushgate.api.native.errors import native_error
 from pushgate.channel.hub import Outgoing
 from pushgate.channel.messages import batch_message
 from pushgate.channel.session import DeviceSession, SlowConsumer
 from pushgate.domain.errors import MAX_ID, InvalidInput, TooManyRequests
 from pushgate.runtime import Runtime
 from pushgate.services.devices import Device
+from pushgate.web.auth import bearer
+from pushgate.web.errors import native_error
 
 PATH = "/api/v1/channel/ws"
 MAX_ACK_IDS = 1000

@@ -8,6 +8,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from pushgate.config import Settings
+from pushgate.egress import parse_networks
 from pushgate.serving.logs import log_config
 from pushgate.serving.protocols import ConnectionLimits, QuietWebSocketProtocol, http_protocol
 
@@ -61,6 +62,10 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
         ws_ping_interval=settings.websocket_ping_seconds or None,
         ws_ping_timeout=settings.websocket_ping_seconds or None,
         timeout_keep_alive=int(settings.keep_alive_seconds),
+        # The client's address from X-Forwarded-For only for requests from trusted proxies:
+        # uvicorn rewrites the connection's client address (the last untrusted hop).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=[str(n) for n in parse_networks(settings.trusted_proxies)] or None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,

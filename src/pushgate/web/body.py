@@ -7,15 +7,9 @@ import math
 from typing import Any
 
 import orjson
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 
 from pushgate.domain.errors import InvalidInput, PayloadTooLarge
-
-
-def client_address(connection: HTTPConnection) -> str | None:
-    """The address of the client at the other end of the connection."""
-    client = connection.client
-    return client.host if client is not None else None
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive
 
-from pushgate.api.body import is_json, strict_json
 from pushgate.domain.errors import PayloadTooLarge
+from pushgate.web.body import is_json, strict_json
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

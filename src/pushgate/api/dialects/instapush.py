@@ -7,7 +7,7 @@ body's ``status``). Errors use the vendor's shape: ``{"msg": ..., "error": true,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushgate.api.body import client_address, parse_json_object, read_body
+from pushgate.api.dialects.base import Face, Faces
 from pushgate.domain.errors import InvalidInput, PushgateError
 from pushgate.services.accounts import Account, AccountService
 from pushgate.services.apps import App, AppService
@@ -23,6 +23,8 @@ from pushgate.services.events import EventService
 from pushgate.services.pipeline import PipelineUnavailable
 from pushgate.services.send import SendService
 from pushgate.throttle import AuthThrottle
+from pushgate.web.auth import client_address
+from pushgate.web.body import parse_json_object, read_body
 
 INVALID_USER_TOKEN = "Invalid User Token"
 WRONG_APP_CREDENTIALS = "Wrong APPID or APPSECRET"
@@ -32,12 +34,16 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def respond(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+def respond(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
 
 
-def error(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+def error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
     return respond({"msg": message, "error": True, "status": status}, status, headers)
+
+
+# Served under /v1/ and, as the vendor's "latest version", without it: the default face.
+FACE = Face("instapush", error, ("/v1/", "/apps/", "/events/", "/post"))
 
 
 def _require_str(body: dict[str, Any], field: str) -> str:
@@ -205,6 +211,7 @@ def _guarded(method: str, handler: Handler) -> Handler:
     allowed = {method, "HEAD"} if method == "GET" else {method}
 
     async def endpoint(request: Request) -> Response:
+        Faces.mark(request.scope, FACE)
         if request.method not in allowed:
             return error(
                 f"Method {request.method} not allowed here; use {method}",
