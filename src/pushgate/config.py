@@ -137,11 +137,26 @@ class Settings(BaseSettings):
         "credentials supply: Web Push endpoints and service accounts' token_uri. Comma-"
         "separated in the environment. Empty: public addresses only.",
     )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Addresses or CIDR ranges of reverse proxies in front of Pushgate: for a "
+        "request from one of them, the client's address (for IP allowlists and the "
+        "failed-authentication throttle) is taken from X-Forwarded-For, the last address "
+        "that is not itself a trusted proxy. Comma-separated in the environment. Empty: the "
+        "peer's address is the client's; X-Forwarded-For is ignored.",
+    )
     fcm_token_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Hosts (host, or host:port) an FCM service account's token_uri may name "
         "besides Google's token endpoint, which is the only one allowed by default (e.g. a "
         "local FakeFcm in tests). Comma-separated in the environment.",
+    )
+    unengaged_after_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="A subscriber not active for this many days is unengaged: audiences that "
+        "ask for engaged subscribers only leave it out.",
     )
     max_devices_per_subscriber: int = Field(
         100, ge=1, le=100_000, description="Enabled devices one subscriber may have."
@@ -201,14 +216,14 @@ class Settings(BaseSettings):
             raise ValueError("queue_url must be a redis://, rediss:// or unix:// URL (or unset)")
         return value
 
-    @field_validator("egress_allow", "fcm_token_hosts", mode="before")
+    @field_validator("egress_allow", "fcm_token_hosts", "trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("egress_allow", mode="after")
+    @field_validator("egress_allow", "trusted_proxies", mode="after")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         parse_networks(value)  # raises ValueError naming the bad one
