@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pushgate.channel.broadcast import ChannelBroadcast, LocalBroadcast, RedisBroadcast
 from pushgate.channel.hub import Hub
+from pushgate.channel.port import ChannelOut
 from pushgate.config import Settings
 from pushgate.crypto import SecretBox
 from pushgate.domain.retry import RetryPolicy
@@ -14,6 +15,7 @@ from pushgate.egress import EgressPolicy
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
+from pushgate.services.api_keys import ApiKeyService
 from pushgate.services.apps import AppService
 from pushgate.services.credentials import CredentialService
 from pushgate.services.devices import DeviceService
@@ -22,7 +24,9 @@ from pushgate.services.fan_out import FanOut
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
+from pushgate.services.quotas import Quotas
 from pushgate.services.send import SendService
+from pushgate.services.subscribers import SubscriberService
 from pushgate.storage.database import Database, open_database
 from pushgate.throttle import AuthThrottle
 from pushgate.transports.base import Transport
@@ -50,6 +54,8 @@ class Runtime:
     workers: Workers
     send: SendService
     throttle: AuthThrottle
+    subscribers: SubscriberService
+    keys: ApiKeyService
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -65,6 +71,7 @@ class Runtime:
         await self.workers.stop()
         await self.pipeline.stop()
         await self.broadcast.close()
+        await self.keys.close()
         await self.queue.close()
         for transport in self.transports.values():
             await transport.close()
@@ -118,7 +125,14 @@ def build_runtime(
     workers = Workers(
         jobs=jobs,
         queue=queue,
-        fan_out=FanOut(db, jobs, queue, direct_channel=None if channel_jobs else broadcast),
+        fan_out=FanOut(
+            db,
+            jobs,
+            queue,
+            ChannelOut(broadcast),
+            direct=not channel_jobs,
+            unengaged_after_days=settings.unengaged_after_days,
+        ),
         broadcast=broadcast,
         push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds),
         platforms=sorted(chosen),
@@ -143,7 +157,9 @@ def build_runtime(
         transports=chosen,
         pipeline=pipeline,
         workers=workers,
-        send=SendService(events, pipeline, settings.notification_ttl_seconds),
+        send=SendService(db, events, pipeline, settings.notification_ttl_seconds),
+        subscribers=SubscriberService(db),
+        keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,
             per_key=settings.auth_failures_per_key_per_minute,

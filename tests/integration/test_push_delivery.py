@@ -39,12 +39,14 @@ class World:
     ios: ScriptedTransport
     account_id: int
     device_ids: list[int]
+    app_id: int = 0
+    app_key: str = ""
 
     async def send(self, ttl: int = 60) -> int:
         return await self.rt.pipeline.submit(
             NewNotification(
                 account_id=self.account_id,
-                app_id=None,
+                app_id=self.app_id,
                 event=None,
                 title="t",
                 message="hello",
@@ -98,16 +100,17 @@ def make_world(
         rt = build_runtime(config, transports={"ios": ios})
         await migrate(rt.db)
         account = (await rt.accounts.create("acme")).account
+        app = (await rt.apps.create(account.id, "app")).app
         ids = []
         for n in range(3):
             token = f"{n:02x}" * 32
             registered = await rt.devices.register(
-                account.id, DeviceRegistration("ios", token=token)
+                account.id, DeviceRegistration("ios", app_key=app.app_key, token=token)
             )
             ids.append(registered.device.id)
         await rt.start(accepting=True, working=True)
         try:
-            yield World(rt, ios, account.id, ids)
+            yield World(rt, ios, account.id, ids, app.id, app.app_key)
         finally:
             await rt.stop()
 
@@ -252,7 +255,8 @@ async def test_a_job_taken_before_its_fan_out_committed_is_put_back(delivered: W
     await delivered.settle(notification_id, all_final)
     device = (
         await delivered.rt.devices.register(
-            delivered.account_id, DeviceRegistration("ios", token="cd" * 32)
+            delivered.account_id,
+            DeviceRegistration("ios", app_key=delivered.app_key, token="cd" * 32),
         )
     ).device
     early = PushJob(notification_id, [device.id], 0)
@@ -287,7 +291,8 @@ async def test_a_job_whose_fan_out_commits_between_claim_and_check_is_put_back(
     await delivered.settle(notification_id, all_final)
     device = (
         await delivered.rt.devices.register(
-            delivered.account_id, DeviceRegistration("ios", token="ef" * 32)
+            delivered.account_id,
+            DeviceRegistration("ios", app_key=delivered.app_key, token="ef" * 32),
         )
     ).device
     claim = delivered.rt.workers._push._claim  # noqa: SLF001

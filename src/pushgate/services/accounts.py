@@ -60,6 +60,11 @@ class AccountService:
             for row in rows
         ]
 
+    async def get(self, account_id: int) -> Account | None:
+        async with self._db.read.connect() as conn:
+            row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        return None if row is None else Account(row.id, row.name, row.created_ms)
+
     async def authenticate(self, user_token: str | None) -> Account | None:
         if not user_token:
             return None

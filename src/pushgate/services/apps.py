@@ -5,16 +5,38 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.cache import TTLCache
 from pushgate.crypto import SecretBox, new_token
-from pushgate.domain.errors import InvalidInput
+from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import apps
 
 _NO_HASH = "0" * 64
+
+# Deleting an app, children first (every statement takes the app's id as :app).
+_DELETE_APP = (
+    "DELETE FROM deliveries WHERE notification_id IN "
+    "(SELECT id FROM notifications WHERE app_id = :app)",
+    "DELETE FROM deliveries WHERE device_id IN (SELECT id FROM devices WHERE app_id = :app)",
+    "DELETE FROM notifications WHERE app_id = :app",
+    "DELETE FROM devices WHERE app_id = :app",
+    "DELETE FROM subscriber_attributes WHERE subscriber_id IN "
+    "(SELECT id FROM subscribers WHERE app_id = :app)",
+    "DELETE FROM subscriber_tags WHERE subscriber_id IN "
+    "(SELECT id FROM subscribers WHERE app_id = :app)",
+    "DELETE FROM subscriber_events WHERE subscriber_id IN "
+    "(SELECT id FROM subscribers WHERE app_id = :app)",
+    "DELETE FROM subscriber_identifiers WHERE app_id = :app",
+    "DELETE FROM subscribers WHERE app_id = :app",
+    "DELETE FROM campaigns WHERE app_id = :app",
+    "DELETE FROM events WHERE app_id = :app",
+    "DELETE FROM app_credentials WHERE app_id = :app",
+    "DELETE FROM api_keys WHERE app_id = :app",
+    "DELETE FROM apps WHERE id = :app",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +45,23 @@ class App:
     account_id: int
     title: str
     app_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    # At most this many notifications per subscriber per day (None: no cap).
+    frequency_cap: int | None
+    # The icon of web pushes that name none.
+    default_icon_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AppChanges:
+    title: str | None = None
+    set_frequency_cap: bool = False
+    frequency_cap: int | None = None
+    set_default_icon_url: bool = False
+    default_icon_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +123,81 @@ class AppService:
             )
             for row in rows
         ]
+
+    async def get(self, account_id: int, app_key: str) -> AppWithSecret:
+        """The account's app with its secret; NotFound for another account's app."""
+        async with self._db.read.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(apps).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"No app {app_key} in this account")
+        return AppWithSecret(
+            App(row.id, row.account_id, row.title, row.app_key), self._box.decrypt(row.secret_enc)
+        )
+
+    async def settings(self, account_id: int, app_key: str) -> AppSettings:
+        async with self._db.read.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(apps.c.frequency_cap, apps.c.default_icon_url).where(
+                        apps.c.app_key == app_key, apps.c.account_id == account_id
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"No app {app_key} in this account")
+        return AppSettings(row.frequency_cap, row.default_icon_url)
+
+    async def update(self, account_id: int, app_key: str, changes: AppChanges) -> App:
+        """Rename the app or change its settings (what ``changes`` gives)."""
+        values: dict[str, object] = {}
+        if changes.title is not None:
+            title = changes.title.strip()
+            if not title or len(title) > 200:
+                raise InvalidInput("title must be 1-200 characters")
+            values["title"] = title
+        if changes.set_frequency_cap:
+            cap = changes.frequency_cap
+            if cap is not None and not 1 <= cap <= 10_000:
+                raise InvalidInput("frequency_cap must be 1 to 10000 notifications a day, or null")
+            values["frequency_cap"] = cap
+        if changes.set_default_icon_url:
+            icon = changes.default_icon_url
+            if icon is not None and (not icon.startswith("https://") or len(icon) > 2048):
+                raise InvalidInput("default_icon_url must be an https:// URL, or null")
+            values["default_icon_url"] = icon
+        async with self._db.write.begin() as conn:
+            query = (
+                update(apps)
+                .where(apps.c.app_key == app_key, apps.c.account_id == account_id)
+                .values(**(values or {"title": apps.c.title}))  # nothing to change: a no-op
+            )
+            row = (await conn.execute(query.returning(apps.c.id, apps.c.title))).first()
+        if row is None:
+            raise NotFound(f"No app {app_key} in this account")
+        self._by_key.discard(app_key)
+        return App(int(row.id), account_id, row.title, app_key)
+
+    async def delete(self, account_id: int, app_key: str) -> None:
+        """Delete the app with everything of it: devices and subscribers (with their
+        profiles), notifications and their deliveries, events, campaigns, credentials and API
+        keys."""
+        async with self._db.write.begin() as conn:
+            app_id = (
+                await conn.execute(
+                    select(apps.c.id).where(
+                        apps.c.app_key == app_key, apps.c.account_id == account_id
+                    )
+                )
+            ).scalar()
+            if app_id is None:
+                raise NotFound(f"No app {app_key} in this account")
+            for statement in _DELETE_APP:
+                await conn.execute(text(statement), {"app": app_id})
+        self._by_key.discard(app_key)
 
     async def of_account(self, account_id: int, app_key: str) -> App | None:
         """The account's app with this key (None for another account's app)."""

@@ -1,37 +1,39 @@
-"""Device registry: registration of every platform, device tokens, disabling, provider
-addresses for the transports, and the enabled devices of an account.
+"""Device registry: registration of every platform in its app's scope, device tokens,
+disabling, and provider addresses for the transports.
 
-A device is owned by a subscriber, found by its identifiers (external id, uuid, e-mail, phone
-number: the first given one that matches). A push device (ios, android, huawei, web) is found
-again by its provider address: registering the same address again updates that device (and
-enables it again) instead of adding a second one.
+A device belongs to an app (``app_id``): iOS, Android, Huawei and web devices always (the
+app's provider credentials reach them), channel devices when registered with one. A channel
+device registered without an app is a **personal** device of the account (``pushgate
+listen``): it receives every app of the account, as Instapush's own app did.
+
+A device is owned by a subscriber of its scope, found by its identifiers (see
+``services/subscribers.py``). A push device is found again by its provider address within its
+app: registering the same address again updates that device (and enables it again) instead
+of adding a second one.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.cache import TTLCache
 from pushgate.crypto import SecretBox, new_token
 from pushgate.domain import addresses
-from pushgate.domain.errors import Conflict, InvalidInput
+from pushgate.domain.errors import Conflict, InvalidInput, NotFound
+from pushgate.domain.subscribers import STANDARD, Identifiers, parse_identifiers
 from pushgate.egress import EgressPolicy, EgressRefused
+from pushgate.services.subscribers import Scope, lock, resolve
 from pushgate.storage.database import Database, now_ms
-from pushgate.storage.models import devices, subscribers
+from pushgate.storage.models import apps, devices, subscribers
 
 DEVICE_TOKEN_PREFIX = "dvt_"
 DISABLED_REASON_MAX = 200
 ADDRESS_CHUNK = 500
 DEFAULT_MAX_PER_SUBSCRIBER = 100
-
-# Identifier columns of a subscriber in the order they find one.
-IDENTIFIERS = ("external_id", "uuid", "email", "phone_number")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,14 @@ class Device:
     uuid: str | None = None
     # What may be shown of the provider address (see ``addresses.address_hint``).
     address_hint: str | None = None
+    # The app's public id (appID); None for a personal (account-wide) channel device.
+    app_key: str | None = None
+    user_id: str | None = None
+    country: str | None = None
+    model: str | None = None
+    os_version: str | None = None
+    app_version: str | None = None
+    last_active_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,9 @@ class DeviceRegistration:
     """What a client sent; ``register`` validates and normalizes every field."""
 
     platform: str
+    # The app (its appID): required for push platforms; without it a channel device is a
+    # personal device of the account.
+    app_key: str | None = None
     name: str | None = None
     language: str | None = None
     external_id: str | None = None
@@ -70,6 +83,13 @@ class DeviceRegistration:
     email: str | None = None
     phone_number: str | None = None
     uuid: str | None = None
+    user_id: str | None = None
+    country: str | None = None
+    model: str | None = None
+    os_version: str | None = None
+    app_version: str | None = None
+    # More identifiers, custom keys included (``INSIDER.`` prefixes accepted).
+    identifiers: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +114,6 @@ class DeviceAddress:
     enabled: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Identifiers:
-    external_id: str | None = None
-    uuid: str | None = None
-    email: str | None = None
-    phone_number: str | None = None
-
-    def given(self) -> dict[str, str]:
-        """The identifiers present, in the order they find a subscriber."""
-        values = {name: getattr(self, name) for name in IDENTIFIERS}
-        return {name: value for name, value in values.items() if value is not None}
-
-
 _device_columns = (
     devices.c.id,
     devices.c.account_id,
@@ -124,14 +131,36 @@ _device_columns = (
     subscribers.c.phone_number,
     subscribers.c.uuid,
     devices.c.push_token_enc,
+    apps.c.app_key,
+    subscribers.c.user_id,
+    devices.c.country,
+    devices.c.model,
+    devices.c.os_version,
+    devices.c.app_version,
+    devices.c.last_active_ms,
 )
-_device_join = devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
+_device_join = devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id).outerjoin(
+    apps, apps.c.id == devices.c.app_id
+)
 
 
-def _lock_key(account_id: int, kind: str, value: str) -> int:
-    """A signed 64-bit PostgreSQL advisory lock key."""
-    digest = hashlib.blake2b(f"{account_id}\x00{kind}\x00{value}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big", signed=True)
+def _identifiers(spec: DeviceRegistration) -> Identifiers:
+    """The owner's identifiers: the registration's own fields (named so in messages) over
+    those of its ``identifiers`` object."""
+    more = parse_identifiers(spec.identifiers or {}, field="identifiers")
+    fields = {name: getattr(spec, name) for name in STANDARD}
+    own = parse_identifiers({k: v for k, v in fields.items() if v is not None}, field="")
+    return replace(
+        own,
+        **{k: v for k, v in more.standard().items() if k not in own.standard()},
+        custom=more.custom,
+    )
+
+
+def _optional_text(value: str | None, field: str, limit: int) -> str | None:
+    if value is not None and (not value or len(value) > limit or "\x00" in value):
+        raise InvalidInput(f"{field} must be 1 to {limit} characters")
+    return value
 
 
 class DeviceService:
@@ -148,23 +177,28 @@ class DeviceService:
         self._box = box
         self._egress = egress
         self._max_per_subscriber = max_per_subscriber
-        self._enabled: TTLCache[int, tuple[int, ...]] = TTLCache(ttl_seconds=5)
 
     # -- registration ------------------------------------------------------------------
 
     async def register(self, account_id: int, spec: DeviceRegistration) -> RegisteredDevice:
-        """Register a device, or update the account's device with the same provider address
+        """Register a device, or update the app's device with the same provider address
         (then ``created`` is False). Raises ``InvalidInput`` naming the field to fix."""
+        if spec.app_key is None and spec.platform != "channel":
+            raise InvalidInput(
+                f"app_id is required for platform {spec.platform}: the app whose provider "
+                "credentials reach the device (the id `apps/add` answered)"
+            )
         address = addresses.push_address(spec.platform, spec.token, spec.subscription)
-        identifiers = _Identifiers(
-            external_id=addresses.optional(addresses.external_id, spec.external_id, "external_id"),
-            uuid=addresses.optional(addresses.subscriber_uuid, spec.uuid, "uuid"),
-            email=addresses.optional(addresses.email_address, spec.email, "email"),
-            phone_number=addresses.optional(
-                addresses.phone_number, spec.phone_number, "phone_number"
-            ),
-        )
-        timezone = addresses.optional(addresses.timezone_name, spec.timezone, "timezone")
+        identifiers = _identifiers(spec)
+        profile: dict[str, Any] = {
+            "name": _optional_text(spec.name, "name", 200),
+            "language": addresses.optional(addresses.language_tag, spec.language, "language"),
+            "country": addresses.optional(addresses.country_code, spec.country, "country"),
+            "timezone": addresses.optional(addresses.timezone_name, spec.timezone, "timezone"),
+            "model": _optional_text(spec.model, "model", 100),
+            "os_version": _optional_text(spec.os_version, "os_version", 50),
+            "app_version": _optional_text(spec.app_version, "app_version", 50),
+        }
         key = None if address is None else addresses.address_key(spec.platform, address)
         if spec.platform == "web" and key is not None and self._egress is not None:
             try:
@@ -175,60 +209,57 @@ class DeviceService:
         token = new_token(24, DEVICE_TOKEN_PREFIX)
         now = now_ms()
         async with self._db.write.begin() as conn:
-            await self._lock(conn, account_id, address_hash, identifiers)
+            app_id = await self._app_id(conn, account_id, spec.app_key)
+            scope = Scope(account_id, app_id)
+            extra = () if address_hash is None else (f"{spec.platform}:{address_hash}",)
+            await lock(self._db, conn, scope, identifiers, *extra)
             existing = None
             if address_hash is not None:
                 existing = (
                     await conn.execute(
-                        select(devices.c.id, devices.c.subscriber_id)
-                        .where(
-                            devices.c.account_id == account_id,
+                        select(devices.c.id, devices.c.subscriber_id).where(
+                            devices.c.app_id == app_id,
                             devices.c.platform == spec.platform,
                             devices.c.push_token_hash == address_hash,
                         )
-                        .order_by(devices.c.id)
-                        .limit(1)
                     )
                 ).first()
-            subscriber_id = await self._subscriber_id(
-                conn, account_id, identifiers, now, None if existing is None else existing[1]
+            subscriber_id, _created = await resolve(
+                conn, scope, identifiers, now, None if existing is None else int(existing[1])
             )
-            await self._check_room(
-                conn, subscriber_id, None if existing is None else int(existing[0])
-            )
+            device_id = None if existing is None else int(existing[0])
+            await self._check_room(conn, subscriber_id, device_id)
             values: dict[str, Any] = {
                 "subscriber_id": subscriber_id,
                 "token_hash": self._box.digest(token),
+                "last_active_ms": now,
             }
             if address is not None:
                 values["push_token_enc"] = self._box.encrypt(address)
                 values["push_token_hash"] = address_hash
-            if existing is not None:
-                device_id = int(existing[0])
+            if device_id is not None:
                 values.update(enabled=True, disabled_reason=None, last_seen_ms=now)
                 # What this registration leaves out stays as it was.
-                for column, value in (
-                    ("name", spec.name),
-                    ("language", spec.language),
-                    ("timezone", timezone),
-                ):
-                    if value is not None:
-                        values[column] = value
+                values.update({k: v for k, v in profile.items() if v is not None})
                 await conn.execute(update(devices).where(devices.c.id == device_id), values)
             else:
                 values.update(
                     account_id=account_id,
+                    app_id=app_id,
                     platform=spec.platform,
-                    name=spec.name,
-                    language=spec.language,
-                    timezone=timezone,
                     enabled=True,
                     disabled_reason=None,
                     created_ms=now,
                     last_seen_ms=None,
+                    **profile,
                 )
                 result = await conn.execute(insert(devices).returning(devices.c.id), values)
                 device_id = int(result.scalar_one())
+            await conn.execute(
+                update(subscribers)
+                .where(subscribers.c.id == subscriber_id)
+                .values(last_active_ms=now)
+            )
             row = (
                 await conn.execute(
                     select(*_device_columns)
@@ -236,27 +267,22 @@ class DeviceService:
                     .where(devices.c.id == device_id)
                 )
             ).one()
-        self._enabled.discard(account_id)
         return RegisteredDevice(self._device(row), token, created=existing is None)
 
-    async def _lock(
-        self,
-        conn: AsyncConnection,
-        account_id: int,
-        address_hash: str | None,
-        identifiers: _Identifiers,
-    ) -> None:
-        """Serialize registrations that could find or create the same device or subscriber.
-
-        SQLite write transactions are serialized already (``BEGIN IMMEDIATE``); PostgreSQL
-        takes a transaction-scoped advisory lock per address and identifier, in one order."""
-        if self._db.is_sqlite:
-            return
-        keys = {_lock_key(account_id, name, value) for name, value in identifiers.given().items()}
-        if address_hash is not None:
-            keys.add(_lock_key(account_id, "address", address_hash))
-        for key in sorted(keys):
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    @staticmethod
+    async def _app_id(conn: AsyncConnection, account_id: int, app_key: str | None) -> int | None:
+        if app_key is None:
+            return None
+        app_id = (
+            await conn.execute(
+                select(apps.c.id).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
+            )
+        ).scalar()
+        if app_id is None:
+            raise NotFound(
+                f"No app {app_key} in this account (GET /v1/apps/list lists the account's apps)"
+            )
+        return int(app_id)
 
     async def _check_room(
         self, conn: AsyncConnection, subscriber_id: int, device_id: int | None
@@ -275,45 +301,6 @@ class DeviceService:
                 f"(setting max_devices_per_subscriber is {self._max_per_subscriber}): register "
                 "the device for another subscriber, or let old devices be disabled first"
             )
-
-    @staticmethod
-    async def _subscriber_id(
-        conn: AsyncConnection,
-        account_id: int,
-        identifiers: _Identifiers,
-        now: int,
-        current: int | None,
-    ) -> int:
-        """The subscriber these identifiers name: the first given identifier that matches one
-        of the account's subscribers finds it, and it gets the identifiers it lacks. None
-        matching: the device's ``current`` subscriber when it is anonymous (or when nothing
-        identifies the owner), else a new subscriber."""
-        given = identifiers.given()
-        if not given and current is not None:
-            return current
-        columns = [subscribers.c.id, *(subscribers.c[name] for name in IDENTIFIERS)]
-        for name, value in given.items():
-            found = (
-                await conn.execute(
-                    select(*columns)
-                    .where(subscribers.c.account_id == account_id, subscribers.c[name] == value)
-                    .order_by(subscribers.c.id)
-                    .limit(1)
-                )
-            ).first()
-            if found is not None:
-                await _fill_identifiers(conn, found, given)
-                return int(found.id)
-        if current is not None:
-            owner = (await conn.execute(select(*columns).where(subscribers.c.id == current))).one()
-            if all(getattr(owner, name) is None for name in IDENTIFIERS):
-                await _fill_identifiers(conn, owner, given)
-                return current
-        result = await conn.execute(
-            insert(subscribers).returning(subscribers.c.id),
-            {"account_id": account_id, **dict.fromkeys(IDENTIFIERS), **given, "created_ms": now},
-        )
-        return int(result.scalar_one())
 
     # -- reading -----------------------------------------------------------------------
 
@@ -336,6 +323,13 @@ class DeviceService:
             phone_number,
             uuid,
             push_token_enc,
+            app_key,
+            user_id,
+            country,
+            model,
+            os_version,
+            app_version,
+            last_active_ms,
         ) = row
         address = None if push_token_enc is None else self._box.decrypt(push_token_enc)
         return Device(
@@ -355,18 +349,27 @@ class DeviceService:
             phone_number=phone_number,
             uuid=uuid,
             address_hint=addresses.address_hint(platform, address),
+            app_key=app_key,
+            user_id=user_id,
+            country=country,
+            model=model,
+            os_version=os_version,
+            app_version=app_version,
+            last_active_ms=last_active_ms,
         )
 
-    async def list(self, account_id: int) -> list[Device]:
+    async def list(self, account_id: int, app_key: str | None = None) -> list[Device]:
+        """The account's devices (of one app, when given)."""
+        query = (
+            select(*_device_columns)
+            .select_from(_device_join)
+            .where(devices.c.account_id == account_id)
+            .order_by(devices.c.id)
+        )
+        if app_key is not None:
+            query = query.where(apps.c.app_key == app_key)
         async with self._db.read.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(*_device_columns)
-                    .select_from(_device_join)
-                    .where(devices.c.account_id == account_id)
-                    .order_by(devices.c.id)
-                )
-            ).all()
+            rows = (await conn.execute(query)).all()
         return [self._device(row) for row in rows]
 
     async def authenticate(self, device_token: str | None) -> Device | None:
@@ -387,24 +390,6 @@ class DeviceService:
             return None
         return self._device(row[:-1])
 
-    async def enabled_device_ids(self, account_id: int) -> tuple[int, ...]:
-        cached = self._enabled.get(account_id)
-        if cached is not None:
-            return cached
-        async with self._db.read.connect() as conn:
-            ids = tuple(
-                int(device_id)
-                for device_id in (
-                    await conn.execute(
-                        select(devices.c.id)
-                        .where(devices.c.account_id == account_id, devices.c.enabled.is_(True))
-                        .order_by(devices.c.id)
-                    )
-                ).scalars()
-            )
-        self._enabled.put(account_id, ids)
-        return ids
-
     async def addresses(self, device_ids: Iterable[int]) -> dict[int, DeviceAddress]:
         """Platform, decrypted provider address, language and time zone of each of these
         devices that exists (disabled ones too: see ``enabled``)."""
@@ -419,25 +404,25 @@ class DeviceService:
                             devices.c.account_id,
                             devices.c.platform,
                             devices.c.push_token_enc,
-                            devices.c.language,
-                            devices.c.timezone,
+                            func.coalesce(devices.c.language, subscribers.c.language),
+                            func.coalesce(devices.c.timezone, subscribers.c.timezone),
                             devices.c.enabled,
-                        ).where(devices.c.id.in_(chunk))
+                        )
+                        .select_from(
+                            devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
+                        )
+                        .where(devices.c.id.in_(chunk))
                     )
                 ).all()
             for row in rows:
-                found[row.id] = DeviceAddress(
-                    device_id=row.id,
-                    account_id=row.account_id,
-                    platform=row.platform,
-                    address=(
-                        None
-                        if row.push_token_enc is None
-                        else self._box.decrypt(row.push_token_enc)
-                    ),
-                    language=row.language,
-                    timezone=row.timezone,
-                    enabled=bool(row.enabled),
+                found[row[0]] = DeviceAddress(
+                    device_id=row[0],
+                    account_id=row[1],
+                    platform=row[2],
+                    address=None if row[3] is None else self._box.decrypt(row[3]),
+                    language=row[4],
+                    timezone=row[5],
+                    enabled=bool(row[6]),
                 )
         return found
 
@@ -455,17 +440,7 @@ class DeviceService:
                     .returning(devices.c.account_id)
                 )
             ).scalar()
-        if account_id is None:
-            return False
-        self._enabled.discard(int(account_id))
-        return True
-
-
-async def _fill_identifiers(conn: AsyncConnection, row: Row[Any], given: dict[str, str]) -> None:
-    """Give the subscriber in ``row`` those of the ``given`` identifiers it lacks."""
-    missing = {name: value for name, value in given.items() if getattr(row, name) is None}
-    if missing:
-        await conn.execute(update(subscribers).where(subscribers.c.id == row.id).values(**missing))
+        return account_id is not None
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from pushgate.channel.broadcast import ChannelBroadcast
-from pushgate.channel.hub import Outgoing
-from pushgate.channel.messages import notification_message
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.audience import Audience
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.services.channel_port import ChannelPort
 from pushgate.services.delivery_jobs import (
     CHANNEL,
     CHANNEL_BATCH,
@@ -29,13 +30,14 @@ from pushgate.services.delivery_jobs import (
     deliver_queue,
     fanout_id,
 )
-from pushgate.storage.database import Database
+from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.transports.base import Content
 
 log = logging.getLogger(__name__)
 
 FANOUT_BATCH = 64
+DAY_MS = 86_400_000
 
 
 class FanOut:
@@ -44,9 +46,13 @@ class FanOut:
         db: Database,
         jobs: EmbeddedQueue,
         queue: QueueEngine,
-        direct_channel: ChannelBroadcast | None = None,
+        channel: ChannelPort,
+        *,
+        direct: bool = False,
+        unengaged_after_days: float = 30.0,
     ) -> None:
         self._db = db
+        self._unengaged_ms = int(unengaged_after_days * 86_400_000)
         self._jobs = jobs
         self._queue = queue
         self._writes = DeliveryWrites(db.write.dialect.name)
@@ -55,48 +61,71 @@ class FanOut:
         # protect that hand-off against a crash of this process, which takes the connections
         # with it (the devices then get their backlog when they reconnect). With several
         # processes a channel job carries it, so a crashed worker's hand-off is done by another.
-        self._direct = direct_channel
+        self._channel = channel
+        self._direct = direct
 
     async def step(self, limit: int = FANOUT_BATCH) -> int:
         """Fan out up to ``limit`` accepted notifications; returns how many."""
         queued: set[str] = set()
-        direct: list[tuple[list[int], Outgoing]] = []
+        direct: list[tuple[list[int], int, bytes]] = []
         async with self._db.write.begin() as conn:
             jobs = await self._jobs.take_within(conn, FANOUT_QUEUE, limit)
             if not jobs:
                 return 0
             ids = [fanout_id(job.payload) for job in jobs]
-            contents = [
-                Content.from_row(row) for row in await self._writes.notifications_by_id(conn, ids)
-            ]
+            rows = await self._writes.notifications_by_id(conn, ids)
+            contents = [Content.from_row(row) for row in rows]
             by_id = {content.notification_id: content for content in contents}
+            # Without an audience of its own (Instapush, a plain send): the app's devices and
+            # the account's personal ones, many notifications in one statement.
             created = await self._writes.fan_out(
-                conn, [(c.notification_id, c.account_id, c.created_ms) for c in contents]
+                conn,
+                [
+                    (c.notification_id, c.account_id, row[10], c.created_ms)
+                    for c, row in zip(contents, rows, strict=True)
+                    if row[11] is None
+                ],
             )
+            engaged_since = now_ms() - self._unengaged_ms
+            for content, row in zip(contents, rows, strict=True):
+                if row[11] is not None and row[10] is not None:
+                    created += await self._writes.fan_out_audience(
+                        conn,
+                        content.notification_id,
+                        content.created_ms,
+                        Audience.from_json(row[11]),
+                        app_id=int(row[10]),
+                        account_id=content.account_id,
+                        engaged_since_ms=engaged_since,
+                    )
+            capped: set[tuple[int, int]] = set()
+            now = now_ms()
+            for content, row in zip(contents, rows, strict=True):
+                if row[13] is not None and row[10] is not None:
+                    capped.update(
+                        (content.notification_id, device_id)
+                        for device_id in await self._writes.cap(
+                            conn, content.notification_id, int(row[10]), int(row[13]),
+                            now - DAY_MS, now,
+                        )
+                    )  # fmt: skip
             groups: dict[tuple[int, str], list[int]] = defaultdict(list)
             for notification_id, device_id, transport in created:
-                groups[(notification_id, transport)].append(device_id)
+                if (notification_id, device_id) not in capped:
+                    groups[(notification_id, transport)].append(device_id)
             payloads: dict[str, list[bytes]] = defaultdict(list)
             for (notification_id, transport), device_ids in groups.items():
                 if transport == CHANNEL:
                     content = by_id[notification_id]
-                    message = notification_message(
-                        notification_id=notification_id,
-                        app_key=content.app_key,
-                        event=content.event,
-                        title=content.title,
-                        message=content.message,
-                        data_json=content.data_json,
-                        created_ms=content.created_ms,
-                        expires_ms=content.expires_ms,
-                    )
-                    if self._direct is not None:
-                        direct.append((device_ids, Outgoing(notification_id, message)))
-                        continue
-                    payloads[deliver_queue(CHANNEL)].extend(
-                        ChannelJob(notification_id, part, message).encode()
-                        for part in batches(device_ids, CHANNEL_BATCH)
-                    )
+                    for localized, ids_ in await self._localized(conn, content, device_ids):
+                        message = self._channel.message(localized)
+                        if self._direct:
+                            direct.append((ids_, notification_id, message))
+                            continue
+                        payloads[deliver_queue(CHANNEL)].extend(
+                            ChannelJob(notification_id, part, message).encode()
+                            for part in batches(ids_, CHANNEL_BATCH)
+                        )
                 else:
                     payloads[deliver_queue(transport)].extend(
                         PushJob(notification_id, part, 0).encode()
@@ -107,7 +136,18 @@ class FanOut:
                 queued.add(queue)
         for queue in queued:
             self._queue.wake(queue)
-        if self._direct is not None:
-            for device_ids, item in direct:
-                await self._direct.publish(device_ids, item)
+        for device_ids, notification_id, message in direct:
+            await self._channel.hand_over(device_ids, notification_id, message)
         return len(jobs)
+
+    async def _localized(
+        self, conn: AsyncConnection, content: Content, device_ids: list[int]
+    ) -> list[tuple[Content, list[int]]]:
+        """The content each group of these devices gets: one group per translation."""
+        if content.translations is None:
+            return [(content, device_ids)]
+        languages = await self._writes.device_languages(conn, device_ids)
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        for device_id in device_ids:
+            groups[content.variant(languages.get(device_id))].append(device_id)
+        return [(content.localized(languages.get(ids[0])), ids) for ids in groups.values()]

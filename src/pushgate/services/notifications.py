@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from pushgate.channel.hub import Outgoing
-from pushgate.channel.messages import notification_message
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.storage.database import Database, now_ms
-from pushgate.storage.models import apps, deliveries, devices, notifications
+from pushgate.storage.models import apps, deliveries, devices, notifications, subscribers
+from pushgate.transports.base import Content
 
 BACKLOG_PAGE = 500
 DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed", "expired")
@@ -65,7 +64,7 @@ class NotificationQueries:
 
     async def backlog(
         self, device_id: int, since: int | None, limit: int | None = None
-    ) -> AsyncIterator[Outgoing]:
+    ) -> AsyncIterator[Content]:
         """What a (re)connecting device is owed, oldest first, page by page.
 
         Without ``since``: everything not yet acknowledged. With ``since``: everything newer
@@ -73,11 +72,22 @@ class NotificationQueries:
         """
         after = since or 0
         remaining = limit
+        async with self._db.read.connect() as conn:
+            language = (
+                await conn.execute(
+                    select(func.coalesce(devices.c.language, subscribers.c.language))
+                    .select_from(
+                        devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
+                    )
+                    .where(devices.c.id == device_id)
+                )
+            ).scalar()
         while remaining is None or remaining > 0:
             page = BACKLOG_PAGE if remaining is None else min(BACKLOG_PAGE, remaining)
             query = (
                 select(
                     _n.id,
+                    _n.account_id,
                     apps.c.app_key,
                     _n.event,
                     _n.title,
@@ -85,6 +95,10 @@ class NotificationQueries:
                     _n.data,
                     _n.created_ms,
                     _n.expires_ms,
+                    _n.options,
+                    _n.app_id,
+                    _n.audience,
+                    _n.translations,
                 )
                 .select_from(_with_app.join(deliveries, _d.notification_id == _n.id))
                 .where(_d.device_id == device_id, _d.notification_id > after)
@@ -99,19 +113,7 @@ class NotificationQueries:
             async with self._db.read.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
-                yield Outgoing(
-                    row.id,
-                    notification_message(
-                        notification_id=row.id,
-                        app_key=row.app_key,
-                        event=row.event,
-                        title=row.title,
-                        message=row.message,
-                        data_json=row.data,
-                        created_ms=row.created_ms,
-                        expires_ms=row.expires_ms,
-                    ),
-                )
+                yield Content.from_row(row).localized(language)
             if len(rows) < page:
                 return
             after = rows[-1].id

@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from itertools import islice
 
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
@@ -27,6 +30,7 @@ from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow, StatusRow
+from pushgate.storage.models import idempotency_keys
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,20 @@ class PipelineUnavailable(Exception):
     """The notification could not be stored; the caller should answer 503."""
 
 
+class DuplicateRequest(Exception):  # noqa: N818 - it says what it is
+    """A notification with this idempotency key is stored already (by a concurrent request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An idempotency key, stored with the notification in its transaction: a second request
+    with the same key (in any process) cannot store a second notification."""
+
+    account_id: int
+    key: str
+    fingerprint: str
+
+
 @dataclass(frozen=True, slots=True)
 class NewNotification:
     account_id: int
@@ -55,6 +73,16 @@ class NewNotification:
     data_json: str
     ttl_seconds: int
     options: PushOptions = DEFAULT_OPTIONS
+    campaign_id: int | None = None
+    # domain.audience.Audience as JSON; None: the app's devices and the personal ones
+    audience_json: str | None = None
+    translations_json: str | None = None
+    # the fan-out is due then (ms since the epoch); None: at once
+    due_ms: int | None = None
+    idempotency: Idempotency | None = None
+    # targets that get no delivery (see storage/models.py notifications)
+    no_user: int = 0
+    opted_out: int = 0
 
 
 @dataclass(slots=True)
@@ -288,8 +316,11 @@ class DeliveryPipeline:
             return []
         ids = await self._writes.reserve_notification_ids(conn, len(batch))
         rows: list[NotificationRow] = []
+        keys: list[tuple[Idempotency, int]] = []
+        later: dict[int, list[bytes]] = defaultdict(list)
         for notification_id, pending in zip(ids, batch, strict=True):
             n = pending.notification
+            start = max(now, n.due_ms or now)
             rows.append(
                 (
                     notification_id,
@@ -300,12 +331,39 @@ class DeliveryPipeline:
                     n.message,
                     n.data_json,
                     now,
-                    now + n.ttl_seconds * 1000,
+                    start + n.ttl_seconds * 1000,
                     n.options.to_json(),
+                    n.campaign_id,
+                    n.audience_json,
+                    n.translations_json,
+                    n.due_ms,
+                    n.no_user,
+                    n.opted_out,
                 )
             )
+            if n.idempotency is not None:
+                keys.append((n.idempotency, notification_id))
+            later[start - now].append(fanout_payload(notification_id))
         await self._writes.store_notifications(conn, rows)
-        await self._jobs.enqueue(FANOUT_QUEUE, [fanout_payload(i) for i in ids], conn=conn)
+        if keys:
+            await conn.execute(
+                insert(idempotency_keys),
+                [
+                    {
+                        "account_id": key.account_id,
+                        "key": key.key,
+                        "fingerprint": key.fingerprint,
+                        "status": 201,
+                        "response": str(notification_id),
+                        "created_ms": now,
+                    }
+                    for key, notification_id in keys
+                ],
+            )
+        for delay_ms, payloads in sorted(later.items()):
+            await self._jobs.enqueue(
+                FANOUT_QUEUE, payloads, delay_seconds=delay_ms / 1000, conn=conn
+            )
         return ids
 
     async def _store_batch(self, batch: list[_Pending], now: int) -> list[int | None]:
@@ -316,9 +374,14 @@ class DeliveryPipeline:
                 return list(await self._store_notifications(conn, batch, now))
         except Exception as exc:
             if len(batch) == 1:
+                future = batch[0].future
+                if isinstance(exc, IntegrityError) and batch[0].notification.idempotency:
+                    if not future.done():
+                        future.set_exception(DuplicateRequest())
+                    return [None]
                 log.exception("storing a notification failed; answering 503")
-                if not batch[0].future.done():
-                    batch[0].future.set_exception(PipelineUnavailable(str(exc)))
+                if not future.done():
+                    future.set_exception(PipelineUnavailable(str(exc)))
                 return [None]
             log.exception("storing %d notifications failed; retrying one by one", len(batch))
         ids: list[int | None] = []

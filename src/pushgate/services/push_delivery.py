@@ -107,7 +107,7 @@ class PushDelivery:
                 changes[_Change("failed", why, None)].append(device_id)
                 continue
             targets.append(Target(device_id, address.address, address.language, address.timezone))
-        outcomes = await self._send(transport_name, content, targets)
+        outcomes = await self._send_localized(transport_name, content, targets)
         later: dict[tuple[int, float | None, str], list[int]] = defaultdict(list)
         retries: dict[tuple[int, int], list[int]] = defaultdict(list)
         invalid: list[tuple[int, str]] = []
@@ -181,6 +181,24 @@ class PushDelivery:
         await self._queue.enqueue(
             deliver_queue(transport_name), [again.encode()], delay_seconds=delay
         )
+
+    async def _send_localized(
+        self, transport_name: str, content: Content, targets: list[Target]
+    ) -> list[Outcome]:
+        """Each target gets the translation of its language: one send per translation."""
+        if content.translations is None:
+            return await self._send(transport_name, content, targets)
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        for index, target in enumerate(targets):
+            groups[content.variant(target.language)].append(index)
+        outcomes: list[Outcome] = [RetryLater("not sent")] * len(targets)
+        for indexes in groups.values():
+            group = [targets[i] for i in indexes]
+            localized = content.localized(group[0].language)
+            sent = await self._send(transport_name, localized, group)
+            for index, outcome in zip(indexes, sent, strict=True):
+                outcomes[index] = outcome
+        return outcomes
 
     async def _send(
         self, transport_name: str, content: Content, targets: list[Target]

@@ -1,19 +1,39 @@
-"""The send use case: turn an accepted request into a stored, fanned-out notification."""
+"""The send use case: one ``SendCommand`` becomes a stored notification, fanned out later.
+
+Every face translates its request into a ``SendCommand`` (Instapush's ``post`` through
+``post_event``) and calls ``send``: the notification is stored with its fan-out job in one
+transaction, and ``send`` returns its id once that committed (nothing accepted is lost).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
-from pushgate.domain.errors import InvalidInput, NotFound
-from pushgate.domain.push_options import PushOptions
+from pushgate.domain.audience import Audience
+from pushgate.domain.errors import Conflict, InvalidInput, NotFound
+from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
+from pushgate.domain.translations import Translations
 from pushgate.services.apps import App
 from pushgate.services.events import EventService
-from pushgate.services.pipeline import DeliveryPipeline, NewNotification
+from pushgate.services.pipeline import (
+    DeliveryPipeline,
+    DuplicateRequest,
+    Idempotency,
+    NewNotification,
+)
+from pushgate.storage.database import Database, now_ms
+from pushgate.storage.models import campaigns, idempotency_keys
 
 MAX_DATA_BYTES = 4096
+MAX_KEY_CHARS = 200
+MAX_DELAY_MS = 366 * 86_400_000
 
 
 def data_json(data: Mapping[str, Any], what: str = "data") -> str:
@@ -27,31 +47,156 @@ def data_json(data: Mapping[str, Any], what: str = "data") -> str:
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """The campaign a notification counts towards: the caller's id for it (per app), and a
+    name."""
+
+    external_id: str | None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendCommand:
+    app: App
+    message: str
+    title: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    options: PushOptions = DEFAULT_OPTIONS
+    # None: every device of the app and the account's personal channel devices.
+    audience: Audience | None = None
+    translations: Translations | None = None
+    ttl_seconds: int | None = None
+    campaign: Campaign | None = None
+    due_ms: int | None = None
+    idempotency_key: str | None = None
+    event: str | None = None
+    # What the idempotency key must match: the request as the face read it.
+    fingerprint: str | None = None
+    # Targets that get no delivery: identifiers that named nobody, subscribers opted out.
+    no_user: int = 0
+    opted_out: int = 0
+
+
+def fingerprint(request: Any) -> str:
+    """A digest of a request, stored with its idempotency key."""
+    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class SendService:
-    def __init__(self, events: EventService, pipeline: DeliveryPipeline, ttl_seconds: int) -> None:
+    def __init__(
+        self, db: Database, events: EventService, pipeline: DeliveryPipeline, ttl_seconds: int
+    ) -> None:
+        self._db = db
         self._events = events
         self._pipeline = pipeline
         self._ttl = ttl_seconds
 
+    async def send(self, command: SendCommand) -> int:
+        """Store the notification (its fan-out is due at once, or at ``due_ms``); its id once
+        durable. With an idempotency key that was used before, the first send's id, and
+        nothing is sent again."""
+        app = command.app
+        idempotency = None
+        if command.idempotency_key is not None:
+            key = command.idempotency_key
+            if not 0 < len(key) <= MAX_KEY_CHARS or "\x00" in key:
+                raise InvalidInput(f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
+            idempotency = Idempotency(app.account_id, key, command.fingerprint or "")
+            earlier = await self._earlier(idempotency)
+            if earlier is not None:
+                return earlier
+        now = now_ms()
+        if command.due_ms is not None and command.due_ms - now > MAX_DELAY_MS:
+            raise InvalidInput("a send can be scheduled at most a year ahead")
+        campaign_id = None if command.campaign is None else await self._campaign(app, command)
+        notification = NewNotification(
+            account_id=app.account_id,
+            app_id=app.id,
+            event=command.event,
+            title=command.title,
+            message=command.message,
+            data_json=data_json(command.data),
+            ttl_seconds=self._ttl if command.ttl_seconds is None else command.ttl_seconds,
+            options=command.options,
+            campaign_id=campaign_id,
+            audience_json=None if command.audience is None else command.audience.to_json(),
+            translations_json=(
+                None if command.translations is None else command.translations.to_json()
+            ),
+            due_ms=command.due_ms,
+            idempotency=idempotency,
+            no_user=command.no_user,
+            opted_out=command.opted_out,
+        )
+        try:
+            return await self._pipeline.submit(notification)
+        except DuplicateRequest:
+            assert idempotency is not None
+            earlier = await self._earlier(idempotency)
+            if earlier is None:  # pragma: no cover - the duplicate committed first
+                raise Conflict("A request with this Idempotency-Key is in progress") from None
+            return earlier
+
+    async def _earlier(self, idempotency: Idempotency) -> int | None:
+        async with self._db.read.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
+                        idempotency_keys.c.account_id == idempotency.account_id,
+                        idempotency_keys.c.key == idempotency.key,
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.fingerprint != idempotency.fingerprint:
+            raise Conflict(
+                "This Idempotency-Key was used for another request: use a new key for a new request"
+            )
+        return int(row.response)
+
+    async def _campaign(self, app: App, command: SendCommand) -> int:
+        campaign = command.campaign
+        assert campaign is not None
+        query = select(campaigns.c.id).where(
+            campaigns.c.app_id == app.id, campaigns.c.external_id == campaign.external_id
+        )
+        for _ in range(2):
+            if campaign.external_id is not None:
+                async with self._db.read.connect() as conn:
+                    found = (await conn.execute(query)).scalar()
+                if found is not None:
+                    return int(found)
+            try:
+                async with self._db.write.begin() as conn:
+                    created = await conn.execute(
+                        insert(campaigns).returning(campaigns.c.id),
+                        {
+                            "app_id": app.id,
+                            "external_id": campaign.external_id,
+                            "name": campaign.name,
+                            "created_ms": now_ms(),
+                        },
+                    )
+                    return int(created.scalar_one())
+            except IntegrityError:
+                continue  # made meanwhile by a concurrent send: read it
+        raise Conflict("the campaign could not be stored; retry")  # pragma: no cover
+
     async def post_event(self, app: App, event_title: str, trackers: Mapping[str, str]) -> int:
-        """Render the app's event with these tracker values and send it to every enabled
-        device of the app's account. The event's trackers are the notification's data (other
-        values are not kept). Returns the notification id once it is durable."""
+        """Instapush's post: the app's event rendered with these tracker values, to every
+        enabled device of the app and the account's personal channel devices. The event's
+        trackers are the notification's data (other values are not kept)."""
         event = await self._events.get(app.id, event_title)
         if event is None:
             raise NotFound(f"Event not found: {event_title!r}")
         message = event.template.render(trackers)
         declared = {name: trackers[name] for name in event.trackers if name in trackers}
-        data = data_json(declared, "the event's tracker values")
-        return await self._pipeline.submit(
-            NewNotification(
-                account_id=app.account_id,
-                app_id=app.id,
-                event=event.title,
-                title=event.title,
-                message=message,
-                data_json=data,
-                ttl_seconds=self._ttl,
+        data_json(declared, "the event's tracker values")
+        return await self.send(
+            SendCommand(
+                app=app, title=event.title, message=message, data=declared, event=event.title
             )
         )
 
@@ -65,18 +210,14 @@ class SendService:
         options: PushOptions,
         ttl_seconds: int | None,
     ) -> int:
-        """Send a message as given (no event template) to every enabled device of the app's
-        account. Returns the notification id once it is durable."""
-        encoded = data_json(data)
-        return await self._pipeline.submit(
-            NewNotification(
-                account_id=app.account_id,
-                app_id=app.id,
-                event=None,
+        """A message as given (no event template), to the app's devices."""
+        return await self.send(
+            SendCommand(
+                app=app,
                 title=title,
                 message=message,
-                data_json=encoded,
-                ttl_seconds=self._ttl if ttl_seconds is None else ttl_seconds,
+                data=data,
                 options=options,
+                ttl_seconds=ttl_seconds,
             )
         )

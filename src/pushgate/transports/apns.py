@@ -31,8 +31,8 @@ tokens older than an hour and too frequent renewals); a 403 ``ExpiredProviderTok
 
 Answers map to outcomes in ``outcome``: 200 Delivered; 410 and 400 ``BadDeviceToken``
 TokenInvalid; 429 and 5xx RetryLater (with ``Retry-After``); 400 ``DeviceTokenNotForTopic``
-PermanentFailure (the token is another app's: devices belong to the account, not to one app,
-so a notification of one app can meet another app's device, which must stay enabled);
+PermanentFailure (the token is another app's: it was registered under the wrong app; the
+device stays enabled, as the token itself is alive);
 403 provider token errors RetryLater; 413 and other 4xx PermanentFailure. Reasons start with
 APNs's own reason name from the JSON body ``{"reason": ...}``.
 """

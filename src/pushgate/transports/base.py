@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
@@ -19,6 +19,7 @@ import orjson
 from pushgate.domain.credentials import Credentials
 from pushgate.domain.outcomes import Outcome, PermanentFailure
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
+from pushgate.domain.translations import Translations
 from pushgate.transports.http import HttpSender
 
 # What a send to a provider raises when no answer came (refused, reset, timed out): each
@@ -53,12 +54,35 @@ class Content:
     created_ms: int
     expires_ms: int
     options: PushOptions = DEFAULT_OPTIONS
+    # The notification's text in other languages; ``localized`` picks a device's.
+    translations: Translations | None = None
 
     @property
     def data(self) -> dict[str, Any]:
         """The notification's data: string keys, JSON values."""
         value = orjson.loads(self.data_json) if self.data_json else {}
         return value if isinstance(value, dict) else {}
+
+    def localized(self, language: str | None) -> Content:
+        """The content a device of ``language`` gets: its translation's title, message,
+        image and link (see ``domain.translations``)."""
+        if self.translations is None:
+            return self
+        chosen = self.translations.choose(language)
+        options = replace(
+            self.options,
+            image_url=chosen.image_url or self.options.image_url,
+            deep_link=chosen.link or self.options.deep_link,
+        )
+        return replace(
+            self, title=chosen.title, message=chosen.message, options=options, translations=None
+        )
+
+    def variant(self, language: str | None) -> str | None:
+        """Which translation a device of ``language`` gets (None: there are none)."""
+        if self.translations is None:
+            return None
+        return self.translations.choose(language).language
 
     def ttl_seconds(self, now_ms: int) -> int:
         """Seconds left until the notification expires (0 when it has)."""
@@ -78,6 +102,7 @@ class Content:
             created_ms=int(row[7]),
             expires_ms=int(row[8]),
             options=PushOptions.from_json(row[9]),
+            translations=(Translations.from_json(row[12]) if len(row) > 12 and row[12] else None),
         )
 
 

@@ -37,7 +37,8 @@ FcmError ``errorCode`` wins over ``status``:
 
 - ``UNREGISTERED`` (404) or any 404: TokenInvalid (the app was uninstalled or the token expired).
 - ``SENDER_ID_MISMATCH`` (403): PermanentFailure (the token belongs to another Firebase
-  project: another app of the account may reach it, so the device stays enabled).
+  project: it was registered under the wrong app; the device stays enabled, as the token
+  itself is alive).
 - ``INVALID_ARGUMENT`` (400): TokenInvalid when the error is about the registration token
   ("not a valid FCM registration token", or a field violation on ``message.token``), else
   PermanentFailure (payload too large, a refused data key...).
