@@ -236,7 +236,7 @@ def android_token() -> str:
 
 
 async def register_devices(
-    port: int, user_token: str, platform: str, addresses: list[Any], deadline: float
+    port: int, user_token: str, app_id: str, platform: str, addresses: list[Any], deadline: float
 ) -> int:
     """Register one device per address through ``POST /api/v1/devices``, many in flight."""
     pool = HttpPool("127.0.0.1", port, REGISTER_CONCURRENCY)
@@ -247,7 +247,7 @@ async def register_devices(
     async def worker() -> None:
         nonlocal done
         for i in todo:
-            body: dict[str, Any] = {"platform": platform, "name": f"bench-{i}"}
+            body: dict[str, Any] = {"platform": platform, "app_id": app_id, "name": f"bench-{i}"}
             body["subscription" if platform == "web" else "token"] = addresses[i]
             left = deadline - time.monotonic()
             if left <= 0:
@@ -712,7 +712,11 @@ def run_provider(
         tenant.put_credentials(platform, fake.info["credentials"])
         addresses = [ios_token() if kind == "apns" else android_token() for _ in range(n)]
     t0 = time.perf_counter()
-    _run_loop(register_devices(server.port, tenant.user_token, platform, addresses, clock.deadline))
+    _run_loop(
+        register_devices(
+            server.port, tenant.user_token, tenant.app_id, platform, addresses, clock.deadline
+        )
+    )
     reg = time.perf_counter() - t0
     out["registration"] = {"seconds": round(reg, 2), "per_s": round(n / reg, 1)}
     log(f"  registered in {reg:.1f} s ({n / reg:,.0f}/s)")

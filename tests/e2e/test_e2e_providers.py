@@ -87,7 +87,7 @@ def huawei_token() -> str:
 async def register(
     http: httpx2.AsyncClient, tenant: Tenant, platform: str, address: Any
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"platform": platform}
+    body: dict[str, Any] = {"platform": platform, "app_id": tenant.app_id}
     if platform == "web":
         body["subscription"] = address
     else:
@@ -132,21 +132,44 @@ async def send(http: httpx2.AsyncClient, tenant: Tenant, **fields: Any) -> int:
     return notification_id
 
 
+async def made(
+    http: httpx2.AsyncClient, tenant: Tenant, notification_id: int, expected: int
+) -> dict[int, dict[str, Any]]:
+    """device id -> delivery, once the fan-out has made ``expected`` deliveries."""
+    deadline = time.monotonic() + 10
+    while True:
+        resp = await http.get(
+            f"/api/v1/notifications/{notification_id}/deliveries", headers=tenant.bearer
+        )
+        rows = resp.json()["deliveries"]
+        if len(rows) >= expected or time.monotonic() > deadline:
+            return {row["device_id"]: row for row in rows}
+        await asyncio.sleep(0.05)
+
+
 async def settled(
     http: httpx2.AsyncClient,
     tenant: Tenant,
     notification_id: int,
     expected: int,
     timeout: float = 20.0,
+    *,
+    channel_queued: bool = False,
 ) -> dict[int, dict[str, Any]]:
-    """device id -> delivery, once ``expected`` deliveries have left ``queued``."""
+    """device id -> delivery, once ``expected`` deliveries have left ``queued`` (channel
+    deliveries to devices that are not connected may stay queued, with ``channel_queued``)."""
     deadline = time.monotonic() + timeout
     while True:
         resp = await http.get(
             f"/api/v1/notifications/{notification_id}/deliveries", headers=tenant.bearer
         )
         rows = resp.json()["deliveries"]
-        if len(rows) == expected and all(row["status"] != "queued" for row in rows):
+        waiting = [
+            row
+            for row in rows
+            if row["status"] == "queued" and not (channel_queued and row["transport"] == "channel")
+        ]
+        if len(rows) == expected and not waiting:
             return {row["device_id"]: row for row in rows}
         if time.monotonic() > deadline:
             pytest.fail(f"deliveries of {notification_id} did not settle: {rows}")
@@ -352,3 +375,73 @@ async def test_the_egress_policy_is_checked_again_when_connecting(
     assert rows[phone["id"]]["status"] == "failed"
     assert "egress_allow" in rows[phone["id"]]["reason"]
     assert (len(fakes.webpush.received), fakes.fcm.token_fetches) == before
+
+
+async def test_a_send_of_one_app_never_reaches_another_apps_devices(
+    http: httpx2.AsyncClient, provider_server: ServerProcess, fakes: Fakes
+) -> None:
+    """Two apps of one account: a notification of app X (native send and Instapush post)
+    reaches X's devices and the account's personal channel devices, never app Y's, on any
+    platform; and Y's Huawei token, which Push Kit would call illegal for X, stays enabled."""
+    x = await setup_tenant(http, provider_server, fakes, ("ios", "android", "huawei"))
+    y = Tenant(data_dir=x.data_dir, user_token=x.user_token)
+    await add_app(http, y, "app Y")
+    for platform, upload in (
+        ("ios", fakes.apns.credentials(topic="com.example.y", environment="sandbox")),
+        ("android", fakes.fcm.credentials()),
+        ("huawei", fakes.hms.credentials()),
+    ):
+        resp = await http.put(
+            f"/api/v1/apps/{y.app_id}/credentials/{platform}", headers=y.bearer, json=upload
+        )
+        assert resp.status_code == 201, resp.text
+    y_tokens = {"ios": ios_token(), "android": android_token(), "huawei": huawei_token()}
+    y_devices = {p: await register(http, y, p, t) for p, t in y_tokens.items()}
+    y_web = await web_subscription(http, y, fakes)
+    y_devices["web"] = await register(http, y, "web", y_web)
+    y_devices["channel"] = await register(http, y, "channel", None)
+    x_channel = await register(http, x, "channel", None)
+    personal = (
+        await http.post("/api/v1/devices", headers=x.bearer, json={"platform": "channel"})
+    ).json()
+    fakes.hms.unregister(y_tokens["huawei"])  # what Push Kit answers for another app's token
+    before = {
+        "apns": len(fakes.apns.received),
+        "fcm": len(fakes.fcm.received),
+        "hms": len(fakes.hms.received),
+        "webpush": len(fakes.webpush.received),
+    }
+    sent = await send(http, x)
+    assert (
+        await http.post(
+            "/v1/events/add",
+            headers=x.app_headers,
+            json={
+                "title": "signups",
+                "trackers": ["email"],
+                "message": "{email} joined",
+            },
+        )
+    ).status_code == 201
+    posted = await http.post(
+        "/v1/post", headers=x.app_headers, json={"event": "signups", "trackers": {"email": "a"}}
+    )
+    assert posted.status_code == 201, posted.text
+    for notification_id in (sent, int(posted.headers["x-pushgate-notification-id"])):
+        rows = await made(http, x, notification_id, 2)
+        assert set(rows) == {x_channel["id"], personal["id"]}, rows
+    await asyncio.sleep(0.5)  # push deliveries to Y's devices would have been sent by now
+    assert len(fakes.apns.received) == before["apns"]
+    assert len(fakes.fcm.received) == before["fcm"]
+    assert len(fakes.hms.received) == before["hms"]
+    assert len(fakes.webpush.received) == before["webpush"]
+    listed = (await http.get(f"/api/v1/devices?app_id={y.app_id}", headers=y.bearer)).json()
+    assert {d["id"] for d in listed["devices"]} == {d["id"] for d in y_devices.values()}
+    assert all(d["enabled"] for d in listed["devices"]), listed
+    # Y's own send reaches Y's devices, with Y's credentials (APNs topic com.example.y).
+    mine = await send(http, y)
+    rows = await made(http, y, mine, 6)
+    assert set(rows) == {d["id"] for d in y_devices.values()} | {personal["id"]}
+    await settled(http, y, mine, 6, channel_queued=True)
+    (apns,) = received_by(fakes.apns.received, lambda r: r.token == y_tokens["ios"])
+    assert apns.headers["apns-topic"] == "com.example.y"

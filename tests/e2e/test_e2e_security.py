@@ -139,10 +139,11 @@ async def test_web_push_endpoints_on_internal_addresses_are_refused(
     http: httpx2.AsyncClient, server: ServerProcess, endpoint: str
 ) -> None:
     tenant = new_account(server.data_dir)
+    await add_app(http, tenant)
     resp = await http.post(
         "/api/v1/devices",
         headers=tenant.bearer,
-        json={"platform": "web", "subscription": subscription(endpoint)},
+        json={"platform": "web", "app_id": tenant.app_id, "subscription": subscription(endpoint)},
     )
     assert resp.status_code == 400, resp.text
     message = resp.json()["error"]["message"]
@@ -153,11 +154,13 @@ async def test_an_endpoint_that_does_not_resolve_now_is_accepted(
     http: httpx2.AsyncClient, server: ServerProcess
 ) -> None:
     tenant = new_account(server.data_dir)
-    resp = await http.post(
-        "/api/v1/devices",
-        headers=tenant.bearer,
-        json={"platform": "web", "subscription": subscription("https://push.example.invalid/x")},
-    )
+    await add_app(http, tenant)
+    body = {
+        "platform": "web",
+        "app_id": tenant.app_id,
+        "subscription": subscription("https://push.example.invalid/x"),
+    }
+    resp = await http.post("/api/v1/devices", headers=tenant.bearer, json=body)
     assert resp.status_code == 201, resp.text
 
 
@@ -320,7 +323,9 @@ async def test_only_channel_devices_use_the_channel(
 ) -> None:
     tenant = await make_tenant(http, server.data_dir)
     resp = await http.post(
-        "/api/v1/devices", headers=tenant.bearer, json={"platform": "ios", "token": IOS_TOKEN}
+        "/api/v1/devices",
+        headers=tenant.bearer,
+        json={"platform": "ios", "app_id": tenant.app_id, "token": IOS_TOKEN},
     )
     assert resp.status_code == 201, resp.text
     ios = {"Authorization": f"Bearer {resp.json()['device_token']}"}

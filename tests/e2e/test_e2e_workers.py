@@ -60,7 +60,11 @@ async def test_two_workers_share_the_work_without_loss_or_repeats(
                 response = await http.post(
                     "/api/v1/devices",
                     headers=tenant.bearer,
-                    json={"platform": "ios", "token": f"{n + 10:02x}" * 32},
+                    json={
+                        "platform": "ios",
+                        "app_id": tenant.app_id,
+                        "token": f"{n + 10:02x}" * 32,
+                    },
                 )
                 assert response.status_code == 201, response.text
 

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pushgate.channel.messages import iso_ms
 from pushgate.cli.database import with_database
 from pushgate.domain.errors import PushgateError
 from pushgate.services.accounts import AccountService
+from pushgate.web.timestamps import iso_ms
 
 account_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 T = TypeVar("T")

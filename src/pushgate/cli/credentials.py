@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pushgate.channel.messages import iso_ms
 from pushgate.cli.database import with_database
 from pushgate.config import load_settings
 from pushgate.crypto import SecretBox
@@ -21,6 +20,7 @@ from pushgate.domain.credentials import KINDS
 from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
 from pushgate.services.credentials import CredentialService, StoredCredential
 from pushgate.storage.database import Database
+from pushgate.web.timestamps import iso_ms
 
 credentials_app = typer.Typer(
     help="Provider credentials of an app (APNs key, FCM service account, HMS app id and "

@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pushgate.channel.messages import iso_ms
 from pushgate.cli.database import with_database
 from pushgate.crypto import SecretBox
 from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
@@ -25,6 +24,7 @@ from pushgate.services.notifications import (
     NotificationQueries,
 )
 from pushgate.storage.database import Database
+from pushgate.web.timestamps import iso_ms
 
 deliveries_app = typer.Typer(
     help="What happened to each delivery (one notification x one device), read from the "

@@ -10,8 +10,10 @@ from typing import Annotated
 import typer
 
 from pushgate.cli.account import account_app
+from pushgate.cli.apps import app_app
 from pushgate.cli.credentials import credentials_app
 from pushgate.cli.deliveries import deliveries_app
+from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
 from pushgate.config import Settings, load_settings
 
@@ -24,8 +26,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(account_app, name="account")
+app.add_typer(app_app, name="app")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(key_app, name="key")
 app.command(help=listen.__doc__)(listen)
 
 

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from pydantic import BaseModel, Field
 
 from pushgate.api.native.deps import AccountDependency
-from pushgate.api.native.route import GuardedRoute
-from pushgate.channel.messages import iso_ms
 from pushgate.services.accounts import Account
 from pushgate.services.credentials import CredentialService, StoredCredential
+from pushgate.web.route import GuardedRoute
+from pushgate.web.timestamps import iso_ms
 
 Platform = Literal["ios", "android", "huawei", "web"]
 AppKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from pushgate.api.body import no_nul
 from pushgate.api.native.deps import AccountDependency
-from pushgate.api.native.route import GuardedRoute
-from pushgate.channel.messages import iso_ms
 from pushgate.domain.errors import InvalidInput
 from pushgate.services.accounts import Account
 from pushgate.services.devices import Device, DeviceRegistration, DeviceService
+from pushgate.web.body import no_nul
+from pushgate.web.route import GuardedRoute
+from pushgate.web.timestamps import iso_ms
 
 
 class _DeviceFields(BaseModel):
@@ -24,9 +24,36 @@ class _DeviceFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    app_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The app the device belongs to: its provider credentials reach it (the "
+        "`id` Instapush's `apps/add` answers). Required for ios, android, huawei and web; "
+        "without it a channel device is a personal device of the account, which receives "
+        "every app of the account.",
+    )
     name: str | None = Field(None, max_length=200, description="A label for people.")
     language: str | None = Field(
-        None, max_length=16, pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$"
+        None,
+        max_length=35,
+        pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$",
+        description="BCP 47 language tag of the device (`en`, `en-US`; `en_US` is read as "
+        "`en-US`): it chooses the translation the device gets.",
+    )
+    country: str | None = Field(
+        None, min_length=2, max_length=2, description="ISO 3166-1 alpha-2 country code."
+    )
+    model: str | None = Field(None, max_length=100, description="The device model.")
+    os_version: str | None = Field(None, max_length=50)
+    app_version: str | None = Field(None, max_length=50)
+    user_id: str | None = Field(
+        None, min_length=1, max_length=200, description="The owner's user id (Push API v2 UserId)."
+    )
+    identifiers: dict[str, str] | None = Field(
+        None,
+        description="More identifiers of the owner, custom keys included (`INSIDER.` prefixes "
+        'are accepted), e.g. `{"member_no": "A-17"}`.',
     )
     timezone: str | None = Field(
         None,
@@ -55,7 +82,9 @@ class _DeviceFields(BaseModel):
         None, description="The owner's UUID.", json_schema_extra={"format": "uuid"}
     )
 
-    _no_nul = field_validator("name", "external_id")(no_nul)
+    _no_nul = field_validator(
+        "name", "external_id", "user_id", "model", "os_version", "app_version"
+    )(no_nul)
 
 
 class DeviceIn(_DeviceFields):
@@ -173,6 +202,10 @@ def _registration_schema() -> dict[str, Any]:
 
 class DeviceOut(BaseModel):
     id: int
+    app_id: str | None = Field(
+        description="The app's id; null for a personal channel device of the account."
+    )
+    subscriber_id: int
     platform: str
     name: str | None
     language: str | None
@@ -181,6 +214,11 @@ class DeviceOut(BaseModel):
     email: str | None
     phone_number: str | None
     uuid: str | None
+    user_id: str | None
+    country: str | None
+    model: str | None
+    os_version: str | None
+    app_version: str | None
     address_hint: str | None = Field(
         description="What may be shown of the provider address: the last characters of the "
         "token, or the origin of a web push endpoint. Null for channel devices."
@@ -189,6 +227,7 @@ class DeviceOut(BaseModel):
     disabled_reason: str | None
     created_at: str
     last_seen_at: str | None
+    last_active_at: str | None
 
 
 class RegisteredDeviceOut(DeviceOut):
@@ -205,6 +244,8 @@ class DeviceList(BaseModel):
 def _out(device: Device) -> dict[str, object]:
     return {
         "id": device.id,
+        "app_id": device.app_key,
+        "subscriber_id": device.subscriber_id,
         "platform": device.platform,
         "name": device.name,
         "language": device.language,
@@ -213,11 +254,17 @@ def _out(device: Device) -> dict[str, object]:
         "email": device.email,
         "phone_number": device.phone_number,
         "uuid": device.uuid,
+        "user_id": device.user_id,
+        "country": device.country,
+        "model": device.model,
+        "os_version": device.os_version,
+        "app_version": device.app_version,
         "address_hint": device.address_hint,
         "enabled": device.enabled,
         "disabled_reason": device.disabled_reason,
         "created_at": iso_ms(device.created_ms),
         "last_seen_at": iso_ms(device.last_seen_ms) if device.last_seen_ms else None,
+        "last_active_at": iso_ms(device.last_active_ms) if device.last_active_ms else None,
     }
 
 
@@ -248,10 +295,12 @@ def devices_router(devices: DeviceService, current_account: AccountDependency) -
         payload: Annotated[dict[str, Any], Body(title="Device")],
         account: Account = auth,
     ) -> RegisteredDeviceOut:
-        """Register a device of the account; answers its device token once.
+        """Register a device of one of the account's apps (a channel device may be the
+        account's own, without an app); answers its device token once.
 
-        Push devices (ios, android, huawei, web) are found again by their provider address:
-        registering it again answers 200 with the same id and a new device token."""
+        Push devices (ios, android, huawei, web) are found again by their provider address
+        within their app: registering it again answers 200 with the same id and a new device
+        token."""
         try:
             body = DeviceIn.model_validate(payload)
         except ValidationError as exc:
@@ -263,6 +312,7 @@ def devices_router(devices: DeviceService, current_account: AccountDependency) -
                 account.id,
                 DeviceRegistration(
                     platform=body.platform,
+                    app_key=body.app_id,
                     name=body.name,
                     language=body.language,
                     external_id=body.external_id,
@@ -272,6 +322,12 @@ def devices_router(devices: DeviceService, current_account: AccountDependency) -
                     email=body.email,
                     phone_number=body.phone_number,
                     uuid=body.uuid,
+                    user_id=body.user_id,
+                    country=body.country,
+                    model=body.model,
+                    os_version=body.os_version,
+                    app_version=body.app_version,
+                    identifiers=body.identifiers,
                 ),
             )
         except InvalidInput as exc:
@@ -284,10 +340,15 @@ def devices_router(devices: DeviceService, current_account: AccountDependency) -
         )
 
     @router.get("", response_model=DeviceList)
-    async def list_devices(account: Account = auth) -> DeviceList:
+    async def list_devices(
+        app_id: Annotated[
+            str | None, Query(max_length=64, description="Only the devices of this app.")
+        ] = None,
+        account: Account = auth,
+    ) -> DeviceList:
         """The account's devices (without their tokens or provider addresses)."""
         return DeviceList.model_validate(
-            {"devices": [_out(d) for d in await devices.list(account.id)]}
+            {"devices": [_out(d) for d in await devices.list(account.id, app_id)]}
         )
 
     return router

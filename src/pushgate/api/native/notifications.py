@@ -9,8 +9,6 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from pushgate.api.native.deps import AccountDependency
-from pushgate.api.native.route import GuardedRoute
-from pushgate.channel.messages import iso_ms
 from pushgate.domain.errors import MAX_ID
 from pushgate.services.accounts import Account
 from pushgate.services.notifications import (
@@ -18,6 +16,8 @@ from pushgate.services.notifications import (
     MAX_DELIVERY_PAGE,
     NotificationQueries,
 )
+from pushgate.web.route import GuardedRoute
+from pushgate.web.timestamps import iso_ms
 
 DeliveryStatus = Literal["queued", "sent", "delivered", "opened", "failed", "expired"]
 

@@ -4,26 +4,33 @@
                                   "deep_link"?, "sound"?, "badge"?, "collapse_key"?,
                                   "priority"?, "ttl_seconds"?}
 
-It reaches every enabled device of the account, each through its platform's transport with the
-app's provider credentials; answers 201 with the notification id once it is durable.
+It reaches the app's devices that its ``audience`` selects (without one: every enabled device
+of the app, and the account's personal channel devices), each through its platform's transport
+with the app's provider credentials, in the device's language when ``translations`` are
+given; answers 201 with the notification id once it is durable. ``send_at`` holds it until
+then; an ``Idempotency-Key`` header makes a retried request answer the first id and send
+nothing twice.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pushgate.api.body import no_nul, no_nul_inside
+from pushgate.api.native.audience import AudienceIn, CampaignIn, TranslationsIn
 from pushgate.api.native.deps import AccountDependency
-from pushgate.api.native.route import GuardedRoute
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.domain.push_options import PushOptions
 from pushgate.domain.templates import MAX_MESSAGE_CHARS
 from pushgate.services.accounts import Account
-from pushgate.services.apps import AppService
-from pushgate.services.send import MAX_DATA_BYTES, SendService
+from pushgate.services.apps import App, AppService
+from pushgate.services.send import MAX_DATA_BYTES, SendCommand, SendService, fingerprint
+from pushgate.services.subscribers import SubscriberService
+from pushgate.web.body import no_nul, no_nul_inside
+from pushgate.web.route import GuardedRoute
 
 
 class SendIn(BaseModel):
@@ -55,6 +62,23 @@ class SendIn(BaseModel):
         description="How long providers and devices keep it; default: the server's setting.",
     )
 
+    audience: AudienceIn | None = Field(
+        None,
+        description="Which of the app's devices get it; without it: every enabled device of "
+        "the app and the account's personal channel devices.",
+    )
+    translations: TranslationsIn | None = Field(
+        None, description="The title and message in other languages, chosen per device."
+    )
+    campaign: CampaignIn | None = Field(
+        None, description="The campaign its statistics count towards."
+    )
+    send_at: datetime | None = Field(
+        None,
+        description="When to send it (ISO 8601 with an offset, e.g. `2026-12-24T18:00:00Z`); "
+        "default: now. Its TTL counts from then.",
+    )
+
     _no_nul = field_validator(
         "message", "title", "image_url", "deep_link", "sound", "collapse_key"
     )(no_nul)
@@ -65,37 +89,80 @@ class SendOut(BaseModel):
     id: int
 
 
+async def _command(
+    body: SendIn, app: App, subscribers: SubscriberService, idempotency_key: str | None
+) -> SendCommand:
+    options = PushOptions(
+        image_url=body.image_url,
+        deep_link=body.deep_link,
+        sound=body.sound,
+        badge=body.badge,
+        collapse_key=body.collapse_key,
+        priority=body.priority,
+    )
+    audience = None
+    no_user = opted_out = 0
+    if body.audience is not None:
+        ids = None
+        if body.audience.subscribers is not None:
+            targets = await subscribers.targets(
+                app, body.audience.identifiers(), optin_required=body.audience.optin_required
+            )
+            ids, no_user, opted_out = targets.subscriber_ids, targets.no_user, targets.opted_out
+        audience = body.audience.to_audience(ids)
+    due_ms = None
+    if body.send_at is not None:
+        if body.send_at.tzinfo is None:
+            raise InvalidInput("send_at needs an offset, e.g. 2026-12-24T18:00:00Z")
+        due_ms = int(body.send_at.timestamp() * 1000)
+    return SendCommand(
+        app=app,
+        title=body.title,
+        message=body.message,
+        data=body.data or {},
+        options=options,
+        audience=audience,
+        translations=None if body.translations is None else body.translations.to_translations(),
+        ttl_seconds=body.ttl_seconds,
+        campaign=None if body.campaign is None else body.campaign.to_campaign(),
+        due_ms=due_ms,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint(body.model_dump(mode="json")),
+        no_user=no_user,
+        opted_out=opted_out,
+    )
+
+
 def send_router(
-    apps: AppService, send: SendService, current_account: AccountDependency
+    apps: AppService,
+    send: SendService,
+    subscribers: SubscriberService,
+    current_account: AccountDependency,
 ) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=GuardedRoute)
     auth = Depends(current_account)
 
     @router.post("/notifications", response_model=SendOut, status_code=201)
-    async def send_notification(body: SendIn, account: Account = auth) -> SendOut:
-        """Send a notification to every enabled device of the account."""
+    async def send_notification(
+        body: SendIn,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                max_length=200,
+                description="Any unique string of yours: a retried request with the same key "
+                "answers the first request's id and sends nothing again.",
+            ),
+        ] = None,
+        account: Account = auth,
+    ) -> SendOut:
+        """Send a notification to the app's devices its audience selects."""
         app = await apps.of_account(account.id, body.app_id)
         if app is None:
             raise NotFound(f"No app {body.app_id} in this account")
         try:
-            options = PushOptions(
-                image_url=body.image_url,
-                deep_link=body.deep_link,
-                sound=body.sound,
-                badge=body.badge,
-                collapse_key=body.collapse_key,
-                priority=body.priority,
-            )
+            command = await _command(body, app, subscribers, idempotency_key)
         except InvalidInput as exc:
             raise InvalidInput(f"Invalid request: {exc.message}") from exc
-        notification_id = await send.send_message(
-            app,
-            title=body.title,
-            message=body.message,
-            data=body.data or {},
-            options=options,
-            ttl_seconds=body.ttl_seconds,
-        )
-        return SendOut(id=notification_id)
+        return SendOut(id=await send.send(command))
 
     return router
