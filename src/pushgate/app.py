@@ -26,6 +26,7 @@ from pushgate.api.native.devices import devices_router
 from pushgate.api.native.keys import keys_router
 from pushgate.api.native.notifications import notifications_router
 from pushgate.api.native.send import send_router
+from pushgate.api.native.stats import stats_router
 from pushgate.api.native.subscribers import subscribers_router
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
@@ -112,6 +113,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(keys_router(rt.keys, current_account))
     app.include_router(devices_router(rt.devices, current_account))
     app.include_router(notifications_router(rt.notifications, current_account))
+    app.include_router(stats_router(rt.stats, current_account))
     app.include_router(credentials_router(rt.credentials, current_account))
     app.include_router(send_router(rt.apps, rt.send, rt.subscribers, current_account))
     app.include_router(channel_router(rt))

@@ -26,6 +26,7 @@ from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.quotas import Quotas
 from pushgate.services.send import SendService
+from pushgate.services.stats import StatsService
 from pushgate.services.subscribers import SubscriberService
 from pushgate.storage.database import Database, open_database
 from pushgate.throttle import AuthThrottle
@@ -56,6 +57,7 @@ class Runtime:
     throttle: AuthThrottle
     subscribers: SubscriberService
     keys: ApiKeyService
+    stats: StatsService
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -159,6 +161,7 @@ def build_runtime(
         workers=workers,
         send=SendService(db, events, pipeline, settings.notification_ttl_seconds),
         subscribers=SubscriberService(db),
+        stats=StatsService(db),
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,

@@ -242,6 +242,56 @@ async def wait_fanned_out(
         await wait_delivery_status(http, tenant, notification_id, "queued")
 
 
+# --------------------------------------------------------------------------- audience core
+
+
+async def make_app(http: httpx2.AsyncClient, tenant: Tenant, title: str = "shop") -> str:
+    resp = await http.post("/api/v1/apps", headers=tenant.bearer, json={"title": title})
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    tenant.app_id, tenant.app_secret = body["id"], body["secret"]
+    return str(body["id"])
+
+
+async def subscriber(
+    http: httpx2.AsyncClient, tenant: Tenant, app_id: str, **body: Any
+) -> dict[str, Any]:
+    resp = await http.put(f"/api/v1/apps/{app_id}/subscribers", headers=tenant.bearer, json=body)
+    assert resp.status_code in (200, 201), resp.text
+    view: dict[str, Any] = resp.json()
+    return view
+
+
+async def app_device(
+    http: httpx2.AsyncClient, tenant: Tenant, app_id: str, **body: Any
+) -> dict[str, Any]:
+    resp = await http.post(
+        "/api/v1/devices",
+        headers=tenant.bearer,
+        json={"platform": "channel", "app_id": app_id, **body},
+    )
+    assert resp.status_code == 201, resp.text
+    made: dict[str, Any] = resp.json()
+    return made
+
+
+async def send(
+    http: httpx2.AsyncClient, tenant: Tenant, body: dict[str, Any], **headers: str
+) -> httpx2.Response:
+    return await http.post(
+        "/api/v1/notifications",
+        headers={**tenant.bearer, **headers},
+        json={"app_id": tenant.app_id, "message": "hello", **body},
+    )
+
+
+async def polled(http: httpx2.AsyncClient, token: str) -> list[dict[str, Any]]:
+    resp = await http.get("/api/v1/channel/poll", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    items: list[dict[str, Any]] = resp.json()["notifications"]
+    return items
+
+
 # --------------------------------------------------------------------------- channel clients
 
 

@@ -7,59 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import httpx2
-from e2e_support import Tenant, new_account, wait_fanned_out
+from e2e_support import (
+    app_device,
+    make_app,
+    new_account,
+    polled,
+    send,
+    subscriber,
+    wait_fanned_out,
+)
 
 from pushgate.testing.server import ServerProcess, run_cli
-
-
-async def make_app(http: httpx2.AsyncClient, tenant: Tenant, title: str = "shop") -> str:
-    resp = await http.post("/api/v1/apps", headers=tenant.bearer, json={"title": title})
-    assert resp.status_code == 201, resp.text
-    body = resp.json()
-    tenant.app_id, tenant.app_secret = body["id"], body["secret"]
-    return str(body["id"])
-
-
-async def subscriber(
-    http: httpx2.AsyncClient, tenant: Tenant, app_id: str, **body: Any
-) -> dict[str, Any]:
-    resp = await http.put(f"/api/v1/apps/{app_id}/subscribers", headers=tenant.bearer, json=body)
-    assert resp.status_code in (200, 201), resp.text
-    view: dict[str, Any] = resp.json()
-    return view
-
-
-async def device(
-    http: httpx2.AsyncClient, tenant: Tenant, app_id: str, **body: Any
-) -> dict[str, Any]:
-    resp = await http.post(
-        "/api/v1/devices",
-        headers=tenant.bearer,
-        json={"platform": "channel", "app_id": app_id, **body},
-    )
-    assert resp.status_code == 201, resp.text
-    made: dict[str, Any] = resp.json()
-    return made
-
-
-async def send(
-    http: httpx2.AsyncClient, tenant: Tenant, body: dict[str, Any], **headers: str
-) -> httpx2.Response:
-    return await http.post(
-        "/api/v1/notifications",
-        headers={**tenant.bearer, **headers},
-        json={"app_id": tenant.app_id, "message": "hello", **body},
-    )
-
-
-async def polled(http: httpx2.AsyncClient, token: str) -> list[dict[str, Any]]:
-    resp = await http.get("/api/v1/channel/poll", headers={"Authorization": f"Bearer {token}"})
-    assert resp.status_code == 200, resp.text
-    items: list[dict[str, Any]] = resp.json()["notifications"]
-    return items
 
 
 async def test_apps_are_created_listed_renamed_and_deleted(
@@ -74,8 +34,13 @@ async def test_apps_are_created_listed_renamed_and_deleted(
     renamed = await http.patch(
         f"/api/v1/apps/{app_id}", headers=tenant.bearer, json={"title": "store"}
     )
-    assert renamed.json() == {"id": app_id, "title": "store"}
-    made = await device(http, tenant, app_id, external_id="u1")
+    assert renamed.json() == {
+        "id": app_id,
+        "title": "store",
+        "frequency_cap": None,
+        "default_icon_url": None,
+    }
+    made = await app_device(http, tenant, app_id, external_id="u1")
     other = new_account(server.data_dir)
     assert (await http.get(f"/api/v1/apps/{app_id}", headers=other.bearer)).status_code == 404
     assert (await http.delete(f"/api/v1/apps/{app_id}", headers=other.bearer)).status_code == 404
@@ -111,7 +76,7 @@ async def test_subscribers_are_upserted_searched_and_erased(
         f"/api/v1/apps/{app_id}/subscribers?phone_number=12", headers=tenant.bearer
     )
     assert nobody.json() == {"subscribers": []}
-    phone = await device(http, tenant, app_id, email="ann@example.com")
+    phone = await app_device(http, tenant, app_id, email="ann@example.com")
     shown = (await http.get(f"/api/v1/subscribers/{created['id']}", headers=tenant.bearer)).json()
     assert shown["device_ids"] == [phone["id"]]
     bad = await http.put(
@@ -139,7 +104,7 @@ async def test_an_audience_selects_devices_and_each_gets_its_language(
     tokens: dict[str, str] = {}
     for name, profile in people.items():
         await subscriber(http, tenant, app_id, identifiers={"external_id": name}, **profile)
-        tokens[name] = (await device(http, tenant, app_id, external_id=name))["device_token"]
+        tokens[name] = (await app_device(http, tenant, app_id, external_id=name))["device_token"]
     translations = {
         "default_language": "en",
         "items": [
@@ -181,7 +146,7 @@ async def test_an_idempotency_key_sends_once(
 ) -> None:
     tenant = new_account(server.data_dir)
     app_id = await make_app(http, tenant)
-    token = (await device(http, tenant, app_id))["device_token"]
+    token = (await app_device(http, tenant, app_id))["device_token"]
     answers = await asyncio.gather(
         *(
             send(http, tenant, {"title": "once"}, **{"Idempotency-Key": "order-17"})
@@ -202,7 +167,7 @@ async def test_a_send_at_a_later_time_waits_until_then(
 ) -> None:
     tenant = new_account(server.data_dir)
     app_id = await make_app(http, tenant)
-    token = (await device(http, tenant, app_id))["device_token"]
+    token = (await app_device(http, tenant, app_id))["device_token"]
     when = time.time() + 2
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
     resp = await send(http, tenant, {"send_at": stamp})

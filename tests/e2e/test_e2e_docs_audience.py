@@ -29,7 +29,8 @@ def test_audience_doc_runs_as_written(server: ServerProcess, tmp_path: Path) -> 
         ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    _setup, apps, subscriber, search, send, key, cli_key = result.stdout.split("-----\n")
+    parts = result.stdout.split("-----\n")
+    _setup, apps, subscriber, search, send, key, cli_key, stats = parts[:8]
     assert apps.startswith('{"apps":[{"id":"') and '"title":"Shop"' in apps
     assert '"identifiers":{"external_id":"u-42","email":"ann@example.com"}' in subscriber
     assert '"c_birthday":{"date":"1990-05-01T00:00:00Z"}' in subscriber
@@ -37,3 +38,6 @@ def test_audience_doc_runs_as_written(server: ServerProcess, tmp_path: Path) -> 
     assert re.fullmatch(r'\{"id":\d+\}\n', send)
     assert key.strip() == "push-api-v2 pgk_ ['203.0.113.0/24'] True"
     assert cli_key.strip() == "insider-mobile ['198.51.100.7/32']"
+    targeted, campaign = stats.strip().split("\n")
+    assert targeted == "2 1"
+    assert campaign.startswith("Welcome 1 ['capped', 'delivered', 'expired', 'failed',")

@@ -1,4 +1,5 @@
-"""Device channel endpoints: WebSocket, Server-Sent Events, poll and ack (docs/channel.md)."""
+"""Device channel endpoints: WebSocket, Server-Sent Events, poll, ack and opened
+(docs/channel.md)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ class AckIn(BaseModel):
 
 class AckOut(BaseModel):
     acknowledged: int
+
+
+class OpenedOut(BaseModel):
+    opened: int
 
 
 class PollOut(BaseModel):
@@ -123,5 +128,12 @@ def channel_router(rt: Runtime) -> APIRouter:
         owned = await rt.notifications.of_device(device.id, body.ids)
         session(device).acknowledged(owned)
         return AckOut(acknowledged=len(owned))
+
+    @router.post("/opened", response_model=OpenedOut)
+    async def opened(body: AckIn, device: Device = current_device) -> OpenedOut:
+        """Report that the user opened (tapped) these notifications on the device; their
+        deliveries become `opened`. Answers how many did (not: notifications of other
+        devices, or already opened)."""
+        return OpenedOut(opened=await rt.stats.opened_on_device(device.id, body.ids))
 
     return router

@@ -58,15 +58,23 @@ def device_session(rt: Runtime, device: Device) -> DeviceSession:
     return DeviceSession(device.id, rt.hub, rt.notifications, rt.pipeline)
 
 
-def ack_ids(message: object) -> list[int]:
-    if not isinstance(message, dict) or message.get("type") != "ack":
-        raise InvalidInput('Expected {"type": "ack", "ids": [<notification id>, ...]}')
+REPORTS = ("ack", "opened")
+
+
+def report_ids(message: object) -> tuple[str, list[int]]:
+    """A device's report: ``{"type": "ack" | "opened", "ids": [<notification id>, ...]}``."""
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind not in REPORTS or not isinstance(message, dict):
+        raise InvalidInput(
+            'Expected {"type": "ack", "ids": [<notification id>, ...]} (shown) or '
+            '{"type": "opened", "ids": [...]} (the user opened them)'
+        )
     ids = message.get("ids")
     if not isinstance(ids, list) or len(ids) > MAX_ACK_IDS:
         raise InvalidInput(f"ids must be a list of at most {MAX_ACK_IDS} notification ids")
     if not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids):
         raise InvalidInput("ids must be positive integers")
-    return ids
+    return str(kind), ids
 
 
 def parse_options(query: Mapping[str, str]) -> tuple[int | None, bool]:
@@ -104,7 +112,7 @@ class ChannelWebSocket:
             return
         await websocket.accept()
         session = device_session(self._rt, device)
-        reader = asyncio.create_task(self._read_acks(websocket, session))
+        reader = asyncio.create_task(self._read_reports(websocket, session))
         writer = asyncio.create_task(self._write(websocket, session, since, batch))
         done, pending = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -117,18 +125,22 @@ class ChannelWebSocket:
             with contextlib.suppress(Exception):
                 await websocket.close(code=1013, reason="too far behind; reconnect to catch up")
 
-    @staticmethod
-    async def _read_acks(websocket: WebSocket, session: DeviceSession) -> None:
+    async def _read_reports(self, websocket: WebSocket, session: DeviceSession) -> None:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             raw = message.get("text") or message.get("bytes") or b""
             try:
-                session.acknowledged(ack_ids(orjson.loads(raw)))
+                kind, ids = report_ids(orjson.loads(raw))
             except (orjson.JSONDecodeError, InvalidInput) as exc:
                 error = {"type": "error", "message": getattr(exc, "message", str(exc))}
                 await websocket.send_text(orjson.dumps(error).decode())
+                continue
+            if kind == "ack":
+                session.acknowledged(ids)
+            else:
+                await self._rt.stats.opened_on_device(session.device_id, ids)
 
     @staticmethod
     async def _send(

@@ -16,7 +16,15 @@ from pushgate.transports.base import Content
 BACKLOG_PAGE = 500
 DELIVERY_STATUSES = ("queued", "sent", "delivered", "failed", "expired")
 # Every status a delivery can have (``latest`` keeps reporting ``DELIVERY_STATUSES``).
-ALL_DELIVERY_STATUSES = ("queued", "sent", "delivered", "opened", "failed", "expired")
+ALL_DELIVERY_STATUSES = (
+    "queued",
+    "sent",
+    "delivered",
+    "opened",
+    "failed",
+    "expired",
+    "capped",
+)
 DELIVERY_PAGE = 100
 MAX_DELIVERY_PAGE = 1000
 
@@ -109,7 +117,7 @@ class NotificationQueries:
             if since is None:
                 query = query.where(_d.status.in_(("queued", "sent")))
             else:
-                query = query.where(_d.status != "failed")
+                query = query.where(_d.status.not_in(("failed", "capped")))
             async with self._db.read.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:

@@ -64,10 +64,15 @@ class AppOut(BaseModel):
     title: str
 
 
-class AppWithSecretOut(AppOut):
-    secret: str = Field(description="The app's secret (Instapush's appSecret).")
-    frequency_cap: int | None = None
+class AppSettingsOut(AppOut):
+    frequency_cap: int | None = Field(
+        None, description="At most this many notifications per subscriber per day."
+    )
     default_icon_url: str | None = None
+
+
+class AppWithSecretOut(AppSettingsOut):
+    secret: str = Field(description="The app's secret (Instapush's appSecret).")
 
 
 class AppList(BaseModel):
@@ -106,10 +111,10 @@ def apps_router(apps: AppService, current_account: AccountDependency) -> APIRout
             default_icon_url=settings.default_icon_url,
         )
 
-    @router.patch("/{app_id}", response_model=AppWithSecretOut)
+    @router.patch("/{app_id}", response_model=AppSettingsOut)
     async def update_app(
         app_id: AppId, body: AppUpdate, account: Account = auth
-    ) -> AppWithSecretOut:
+    ) -> AppSettingsOut:
         """Rename the app or change its settings."""
         given = body.model_fields_set
         await apps.update(
@@ -123,7 +128,8 @@ def apps_router(apps: AppService, current_account: AccountDependency) -> APIRout
                 default_icon_url=body.default_icon_url,
             ),
         )
-        return await show_app(app_id, account)
+        shown = await show_app(app_id, account)
+        return AppSettingsOut.model_validate(shown.model_dump(exclude={"secret"}))
 
     @router.delete("/{app_id}", status_code=204, response_class=Response)
     async def delete_app(app_id: AppId, account: Account = auth) -> Response:

@@ -19,7 +19,7 @@ from pushgate.services.notifications import (
 from pushgate.web.route import GuardedRoute
 from pushgate.web.timestamps import iso_ms
 
-DeliveryStatus = Literal["queued", "sent", "delivered", "opened", "failed", "expired"]
+DeliveryStatus = Literal["queued", "sent", "delivered", "opened", "failed", "expired", "capped"]
 
 
 class NotificationOut(BaseModel):
@@ -44,7 +44,7 @@ class DeliveryOut(BaseModel):
         "was made (ios, android, huawei, web or channel)."
     )
     status: str = Field(
-        description="queued, sent, delivered, opened, failed or expired (see the docs)."
+        description="queued, sent, delivered, opened, failed, expired or capped (see the docs)."
     )
     attempts: int
     reason: str | None = Field(description="The last reason the provider or Pushgate gave.")

@@ -1,0 +1,292 @@
+"""Statistics benchmark: a campaign's and a notification's counts at a million deliveries.
+
+Stores one app with --devices devices and a campaign of --notifications notifications, each
+delivered to every device (``devices x notifications`` deliveries; 100,000 x 10 = 1,000,000
+by default), with statuses spread as a real campaign's are (mostly delivered, some sent,
+opened, failed with a few reasons, expired, capped). Then it times, --rounds times each, the
+queries the native API answers with (``StatsService``):
+
+- ``campaign``      - ``GET /api/v1/apps/{app_id}/campaigns/{campaign_id}``: every delivery of
+                      the campaign counted by status and failure reason;
+- ``notification``  - ``GET /api/v1/notifications/{id}/stats``: one notification's deliveries.
+
+The baseline in the same run is a bare ``SELECT count(*)`` over the same deliveries (the
+least any exact count can cost), so the result is also a ratio. Runs on SQLite in a temp dir
+and, with --postgres-url (default: $PUSHGATE_TEST_POSTGRES_URL or the local test server), on a
+temporary PostgreSQL database that is dropped afterwards.
+
+    .venv/bin/python benchmarks/stats.py
+    .venv/bin/python benchmarks/stats.py --devices 20000 --engines sqlite --json-out s.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from pushgate.services.stats import StatsService
+from pushgate.storage.database import Database, open_database
+from pushgate.storage.migrate import migrate
+from pushgate.storage.models import deliveries, notifications
+
+ENGINES = ("sqlite", "postgresql")
+# (status, reason) by share of every 100 deliveries.
+MIX: tuple[tuple[str, str | None, int], ...] = (
+    ("delivered", None, 70),
+    ("sent", None, 10),
+    ("opened", None, 8),
+    ("failed", "BadDeviceToken: the token is not valid", 3),
+    ("failed", "Unregistered: the app was removed", 2),
+    ("failed", "TooManyRequests: slow down", 1),
+    ("expired", None, 4),
+    ("capped", "capped: at most 3 notifications per subscriber per day", 2),
+)
+PATTERN = [(status, reason) for status, reason, share in MIX for _ in range(share)]
+CHUNK = 5000
+
+
+class HarnessError(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def sqlite_database() -> AsyncIterator[Database]:
+    with tempfile.TemporaryDirectory(prefix="pushgate-bench-stats-") as tmp:
+        db = open_database(f"sqlite+aiosqlite:///{Path(tmp) / 'pushgate.db'}")
+        try:
+            await migrate(db)
+            yield db
+        finally:
+            await db.dispose()
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(admin_url: str) -> AsyncIterator[Database]:
+    name = f"pushgate_bench_{uuid.uuid4().hex[:12]}"
+    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        await admin(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise HarnessError(f"PostgreSQL at {admin_url} is unreachable: {exc}") from exc
+    try:
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        db = open_database(url)
+        try:
+            await migrate(db)
+            yield db
+        finally:
+            await db.dispose()
+    finally:
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def fill(db: Database, devices: int, notification_count: int) -> tuple[int, str, int]:
+    """The app, campaign and deliveries; the account id, app key and a notification id."""
+    now = int(time.time() * 1000)
+    async with db.write.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO accounts (id, name, user_token_hash, user_token_enc, created_ms) "
+                "VALUES (1, 'bench', 'h', 'e', :now)"
+            ),
+            {"now": now},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO apps (id, account_id, title, app_key, secret_hash, secret_enc, "
+                "created_ms) VALUES (1, 1, 'bench', 'bench-app', 'h', 'e', :now)"
+            ),
+            {"now": now},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO campaigns (id, app_id, external_id, name, created_ms) "
+                "VALUES (1, 1, 'spring', 'Spring sale', :now)"
+            ),
+            {"now": now},
+        )
+    for start in range(0, devices, CHUNK):
+        ids = range(start + 1, min(start + CHUNK, devices) + 1)
+        async with db.write.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO subscribers (id, account_id, app_id, created_ms) "
+                    "VALUES (:id, 1, 1, :now)"
+                ),
+                [{"id": i, "now": now} for i in ids],
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO devices (id, account_id, app_id, subscriber_id, platform, "
+                    "token_hash, enabled, created_ms) "
+                    "VALUES (:id, 1, 1, :id, 'android', :hash, true, :now)"
+                ),
+                [{"id": i, "hash": f"bench-{i}", "now": now} for i in ids],
+            )
+    for n in range(1, notification_count + 1):
+        async with db.write.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO notifications (id, account_id, app_id, message, data, "
+                    "created_ms, expires_ms, campaign_id, no_user, opted_out) "
+                    "VALUES (:id, 1, 1, 'hello', '{}', :now, :later, 1, 7, 3)"
+                ),
+                {"id": n, "now": now, "later": now + 86_400_000},
+            )
+        for start in range(0, devices, CHUNK):
+            ids = range(start + 1, min(start + CHUNK, devices) + 1)
+            rows = []
+            for i in ids:
+                status, reason = PATTERN[(i * 7 + n) % len(PATTERN)]
+                rows.append({"n": n, "d": i, "status": status, "reason": reason, "now": now})
+            async with db.write.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO deliveries (notification_id, device_id, status, "
+                        "transport, attempts, reason, created_ms, updated_ms) "
+                        "VALUES (:n, :d, :status, 'android', 1, :reason, :now, :now)"
+                    ),
+                    rows,
+                )
+    if not db.is_sqlite:
+        async with db.write.begin() as conn:
+            await conn.execute(text("ANALYZE"))
+    return 1, "bench-app", notification_count
+
+
+async def timed(rounds: int, work: Any) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await work()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+async def run_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
+    opener = sqlite_database() if engine == "sqlite" else postgres_database(args.postgres_url)
+    async with opener as db:
+        started = time.perf_counter()
+        account, app_key, notification = await fill(db, args.devices, args.notifications)
+        fill_s = time.perf_counter() - started
+        stats = StatsService(db)
+        expected = args.devices * args.notifications
+
+        view = await stats.campaign(account, app_key, "spring")
+        if sum(view.counts.statuses.values()) != expected:
+            raise HarnessError(f"campaign counted {view.counts.statuses}, expected {expected}")
+
+        async def campaign() -> None:
+            await stats.campaign(account, app_key, "spring")
+
+        async def one() -> None:
+            await stats.notification(account, notification)
+
+        campaign_ids = select(notifications.c.id).where(notifications.c.campaign_id == 1)
+
+        async def baseline() -> None:
+            async with db.read.connect() as conn:
+                await conn.execute(
+                    select(func.count()).where(deliveries.c.notification_id.in_(campaign_ids))
+                )
+
+        results: dict[str, list[float]] = {"baseline": [], "campaign": [], "notification": []}
+        for _ in range(args.rounds):  # alternating, so drift hits all three alike
+            results["baseline"] += await timed(1, baseline)
+            results["campaign"] += await timed(1, campaign)
+            results["notification"] += await timed(1, one)
+    medians = {name: statistics.median(times) for name, times in results.items()}
+    return {
+        "engine": engine,
+        "deliveries": expected,
+        "fill_seconds": round(fill_s, 1),
+        "counts": {"targeted": view.counts.targeted, **view.counts.statuses},
+        "failed_by_reason": view.counts.failed_by_reason,
+        "ms": {name: [round(t, 1) for t in times] for name, times in results.items()},
+        "median_ms": {name: round(m, 1) for name, m in medians.items()},
+        "campaign_x_baseline": round(medians["campaign"] / medians["baseline"], 2),
+    }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| engine | deliveries | count(*) baseline | campaign stats | x baseline | "
+        "one notification |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m = r["median_ms"]
+        lines.append(
+            f"| {r['engine']} | {r['deliveries']:,} | {m['baseline']} ms | {m['campaign']} ms | "
+            f"{r['campaign_x_baseline']} | {m['notification']} ms |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=100_000, help="devices (default 100000)")
+    parser.add_argument(
+        "--notifications", type=int, default=10, help="notifications in the campaign (10)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each query (5)")
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES), help="comma-separated: sqlite,postgresql"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+        help="an admin URL of a PostgreSQL server to create the temporary database on",
+    )
+    parser.add_argument("--json-out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
+    if not 1 <= args.devices <= 1_000_000 or not 1 <= args.notifications <= 100:
+        parser.error("--devices must be 1..1000000 and --notifications 1..100")
+    results = []
+    try:
+        for engine in engines:
+            print(f"{engine}: storing {args.devices * args.notifications:,} deliveries...")
+            results.append(asyncio.run(run_engine(engine, args)))
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table(results))
+    for r in results:
+        print(f"{r['engine']}: {r['counts']} failed by reason {r['failed_by_reason']}")
+    if args.json_out:
+        args.json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
