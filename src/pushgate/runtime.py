@@ -80,12 +80,15 @@ class Runtime:
         await self.db.dispose()
 
 
-def build_queue(settings: Settings, jobs: EmbeddedQueue) -> QueueEngine:
+def build_queue(settings: Settings, jobs: EmbeddedQueue, db: Database) -> QueueEngine:
+    """The embedded queue (jobs in the database), or Redis behind the outbox: jobs made in a
+    transaction are published only after it commits (queue/outbox.py)."""
     if settings.queue_url is None:
         return jobs
+    from pushgate.queue.outbox import OutboxQueue
     from pushgate.queue.redis import RedisQueue
 
-    return RedisQueue(settings.queue_url, prefix=settings.queue_prefix)
+    return OutboxQueue(RedisQueue(settings.queue_url, prefix=settings.queue_prefix), db)
 
 
 def build_runtime(
@@ -106,7 +109,7 @@ def build_runtime(
     )
     hub = Hub()
     jobs = EmbeddedQueue(db)
-    queue = build_queue(settings, jobs)
+    queue = build_queue(settings, jobs, db)
     broadcast: ChannelBroadcast
     if settings.queue_url is None:
         broadcast = LocalBroadcast(hub)

@@ -248,78 +248,24 @@ async def test_an_expired_notification_is_never_sent(delivered: World) -> None:
     assert delivered.ios.sent == []
 
 
-async def test_a_job_taken_before_its_fan_out_committed_is_put_back(delivered: World) -> None:
-    """Redis hands out a fan-out's jobs before the fan-out commits: a job whose deliveries are
-    not there yet comes back a little later, and is sent once they are."""
+async def test_a_job_without_queued_deliveries_sends_nothing(delivered: World) -> None:
+    """A stale copy of a job (its deliveries already sent) or a job for deliveries that do not
+    exist is done at once: jobs are published only after their deliveries commit."""
     notification_id = await delivered.send()
-    await delivered.settle(notification_id, all_final)
+    rows = await delivered.settle(notification_id, all_final)
     device = (
         await delivered.rt.devices.register(
             delivered.account_id,
             DeviceRegistration("ios", app_key=delivered.app_key, token="cd" * 32),
         )
     ).device
-    early = PushJob(notification_id, [device.id], 0)
-    await delivered.rt.queue.enqueue(deliver_queue("ios"), [early.encode()])
-    await asyncio.sleep(0.3)  # taken, found nothing, put back (more than once)
+    sent_before = len(delivered.ios.sent)
+    stale = [PushJob(notification_id, [rows[0][0]], 0), PushJob(notification_id, [device.id], 0)]
+    await delivered.rt.queue.enqueue(deliver_queue("ios"), [job.encode() for job in stale])
+    delivered.rt.queue.wake(deliver_queue("ios"))
+    deadline = asyncio.get_running_loop().time() + 5
+    while await delivered.rt.queue.depth(deliver_queue("ios")):
+        assert asyncio.get_running_loop().time() < deadline, "the jobs were never taken"
+        await asyncio.sleep(0.05)
+    assert len(delivered.ios.sent) == sent_before
     assert delivered.ios.sends_to(notification_id, device.id) == []
-    assert await delivered.rt.queue.depth(deliver_queue("ios")) == 1
-    # Now the "fan-out" commits the delivery the job is for.
-    async with delivered.rt.db.write.begin() as conn:
-        await conn.execute(
-            deliveries.insert().values(
-                notification_id=notification_id,
-                device_id=device.id,
-                status="queued",
-                transport="ios",
-                attempts=0,
-                created_ms=0,
-                updated_ms=0,
-            )
-        )
-    rows = await delivered.settle(notification_id, lambda rows: len(rows) == 4 and all_final(rows))
-    assert (device.id, "sent", 1, None) in rows
-    assert len(delivered.ios.sends_to(notification_id, device.id)) == 1
-
-
-async def test_a_job_whose_fan_out_commits_between_claim_and_check_is_put_back(
-    delivered: World,
-) -> None:
-    """The claim saw no delivery, and by the time the job looks again the fan-out has
-    committed: the deliveries exist and are still queued, so the job comes back and sends."""
-    notification_id = await delivered.send()
-    await delivered.settle(notification_id, all_final)
-    device = (
-        await delivered.rt.devices.register(
-            delivered.account_id,
-            DeviceRegistration("ios", app_key=delivered.app_key, token="ef" * 32),
-        )
-    ).device
-    claim = delivered.rt.workers._push._claim  # noqa: SLF001
-    commit_now = asyncio.Event()
-
-    async def claim_then_commit(job: PushJob, now: int) -> dict[int, int]:
-        seen = await claim(job, now)
-        if job.device_ids == [device.id] and not commit_now.is_set():
-            commit_now.set()
-            async with delivered.rt.db.write.begin() as conn:
-                await conn.execute(
-                    deliveries.insert().values(
-                        notification_id=notification_id,
-                        device_id=device.id,
-                        status="queued",
-                        transport="ios",
-                        attempts=0,
-                        created_ms=0,
-                        updated_ms=0,
-                    )
-                )
-        return seen
-
-    delivered.rt.workers._push._claim = claim_then_commit  # type: ignore[method-assign]  # noqa: SLF001
-    job = PushJob(notification_id, [device.id], 0)
-    await delivered.rt.queue.enqueue(deliver_queue("ios"), [job.encode()])
-    rows = await delivered.settle(notification_id, lambda rows: len(rows) == 4 and all_final(rows))
-    assert commit_now.is_set()
-    assert (device.id, "sent", 1, None) in rows
-    assert len(delivered.ios.sends_to(notification_id, device.id)) == 1

@@ -1,5 +1,5 @@
 """The queue engine contract, run on every engine: embedded on SQLite, embedded on PostgreSQL,
-and Redis Streams.
+Redis Streams, and Redis Streams behind the outbox (queue/outbox.py), as the runtime uses it.
 
 Redis tests use ``PUSHGATE_TEST_REDIS_URL`` (default: the local server, database 0); each test
 uses keys under a random prefix and deletes them afterwards. An unreachable server skips the
@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import text
 
 from pushgate.queue.base import Job, QueueEngine, QueueFull
 from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.queue.outbox import OutboxQueue
 from pushgate.queue.redis import RedisQueue
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.migrate import migrate
@@ -34,21 +36,27 @@ Q = "contract"
 class Storage:
     """Where one test's jobs live; ``open`` makes a new engine on it (like a new process)."""
 
-    kind: str  # "sqlite" | "postgresql" | "redis"
+    kind: str  # "sqlite" | "postgresql" | "redis" | "outbox" (Redis with its outbox)
     url: str
+    # The outbox's database ("outbox" only).
+    db_url: str | None = None
     prefix: str = field(default_factory=lambda: f"pushgate-test-{uuid.uuid4().hex[:12]}")
     opened: list[tuple[QueueEngine, Database | None]] = field(default_factory=list)
 
     @property
     def embedded(self) -> bool:
-        return self.kind != "redis"
+        return self.kind in ("sqlite", "postgresql")
 
-    async def open(self, **options: Any) -> QueueEngine:
+    async def open(self, *, relay: bool = True, **options: Any) -> QueueEngine:
         engine: QueueEngine
         db: Database | None = None
         if self.embedded:
             db = open_database(self.url)
             engine = EmbeddedQueue(db, **options)
+        elif self.db_url is not None:
+            db = open_database(self.db_url)
+            redis = RedisQueue(self.url, prefix=self.prefix, **options)
+            engine = OutboxQueue(redis, db, relay=relay, poll_seconds=0.1)
         else:
             engine = RedisQueue(self.url, prefix=self.prefix, **options)
         await engine.start()
@@ -72,20 +80,23 @@ class Storage:
             await self.close(self.opened[-1][0])
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "redis"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+@pytest.fixture(params=["sqlite", "postgresql", "redis", "outbox"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, str | None]:
+    sqlite = f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
     if request.param == "sqlite":
-        return "sqlite", f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+        return "sqlite", sqlite, None
     if request.param == "postgresql":
-        return "postgresql", str(request.getfixturevalue("postgres_database_url"))
-    return "redis", str(request.getfixturevalue("redis_url"))
+        return "postgresql", str(request.getfixturevalue("postgres_database_url")), None
+    redis_url = str(request.getfixturevalue("redis_url"))
+    return request.param, redis_url, sqlite if request.param == "outbox" else None
 
 
 @contextlib.asynccontextmanager
-async def make_storage(kind: str, url: str) -> AsyncIterator[Storage]:
-    store = Storage(kind, url)
-    if store.embedded:
-        db = open_database(url)
+async def make_storage(kind: str, url: str, db_url: str | None = None) -> AsyncIterator[Storage]:
+    store = Storage(kind, url, db_url)
+    database_url = url if store.embedded else db_url
+    if database_url is not None:
+        db = open_database(database_url)
         try:
             await migrate(db)
         finally:
@@ -105,7 +116,7 @@ async def make_storage(kind: str, url: str) -> AsyncIterator[Storage]:
 
 
 @pytest.fixture
-async def storage(storage_url: tuple[str, str]) -> AsyncIterator[Storage]:
+async def storage(storage_url: tuple[str, str, str | None]) -> AsyncIterator[Storage]:
     async with make_storage(*storage_url) as store:
         yield store
 
@@ -116,16 +127,35 @@ async def redis_storage(redis_url: str) -> AsyncIterator[Storage]:
         yield store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def embedded_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    if request.param == "sqlite":
-        return "sqlite", f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
-    return "postgresql", str(request.getfixturevalue("postgres_database_url"))
+@pytest.fixture(params=["sqlite", "postgresql", "outbox-sqlite", "outbox-postgresql"])
+def transactional_url(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[str, str, str | None]:
+    """Engines whose ``enqueue(conn=...)`` joins the caller's transaction: the embedded one,
+    and Redis behind the outbox (on either database)."""
+    kind, _, database = str(request.param).rpartition("-")
+    if database == "sqlite":
+        db_url = f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+    else:
+        db_url = str(request.getfixturevalue("postgres_database_url"))
+    if kind == "outbox":
+        return "outbox", str(request.getfixturevalue("redis_url")), db_url
+    return database, db_url, None
 
 
 @pytest.fixture
-async def embedded_storage(embedded_url: tuple[str, str]) -> AsyncIterator[Storage]:
-    async with make_storage(*embedded_url) as store:
+async def transactional_storage(
+    transactional_url: tuple[str, str, str | None],
+) -> AsyncIterator[Storage]:
+    async with make_storage(*transactional_url) as store:
+        yield store
+
+
+@pytest.fixture
+async def outbox_storage(redis_url: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    async with make_storage(
+        "outbox", redis_url, f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}"
+    ) as store:
         yield store
 
 
@@ -404,16 +434,16 @@ async def test_redis_skips_entries_deleted_while_pending(redis_storage: Storage)
     assert (back.payload, back.claims) == (b"b", 2)
 
 
-# --- embedded only ------------------------------------------------------------------------
+# --- engines that join the caller's transaction: embedded, and Redis behind the outbox ------
 
 
 class Rollback(Exception):
     pass
 
 
-async def test_embedded_enqueue_in_a_transaction(embedded_storage: Storage) -> None:
-    engine = await embedded_storage.open()
-    db = embedded_storage.db(engine)
+async def test_enqueue_in_a_transaction_commits_with_it(transactional_storage: Storage) -> None:
+    engine = await transactional_storage.open()
+    db = transactional_storage.db(engine)
     with pytest.raises(Rollback):
         async with db.write.begin() as conn:
             await engine.enqueue(Q, [b"rolled back"], conn=conn)
@@ -423,8 +453,70 @@ async def test_embedded_enqueue_in_a_transaction(embedded_storage: Storage) -> N
     assert await engine.claim(Q, limit=10, lease_seconds=30) == []
     assert await engine.depth(Q) == 0
 
+    seen_before_commit: list[Job] = []
     async with db.write.begin() as conn:
         await engine.enqueue(Q, [b"committed 1", b"committed 2"], conn=conn)
+        # Not before the commit, even while the transaction is open (Redis used to).
+        seen_before_commit = await engine.claim(Q, limit=10, lease_seconds=30)
     engine.wake(Q)
-    jobs = await engine.claim(Q, limit=10, lease_seconds=30)
+    jobs = await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
+    assert seen_before_commit == []
     assert [job.payload for job in jobs] == [b"committed 1", b"committed 2"]
+
+
+# --- the outbox -----------------------------------------------------------------------------
+
+
+async def _commit_without_publishing(storage: Storage, payloads: list[bytes], delay: float) -> None:
+    """A process that commits its jobs and dies before its relay publishes them."""
+    dying = await storage.open(relay=False)
+    async with storage.db(dying).write.begin() as conn:
+        await dying.enqueue(Q, payloads, delay_seconds=delay, conn=conn)
+    await storage.close(dying)
+
+
+async def test_outbox_rows_left_by_a_dead_process_are_published(outbox_storage: Storage) -> None:
+    await _commit_without_publishing(outbox_storage, [b"left 1", b"left 2"], 0.0)
+    await _commit_without_publishing(outbox_storage, [b"left, delayed"], 0.6)
+    started = time.monotonic()
+    watcher = await outbox_storage.open(relay=False)
+    assert await watcher.depth(Q) == 3  # in the outbox, counted as waiting
+    survivor = await outbox_storage.open()
+    jobs = await survivor.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
+    assert [job.payload for job in jobs] == [b"left 1", b"left 2"]
+    # The delay counts from the commit, not from the late publish.
+    [late] = await survivor.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
+    assert late.payload == b"left, delayed"
+    assert time.monotonic() - started < 1.5
+    await survivor.ack([*jobs, late])
+    assert await survivor.depth(Q) == 0
+
+
+async def test_outbox_relays_of_two_processes_publish_each_job_once(
+    outbox_storage: Storage,
+) -> None:
+    payloads = [f"job-{i}".encode() for i in range(300)]
+    await _commit_without_publishing(outbox_storage, payloads, 0.0)
+    first, second = await outbox_storage.open(), await outbox_storage.open()
+    got: list[Job] = []
+    deadline = time.monotonic() + 10
+    while len(got) < len(payloads) and time.monotonic() < deadline:
+        got += await first.claim(Q, limit=100, lease_seconds=30, wait_seconds=0.2)
+    await asyncio.sleep(0.3)  # both relays have had their turns
+    got += await second.claim(Q, limit=1000, lease_seconds=30)
+    assert sorted(job.payload for job in got) == sorted(payloads)
+
+
+async def test_outbox_keeps_jobs_the_full_queue_refuses(outbox_storage: Storage) -> None:
+    engine = await outbox_storage.open(max_length=2)
+    db = outbox_storage.db(engine)
+    async with db.write.begin() as conn:
+        await engine.enqueue(Q, [b"1", b"2", b"3"], conn=conn)
+    engine.wake(Q)
+    await asyncio.sleep(0.3)
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []  # refused as one batch
+    assert await engine.depth(Q) == 3
+    async with db.write.begin() as conn:
+        await conn.execute(text("DELETE FROM outbox WHERE payload = :p"), {"p": b"3"})
+    jobs = await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
+    assert [job.payload for job in jobs] == [b"1", b"2"]

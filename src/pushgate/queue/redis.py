@@ -26,8 +26,9 @@ unfinished jobs, and the stream is never trimmed with ``MAXLEN`` (that would dro
 has finished). Instead ``enqueue`` raises ``QueueFull`` when the queue's depth (stream length
 plus delayed jobs) would exceed ``max_length``; the check and the adds are one Lua script.
 
-``conn`` in ``enqueue`` is ignored: jobs are added at once, before the caller commits, so a
-worker may see a job before the rows it refers to; handlers must tolerate that (retry later).
+``conn`` in ``enqueue`` is ignored: jobs are added at once. The runtime puts the engine
+behind the outbox (queue/outbox.py), which publishes jobs made in a transaction only after it
+commits.
 """
 
 from __future__ import annotations

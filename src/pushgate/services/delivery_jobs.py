@@ -4,9 +4,9 @@
   transaction, always in the database's jobs table.
 - ``deliver.<transport>``: a batch of one notification's deliveries for one transport, on the
   configured queue engine. A channel job carries the pre-serialized message; a push job carries
-  the attempt number its deliveries are at, so a stale copy of the job cannot send twice, and
-  how often it came before its deliveries could be seen (Redis takes a fan-out's jobs before
-  the fan-out's transaction commits).
+  the attempt number its deliveries are at, so a stale copy of the job cannot send twice.
+  Jobs made in a transaction reach workers only after it commits (the embedded queue writes
+  them in it; Redis gets them through the outbox, queue/outbox.py).
 """
 
 from __future__ import annotations
@@ -56,20 +56,14 @@ class PushJob:
     notification_id: int
     device_ids: list[int]
     attempts: int  # attempts already made on these deliveries
-    early: int = 0  # times it was taken before its deliveries were committed
 
     def encode(self) -> bytes:
-        data = {"n": self.notification_id, "d": self.device_ids, "a": self.attempts}
-        if self.early:
-            data["e"] = self.early
-        return orjson.dumps(data)
+        return orjson.dumps({"n": self.notification_id, "d": self.device_ids, "a": self.attempts})
 
     @classmethod
     def decode(cls, payload: bytes) -> PushJob:
         data = orjson.loads(payload)
-        return cls(
-            int(data["n"]), [int(d) for d in data["d"]], int(data["a"]), int(data.get("e", 0))
-        )
+        return cls(int(data["n"]), [int(d) for d in data["d"]], int(data["a"]))
 
 
 def batches(ids: Sequence[int], size: int) -> list[list[int]]:

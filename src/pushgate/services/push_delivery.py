@@ -34,15 +34,6 @@ from pushgate.transports.base import Content, Target, Transport
 
 log = logging.getLogger(__name__)
 
-# A queue engine outside the database (Redis) may hand a fan-out's job to a worker before the
-# fan-out's transaction has committed its deliveries. Such a job is put back, a little later
-# each time, up to this many times (about 40 s in all), then dropped: by then the fan-out has
-# either committed (and the job's deliveries were sent) or rolled back (and its retry makes
-# new jobs).
-MAX_EARLY = 50
-EARLY_STEP_SECONDS = 0.05
-EARLY_MAX_DELAY_SECONDS = 1.0
-
 
 @dataclass(frozen=True, slots=True)
 class _Change:
@@ -95,7 +86,8 @@ class PushDelivery:
             return
         claimed = await self._claim(job, now)
         if not claimed:
-            await self._maybe_early(transport_name, job)
+            # A stale copy: its deliveries were sent, retried under a newer job, or finished.
+            # (Jobs are published only after their deliveries commit: queue/outbox.py.)
             return
         addresses = await self._devices.addresses(list(claimed))
         targets: list[Target] = []
@@ -155,32 +147,6 @@ class PushDelivery:
                 )
         if retries:
             self._queue.wake(deliver_queue(transport_name))
-
-    async def _maybe_early(self, transport_name: str, job: PushJob) -> None:
-        """A job that matched no queued delivery: a stale copy (nothing to do), or one taken
-        before its fan-out committed (put it back for a little later). The fan-out may commit
-        between the claim and this look: deliveries that exist and are still queued at the
-        job's attempt count mean the latter too."""
-        if job.attempts != 0:
-            return
-        async with self._db.read.connect() as conn:
-            existing, claimable = await self._writes.count_deliveries(
-                conn, job.notification_id, job.device_ids, job.attempts
-            )
-        if existing and not claimable:
-            return
-        if job.early >= MAX_EARLY:
-            log.warning(
-                "dropping a %s job of notification %d: its deliveries never appeared",
-                transport_name,
-                job.notification_id,
-            )
-            return
-        again = PushJob(job.notification_id, job.device_ids, 0, job.early + 1)
-        delay = min(EARLY_MAX_DELAY_SECONDS, EARLY_STEP_SECONDS * again.early)
-        await self._queue.enqueue(
-            deliver_queue(transport_name), [again.encode()], delay_seconds=delay
-        )
 
     async def _send_localized(
         self, transport_name: str, content: Content, targets: list[Target]

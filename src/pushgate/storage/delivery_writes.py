@@ -337,24 +337,6 @@ class DeliveryWrites:
         )
         return {int(device_id): int(count) for device_id, count in rows}
 
-    async def count_deliveries(
-        self, conn: AsyncConnection, notification_id: int, device_ids: Sequence[int], attempts: int
-    ) -> tuple[int, int]:
-        """How many of these deliveries exist (committed, as this connection sees them), and
-        how many of those are still ``queued`` at ``attempts`` attempts."""
-        n, made = self._marks(2)
-        row: Any = (
-            await conn.exec_driver_sql(
-                "SELECT count(*), "
-                f"coalesce(sum(CASE WHEN status = 'queued' AND attempts = {made} "
-                "THEN 1 ELSE 0 END), 0) "
-                f"FROM deliveries WHERE notification_id = {n} "
-                f"AND device_id IN ({self._list(3, len(device_ids))})",
-                (notification_id, attempts, *device_ids),
-            )
-        ).first()
-        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
-
     async def set_status(
         self,
         conn: AsyncConnection,

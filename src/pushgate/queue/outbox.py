@@ -1,0 +1,167 @@
+"""The transactional outbox in front of a queue engine outside the database (Redis).
+
+A job made inside a database transaction (a fan-out's delivery jobs, a push retry) must not
+reach a worker before that transaction commits, and must not be lost if the process dies right
+after the commit. So ``enqueue(..., conn=conn)`` does not publish: it writes one ``outbox`` row
+per job in the caller's transaction, and the rows commit or roll back with the caller's own.
+A relay publishes committed rows to the engine and deletes them:
+
+- at once after the commit, when the caller calls ``wake`` (every caller that passes ``conn``
+  does, after committing);
+- otherwise within ``poll_seconds``: rows another process committed, or that a process left
+  behind when it died between its commit and the publish, are found by any process's relay.
+
+The relay publishes, then deletes, in one database transaction that holds the rows (``FOR
+UPDATE SKIP LOCKED`` on PostgreSQL, so relays of several processes take disjoint rows; the
+write transaction on SQLite). A crash between the publish and the commit of the delete
+publishes those jobs again: the queue is at-least-once anyway, and handlers are idempotent. A
+job's delay counts from its outbox row's creation, so a late publish is not delayed twice.
+
+When the engine refuses jobs (``QueueFull``), the rows stay and the relay tries again after
+``poll_seconds``: the outbox holds the backlog durably until workers catch up.
+
+``enqueue`` without ``conn`` publishes at once, as the engine does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.queue.base import Job, QueueEngine, QueueFull
+from pushgate.storage.database import Database, now_ms
+from pushgate.storage.models import outbox
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+BATCH = 1000
+_o = outbox.c
+
+
+class OutboxQueue(QueueEngine):
+    def __init__(
+        self,
+        engine: QueueEngine,
+        db: Database,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        batch: int = BATCH,
+        relay: bool = True,
+    ) -> None:
+        """``relay``: run the relay in this process (every process normally does)."""
+        self.kind = engine.kind
+        self.engine = engine
+        self._db = db
+        self._poll = poll_seconds
+        self._batch = batch
+        self._relaying = relay
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.engine.start()
+        if self._relaying and self._task is None:
+            self._task = asyncio.create_task(self._relay(), name="pushgate-outbox-relay")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.engine.close()
+
+    async def enqueue(
+        self,
+        queue: str,
+        payloads: Sequence[bytes],
+        *,
+        delay_seconds: float = 0.0,
+        conn: AsyncConnection | None = None,
+    ) -> None:
+        if conn is None:
+            await self.engine.enqueue(queue, payloads, delay_seconds=delay_seconds)
+            return
+        if not payloads:
+            return
+        now = now_ms()
+        delay_ms = max(0, round(delay_seconds * 1000))
+        await conn.execute(
+            insert(outbox),
+            [
+                {"queue": queue, "payload": p, "delay_ms": delay_ms, "created_ms": now}
+                for p in payloads
+            ],
+        )
+
+    def wake(self, queue: str) -> None:
+        """Rows were committed in this process: publish them now."""
+        self._wake.set()
+        self.engine.wake(queue)
+
+    async def claim(
+        self, queue: str, *, limit: int, lease_seconds: float, wait_seconds: float = 0.0
+    ) -> list[Job]:
+        return await self.engine.claim(
+            queue, limit=limit, lease_seconds=lease_seconds, wait_seconds=wait_seconds
+        )
+
+    async def ack(self, jobs: Sequence[Job]) -> None:
+        await self.engine.ack(jobs)
+
+    async def depth(self, queue: str) -> int:
+        """The engine's jobs plus those still in the outbox (counted in that order, so a job
+        published in between is counted at most once)."""
+        published = await self.engine.depth(queue)
+        async with self._db.read.connect() as conn:
+            waiting = (
+                await conn.execute(select(func.count()).where(_o.queue == queue))
+            ).scalar_one()
+        return published + int(waiting)
+
+    async def relay_once(self) -> int:
+        """Publish up to one batch of committed rows, oldest first; how many were published."""
+        query = select(_o.id, _o.queue, _o.payload, _o.delay_ms, _o.created_ms).order_by(_o.id)
+        if not self._db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        async with self._db.write.begin() as conn:
+            rows: list[Any] = list((await conn.execute(query.limit(self._batch))).all())
+            if not rows:
+                return 0
+            now = now_ms()
+            # Consecutive rows of one queue and one due time go out as one enqueue, in order.
+            for (queue, due_ms), group in groupby(
+                rows, key=lambda r: (r.queue, r.created_ms + r.delay_ms)
+            ):
+                await self.engine.enqueue(
+                    queue,
+                    [bytes(r.payload) for r in group],
+                    delay_seconds=max(0, due_ms - now) / 1000,
+                )
+            await conn.execute(delete(outbox).where(_o.id.in_([r.id for r in rows])))
+        return len(rows)
+
+    async def _relay(self) -> None:
+        while True:
+            published = 0
+            try:
+                published = await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except QueueFull as exc:
+                log.warning("outbox: the queue is full, publishing again later (%s)", exc)
+            except Exception as exc:  # the database or the engine is away: try again later
+                log.warning("outbox: publishing failed, trying again later: %r", exc)
+            if published >= self._batch:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._wake.clear()
