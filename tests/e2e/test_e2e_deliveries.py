@@ -25,7 +25,7 @@ from e2e_support import (
 
 from pushgate.testing.server import ServerProcess, create_account, run_cli
 
-STATUSES = ["queued", "sent", "delivered", "opened", "failed", "expired"]
+STATUSES = ["queued", "sent", "delivered", "opened", "failed", "expired", "capped"]
 
 
 async def tenant_with_app(http: httpx2.AsyncClient, data_dir: Path) -> tuple[Tenant, int, str]:
@@ -134,7 +134,7 @@ async def test_deliveries_show_every_field_and_filter_by_status(
     )
     assert native_error(bad, 400, "invalid_input") == (
         "Invalid request: status: Input should be 'queued', 'sent', 'delivered', 'opened', "
-        "'failed' or 'expired'"
+        "'failed', 'expired' or 'capped'"
     )
 
 

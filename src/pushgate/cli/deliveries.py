@@ -157,7 +157,7 @@ def show(
     """Show one notification's deliveries.
 
     One row per device, by device id: the transport (the device's platform), the status
-    (queued, sent, delivered, opened, failed, expired), the attempts, the last reason a
+    (queued, sent, delivered, opened, failed, expired, capped), the attempts, the last reason a
     provider gave, and when it was sent, delivered and last updated (UTC; --json also has
     when it was created)."""
 
@@ -232,7 +232,7 @@ def counts(
     """Count deliveries by status.
 
     Every notification of the account, or of one of its apps (--app), is counted: queued,
-    sent, delivered, opened, failed and expired."""
+    sent, delivered, opened, failed, expired and capped."""
 
     async def work(context: _Context) -> tuple[Account, dict[str, int]]:
         return context.account, await context.queries.delivery_counts(context.account.id, app)
