@@ -112,9 +112,7 @@ def apps_router(apps: AppService, current_account: AccountDependency) -> APIRout
         )
 
     @router.patch("/{app_id}", response_model=AppSettingsOut)
-    async def update_app(
-        app_id: AppId, body: AppUpdate, account: Account = auth
-    ) -> AppSettingsOut:
+    async def update_app(app_id: AppId, body: AppUpdate, account: Account = auth) -> AppSettingsOut:
         """Rename the app or change its settings."""
         given = body.model_fields_set
         await apps.update(
