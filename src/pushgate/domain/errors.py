@@ -42,6 +42,10 @@ class PayloadTooLarge(PushgateError):
     status = 413
 
 
+class UnsupportedMediaType(PushgateError):
+    status = 415
+
+
 class TooManyRequests(PushgateError):
     """Answered 429 with ``Retry-After: retry_after`` (seconds)."""
 

@@ -7,9 +7,11 @@ request that matched no route (404) belongs to the face whose declared path pref
 longest match, else to the default face. So a face under ``/api/`` answers its errors in its
 own format, never in the native one just because of where it lives.
 
-Authentication is each face's own (a header, a bearer token, a body field or an XML element)
-and always yields a ``services.api_keys.Principal`` (or an account, for the user-token
-faces); bodies are read through ``web.body`` (size-capped).
+Authentication is declared once per face too: a ``KeyAuthenticator`` of one key kind reads
+the key from a header, a bearer token, a body field or an XML element (``KeySource``) and
+yields a ``services.api_keys.Principal`` (Instapush and the native API authenticate their
+own tokens). Bodies are read through ``web.documents`` / ``web.body`` (size-capped; JSON or
+XML without DTDs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Scope
+
+from pushgate.domain.errors import Unauthorized
+from pushgate.services.api_keys import ApiKeyService, Principal
+from pushgate.throttle import AuthThrottle
+from pushgate.web.auth import bearer, client_address
+from pushgate.web.documents import Document
 
 ErrorWriter = Callable[[str, int, Mapping[str, str] | None], Response]
 SCOPE_KEY = "pushgate.face"
@@ -69,3 +77,60 @@ class Faces:
         headers: Mapping[str, str] | None = None,
     ) -> Response:
         return self.of(connection).error(message, status, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    """Where a face's requests carry their API key: ``Authorization: Bearer``, a header, or a
+    field of the body document (a JSON member, or a child element of the XML root)."""
+
+    bearer: bool = False
+    header: str | None = None
+    field: str | None = None
+
+    def presented(self, connection: HTTPConnection, document: Document | None) -> str | None:
+        if self.bearer and (token := bearer(connection)):
+            return token
+        if self.header is not None and (value := connection.headers.get(self.header)):
+            return value.strip()
+        if self.field is not None and document is not None:
+            return document.field(self.field)
+        return None
+
+
+class KeyAuthenticator:
+    """A face's authentication with API keys of one kind, declared once per face: the key
+    from its ``KeySource``, checked by ``ApiKeyService`` (allowlist and quota included), with
+    failures counted by the failed-authentication throttle. Yields the ``Principal``."""
+
+    def __init__(
+        self,
+        kind: str,
+        source: KeySource,
+        keys: ApiKeyService,
+        throttle: AuthThrottle,
+        missing: str,
+    ) -> None:
+        """``missing``: the face's message for a request without a valid key."""
+        self.kind = kind
+        self.source = source
+        self._keys = keys
+        self._throttle = throttle
+        self._missing = missing
+
+    async def principal(
+        self, connection: HTTPConnection, document: Document | None = None
+    ) -> Principal:
+        """``Unauthorized`` without a valid key of the kind; ``Forbidden`` from an address
+        outside the key's allowlist; ``TooManyRequests`` past its quota or while the client
+        is throttled for failed attempts."""
+        presented = self.source.presented(connection, document)
+        address = client_address(connection)
+
+        async def check() -> Principal | None:
+            return await self._keys.authenticate(self.kind, presented, address)
+
+        found = await self._throttle.authenticate(address, None, check)
+        if found is None:
+            raise Unauthorized(self._missing)
+        return found
