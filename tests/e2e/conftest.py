@@ -94,6 +94,7 @@ class Tenant:
     user_token: str
     app_id: str = ""
     app_secret: str = ""
+    account_id: int = 0
 
     @property
     def user_headers(self) -> dict[str, str]:
@@ -111,7 +112,7 @@ class Tenant:
 def new_account(data_dir: Path) -> Tenant:
     account = create_account(data_dir, unique("acct"))
     assert isinstance(account["user_token"], str) and account["user_token"]
-    return Tenant(data_dir=data_dir, user_token=account["user_token"])
+    return Tenant(data_dir=data_dir, user_token=account["user_token"], account_id=account["id"])
 
 
 async def add_app(http: httpx2.AsyncClient, tenant: Tenant, title: str = "test") -> None:

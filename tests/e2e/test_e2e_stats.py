@@ -23,7 +23,7 @@ from e2e_support import (
     ws_until_ready,
 )
 
-from pushgate.testing.server import ServerProcess
+from pushgate.testing.server import ServerProcess, run_cli
 
 
 async def stats(http: httpx2.AsyncClient, tenant: Tenant, notification_id: int) -> dict[str, Any]:
@@ -149,6 +149,27 @@ async def test_a_campaign_counts_every_target_opened_and_capped(
     }
     listed = await http.get(f"/api/v1/apps/{app_id}/campaigns", headers=tenant.bearer)
     assert [c["id"] for c in listed.json()["campaigns"]] == ["spring"]
+
+    # The same from the command line.
+    account = str(tenant.account_id)
+    shown = await asyncio.to_thread(
+        run_cli, ["deliveries", "stats", str(n2), "--account", account, "--json"], server.data_dir
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {**counted, "notification_id": n2}
+    table = await asyncio.to_thread(
+        run_cli, ["deliveries", "campaigns", "--app", app_id, "--account", account],
+        server.data_dir,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "Campaign spring (Spring sale), 2 notifications" in table.stdout
+    assert "opted_out" in table.stdout
+    missing = await asyncio.to_thread(
+        run_cli,
+        ["deliveries", "campaigns", "--app", app_id, "--campaign", "x", "--account", account],
+        server.data_dir,
+    )
+    assert missing.returncode == 1 and "no campaign 'x'" in missing.stderr
 
 
 async def test_statistics_and_opened_reports_stay_in_their_account(

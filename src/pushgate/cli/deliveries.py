@@ -23,6 +23,7 @@ from pushgate.services.notifications import (
     DeliveryRecord,
     NotificationQueries,
 )
+from pushgate.services.stats import CampaignView, Counts, StatsService
 from pushgate.storage.database import Database
 from pushgate.web.timestamps import iso_ms
 
@@ -44,6 +45,7 @@ ACCOUNT_HELP = (
 class _Context:
     account: Account
     queries: NotificationQueries
+    stats: StatsService
 
 
 def _select_account(rows: list[Account], wanted: str | None) -> Account:
@@ -76,7 +78,7 @@ def _run(account: str | None, work: Callable[[_Context], Awaitable[T]]) -> T:
     async def run(db: Database, box: SecretBox) -> T:
         rows = [row for row, _token in await AccountService(db, box).list()]
         selected = _select_account(rows, account)
-        return await work(_Context(selected, NotificationQueries(db)))
+        return await work(_Context(selected, NotificationQueries(db), StatsService(db)))
 
     try:
         return with_database(run)
@@ -251,3 +253,93 @@ def counts(
         table.add_row(Text(name), str(count))
     table.add_row("total", str(total), style="bold")
     console.print(table)
+
+
+def _stats_record(counts: Counts) -> dict[str, object]:
+    return {
+        "targeted": counts.targeted,
+        **counts.statuses,
+        "failed_by_reason": counts.failed_by_reason,
+        "no_user": counts.no_user,
+        "opted_out": counts.opted_out,
+    }
+
+
+def _print_stats(title: str, counts: Counts) -> None:
+    console = _console()
+    console.print(title, markup=False)
+    table = Table("count", "value")
+    for name, value in _stats_record(counts).items():
+        if name == "failed_by_reason":
+            for reason, count in counts.failed_by_reason.items():
+                table.add_row(Text(f"  failed: {reason}"), str(count))
+            continue
+        table.add_row(Text(name), str(value), style="bold" if name == "targeted" else None)
+    console.print(table)
+
+
+@deliveries_app.command("stats")
+def stats(
+    notification_id: Annotated[
+        int, typer.Argument(help="The notification's id.", metavar="NOTIFICATION_ID", min=1)
+    ],
+    account: Annotated[str | None, typer.Option("--account", help=ACCOUNT_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """One notification's statistics, counted from its delivery records.
+
+    targeted (deliveries, plus identifiers that named nobody and subscribers who had opted
+    out), each delivery status, failed deliveries by reason, no_user and opted_out."""
+
+    async def work(context: _Context) -> Counts:
+        return await context.stats.notification(context.account.id, notification_id)
+
+    counts = _run(account, work)
+    if as_json:
+        record = {"notification_id": notification_id, **_stats_record(counts)}
+        typer.echo(orjson.dumps(record).decode())
+        return
+    _print_stats(f"Notification {notification_id}:", counts)
+
+
+def _campaign_record(view: CampaignView) -> dict[str, object]:
+    return {
+        "id": view.external_id,
+        "name": view.name,
+        "created_at": iso_ms(view.created_ms),
+        "notifications": view.counts.notifications,
+        "stats": _stats_record(view.counts),
+    }
+
+
+@deliveries_app.command("campaigns")
+def campaigns(
+    app: Annotated[str, typer.Option("--app", help="The app, by its appID.", metavar="APP_ID")],
+    campaign: Annotated[
+        str | None,
+        typer.Option("--campaign", help="Only this campaign (your id for it).", metavar="ID"),
+    ] = None,
+    account: Annotated[str | None, typer.Option("--account", help=ACCOUNT_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """An app's campaigns with their statistics: every notification sent with a campaign's
+    id counts towards it."""
+
+    async def work(context: _Context) -> list[CampaignView]:
+        if campaign is not None:
+            return [await context.stats.campaign(context.account.id, app, campaign)]
+        return await context.stats.campaigns(context.account.id, app)
+
+    views = _run(account, work)
+    if as_json:
+        for view in views:
+            typer.echo(orjson.dumps(_campaign_record(view)).decode())
+        return
+    if not views:
+        typer.echo(f"App {app} has no campaigns yet.")
+    for view in views:
+        name = f" ({view.name})" if view.name else ""
+        _print_stats(
+            f"Campaign {view.external_id}{name}, {view.counts.notifications} notifications:",
+            view.counts,
+        )
