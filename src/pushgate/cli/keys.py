@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pushgate.cli.database import with_database
 from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
-from pushgate.services.api_keys import KINDS, ApiKey, ApiKeyService
+from pushgate.services.api_keys import KINDS, ApiKey, ApiKeyService, key_record
 from pushgate.services.credentials import CredentialService
 from pushgate.services.quotas import Quotas
 from pushgate.web.timestamps import iso_ms
@@ -36,22 +36,6 @@ def _run(work: Callable[[ApiKeyService, CredentialService], Awaitable[T]]) -> T:
     except PushgateError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from exc
-
-
-def _record(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "kind": key.kind,
-        "app_id": key.app_key,
-        "name": key.name,
-        "hint": key.hint,
-        "ip_allowlist": None if key.ip_allowlist is None else list(key.ip_allowlist),
-        "per_minute": key.per_minute,
-        "company_id": key.account_id,
-        "partner_id": str(key.account_id),
-        "created_at": iso_ms(key.created_ms),
-        "revoked_at": iso_ms(key.revoked_ms) if key.revoked_ms else None,
-    }
 
 
 async def _account(
@@ -110,7 +94,7 @@ def create(
         )
 
     key, secret = _run(work)
-    record = {**_record(key), "key": secret}
+    record = {**key_record(key), "key": secret}
     if as_json:
         typer.echo(orjson.dumps(record).decode())
         return
@@ -141,7 +125,7 @@ def list_keys(
     listed = _run(work)
     if as_json:
         for key in listed:
-            typer.echo(orjson.dumps(_record(key)).decode())
+            typer.echo(orjson.dumps(key_record(key)).decode())
         return
     table = Table("id", "kind", "app", "name", "hint", "allowed from", "per minute", "revoked")
     for key in listed:
@@ -187,7 +171,7 @@ def update_key(
 
     key = _run(work)
     if as_json:
-        typer.echo(orjson.dumps(_record(key)).decode())
+        typer.echo(orjson.dumps(key_record(key)).decode())
     else:
         typer.echo(f"API key {key.id} updated.")
 

@@ -25,10 +25,11 @@ from pushgate.cache import TTLCache
 from pushgate.crypto import SecretBox, new_token
 from pushgate.domain.errors import Forbidden, InvalidInput, NotFound, TooManyRequests
 from pushgate.egress import parse_networks
-from pushgate.services.apps import App
+from pushgate.services.apps import App, owned_app_id
 from pushgate.services.quotas import Quotas
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import api_keys, apps
+from pushgate.web.timestamps import iso_ms
 
 KINDS = ("native", "insider-mobile", "insider-web", "push-api-v2", "push-express")
 # Kinds whose key belongs to one app, and kinds whose key acts for the whole account.
@@ -145,15 +146,7 @@ class ApiKeyService:
         async with self._db.write.begin() as conn:
             app_id = None
             if app_key is not None:
-                app_id = (
-                    await conn.execute(
-                        select(apps.c.id).where(
-                            apps.c.app_key == app_key, apps.c.account_id == account_id
-                        )
-                    )
-                ).scalar()
-                if app_id is None:
-                    raise NotFound(f"No app {app_key} in this account")
+                app_id = await owned_app_id(conn, account_id, app_key)
             result = await conn.execute(
                 insert(api_keys).returning(api_keys.c.id),
                 {
@@ -330,3 +323,22 @@ def _check_name(name: str | None) -> None:
 def _check_quota(per_minute: int | None) -> None:
     if per_minute is not None and not 1 <= per_minute <= 10_000_000:
         raise InvalidInput("per_minute must be a whole number from 1 to 10000000")
+
+
+def key_record(key: ApiKey) -> dict[str, Any]:
+    """What the API and the CLI show of a key (never the key itself): its id, kind, app,
+    name, last 4 characters, allowlist, quota, the ids the faces need (Push API v2's
+    ``company_id``, Insider web's ``partner_id``: the account's), and its times."""
+    return {
+        "id": key.id,
+        "kind": key.kind,
+        "app_id": key.app_key,
+        "name": key.name,
+        "hint": key.hint,
+        "ip_allowlist": None if key.ip_allowlist is None else list(key.ip_allowlist),
+        "per_minute": key.per_minute,
+        "company_id": key.account_id,
+        "partner_id": str(key.account_id),
+        "created_at": iso_ms(key.created_ms),
+        "revoked_at": iso_ms(key.revoked_ms) if key.revoked_ms else None,
+    }

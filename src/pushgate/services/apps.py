@@ -39,6 +39,19 @@ _DELETE_APP = (
 )
 
 
+async def owned_app_id(conn: AsyncConnection, account_id: int, app_key: str, hint: str = "") -> int:
+    """The row id of the account's app with this appID; ``NotFound`` (with ``hint``
+    appended) when the account has none: an app of another account is not found either."""
+    app_id = (
+        await conn.execute(
+            select(apps.c.id).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
+        )
+    ).scalar()
+    if app_id is None:
+        raise NotFound(f"No app {app_key} in this account{hint}")
+    return int(app_id)
+
+
 @dataclass(frozen=True, slots=True)
 class App:
     id: int
@@ -186,15 +199,7 @@ class AppService:
         profiles), notifications and their deliveries, events, campaigns, credentials and API
         keys."""
         async with self._db.write.begin() as conn:
-            app_id = (
-                await conn.execute(
-                    select(apps.c.id).where(
-                        apps.c.app_key == app_key, apps.c.account_id == account_id
-                    )
-                )
-            ).scalar()
-            if app_id is None:
-                raise NotFound(f"No app {app_key} in this account")
+            app_id = await owned_app_id(conn, account_id, app_key)
             for statement in _DELETE_APP:
                 await conn.execute(text(statement), {"app": app_id})
         self._by_key.discard(app_key)

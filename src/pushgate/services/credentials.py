@@ -27,6 +27,7 @@ from pushgate.crypto import SecretBox
 from pushgate.domain import credentials as kinds
 from pushgate.domain.credentials import Credentials, Rules, VapidCredentials
 from pushgate.domain.errors import NotFound
+from pushgate.services.apps import owned_app_id
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import app_credentials, apps
 
@@ -66,14 +67,7 @@ class CredentialService:
         self._loaded: dict[tuple[str, str], tuple[str, Credentials]] = {}
 
     async def _app_id(self, conn: AsyncConnection, account_id: int, app_key: str) -> int:
-        app_id = (
-            await conn.execute(
-                select(apps.c.id).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
-            )
-        ).scalar()
-        if app_id is None:
-            raise NotFound(f"No app {app_key} in this account")
-        return int(app_id)
+        return await owned_app_id(conn, account_id, app_key)
 
     async def owner(self, app_key: str) -> int:
         """The account id of the app (for operators' tools that name only the app)."""

@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.crypto import SecretBox, new_token
 from pushgate.domain import addresses
-from pushgate.domain.errors import Conflict, InvalidInput, NotFound
+from pushgate.domain.errors import Conflict, InvalidInput
 from pushgate.domain.subscribers import STANDARD, Identifiers, parse_identifiers
 from pushgate.egress import EgressPolicy, EgressRefused
+from pushgate.services.apps import owned_app_id
 from pushgate.services.subscribers import Scope, lock, resolve
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import apps, devices, subscribers
@@ -273,16 +274,9 @@ class DeviceService:
     async def _app_id(conn: AsyncConnection, account_id: int, app_key: str | None) -> int | None:
         if app_key is None:
             return None
-        app_id = (
-            await conn.execute(
-                select(apps.c.id).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
-            )
-        ).scalar()
-        if app_id is None:
-            raise NotFound(
-                f"No app {app_key} in this account (GET /v1/apps/list lists the account's apps)"
-            )
-        return int(app_id)
+        return await owned_app_id(
+            conn, account_id, app_key, " (GET /v1/apps/list lists the account's apps)"
+        )
 
     async def _check_room(
         self, conn: AsyncConnection, subscriber_id: int, device_id: int | None

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from pushgate.domain.errors import InvalidInput, NotFound
+from pushgate.services.apps import owned_app_id
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import apps, deliveries, devices, notifications, subscribers
 from pushgate.transports.base import Content
@@ -237,15 +238,7 @@ class NotificationQueries:
         )
         async with self._db.read.connect() as conn:
             if app_key is not None:
-                app_id = (
-                    await conn.execute(
-                        select(apps.c.id).where(
-                            apps.c.app_key == app_key, apps.c.account_id == account_id
-                        )
-                    )
-                ).scalar()
-                if app_id is None:
-                    raise NotFound(f"No app {app_key} in this account")
+                app_id = await owned_app_id(conn, account_id, app_key)
                 query = query.where(_n.app_id == app_id)
             rows = (await conn.execute(query)).all()
         counts = dict.fromkeys(ALL_DELIVERY_STATUSES, 0)

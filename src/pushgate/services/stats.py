@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select, update
 
 from pushgate.domain.errors import NotFound
+from pushgate.services.apps import owned_app_id
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import apps, campaigns, deliveries, devices, notifications
 
@@ -130,15 +131,7 @@ class StatsService:
         if external_id is not None:
             query = query.where(campaigns.c.external_id == external_id)
         async with self._db.read.connect() as conn:
-            app = (
-                await conn.execute(
-                    select(apps.c.id).where(
-                        apps.c.app_key == app_key, apps.c.account_id == account_id
-                    )
-                )
-            ).first()
-            if app is None:
-                raise NotFound(f"No app {app_key} in this account")
+            await owned_app_id(conn, account_id, app_key)
             return [(int(r[0]), r[1], r[2], int(r[3])) for r in (await conn.execute(query)).all()]
 
     async def campaign(self, account_id: int, app_key: str, external_id: str) -> CampaignView:

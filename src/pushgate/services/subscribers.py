@@ -31,7 +31,7 @@ from pushgate.domain.subscribers import (
     Profile,
     attribute_value,
 )
-from pushgate.services.apps import App
+from pushgate.services.apps import App, owned_app_id
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import (
     apps,
@@ -237,14 +237,7 @@ class SubscriberService:
         self._db = db
 
     async def _scope(self, conn: AsyncConnection, account_id: int, app_key: str) -> Scope:
-        app_id = (
-            await conn.execute(
-                select(apps.c.id).where(apps.c.app_key == app_key, apps.c.account_id == account_id)
-            )
-        ).scalar()
-        if app_id is None:
-            raise NotFound(f"No app {app_key} in this account")
-        return Scope(account_id, int(app_id))
+        return Scope(account_id, await owned_app_id(conn, account_id, app_key))
 
     async def upsert(
         self, account_id: int, app_key: str, identifiers: Identifiers, profile: Profile

@@ -16,10 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pushgate.api.native.deps import AccountDependency
 from pushgate.domain.errors import MAX_ID
 from pushgate.services.accounts import Account
-from pushgate.services.api_keys import DEFAULT_PER_MINUTE, KINDS, ApiKey, ApiKeyService
+from pushgate.services.api_keys import (
+    DEFAULT_PER_MINUTE,
+    KINDS,
+    ApiKeyService,
+    key_record,
+)
 from pushgate.web.body import no_nul
 from pushgate.web.route import GuardedRoute
-from pushgate.web.timestamps import iso_ms
 
 KeyId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Kind = Annotated[str, Field(pattern="^(" + "|".join(KINDS) + ")$")]
@@ -89,22 +93,6 @@ class KeyList(BaseModel):
     keys: list[KeyOut]
 
 
-def _out(key: ApiKey) -> dict[str, object]:
-    return {
-        "id": key.id,
-        "kind": key.kind,
-        "app_id": key.app_key,
-        "name": key.name,
-        "hint": key.hint,
-        "ip_allowlist": None if key.ip_allowlist is None else list(key.ip_allowlist),
-        "per_minute": key.per_minute,
-        "company_id": key.account_id,
-        "partner_id": str(key.account_id),
-        "created_at": iso_ms(key.created_ms),
-        "revoked_at": iso_ms(key.revoked_ms) if key.revoked_ms else None,
-    }
-
-
 def keys_router(keys: ApiKeyService, current_account: AccountDependency) -> APIRouter:
     router = APIRouter(prefix="/api/v1/keys", tags=["api keys"], route_class=GuardedRoute)
     auth = Depends(current_account)
@@ -120,7 +108,7 @@ def keys_router(keys: ApiKeyService, current_account: AccountDependency) -> APIR
             ip_allowlist=body.ip_allowlist,
             per_minute=body.per_minute,
         )
-        return CreatedKeyOut.model_validate({**_out(key), "key": secret})
+        return CreatedKeyOut.model_validate({**key_record(key), "key": secret})
 
     @router.get("", response_model=KeyList)
     async def list_keys(
@@ -128,7 +116,7 @@ def keys_router(keys: ApiKeyService, current_account: AccountDependency) -> APIR
     ) -> KeyList:
         """The account's keys (of one app, when given), revoked ones included."""
         listed = await keys.list(account.id, app_id)
-        return KeyList.model_validate({"keys": [_out(key) for key in listed]})
+        return KeyList.model_validate({"keys": [key_record(key) for key in listed]})
 
     @router.patch("/{key_id}", response_model=KeyOut)
     async def update_key(key_id: KeyId, body: KeyUpdate, account: Account = auth) -> KeyOut:
@@ -143,11 +131,11 @@ def keys_router(keys: ApiKeyService, current_account: AccountDependency) -> APIR
             per_minute=body.per_minute,
             default_quota="per_minute" in given and body.per_minute is None,
         )
-        return KeyOut.model_validate(_out(key))
+        return KeyOut.model_validate(key_record(key))
 
     @router.delete("/{key_id}", response_model=KeyOut)
     async def revoke_key(key_id: KeyId, account: Account = auth) -> KeyOut:
         """Revoke the key: every process refuses it within a second."""
-        return KeyOut.model_validate(_out(await keys.revoke(account.id, key_id)))
+        return KeyOut.model_validate(key_record(await keys.revoke(account.id, key_id)))
 
     return router
