@@ -2,10 +2,30 @@
 fan-out's ``INSERT ... SELECT``, the same text on SQLite and PostgreSQL but for parameter
 markers and booleans. Every value travels as a bound parameter.
 
-``select_devices`` gives ``SELECT d.id, d.platform FROM devices d JOIN subscribers s ... WHERE
-...`` (wrapped in a window over each subscriber's devices when only the last active one is
-wanted); ``tests/integration/test_audience_contract.py`` checks it against
-``domain.audience.select`` on random data, on both databases.
+``select_devices`` gives ``SELECT d.id, d.platform FROM devices d WHERE ...`` (joined to
+``subscribers s`` only when a rule reads the subscriber's own columns; wrapped in a window over
+each subscriber's devices when only the last active one is wanted);
+``tests/integration/test_audience_contract.py`` checks it against ``domain.audience.select`` on
+random data, on both databases.
+
+The shape is chosen so that a selective filter drives the selection instead of a scan of the
+app's devices (``benchmarks/audience.py``, docs/performance.md "Audience selection"):
+
+- an attribute condition that a subscriber must meet (``in``, ``exists``, comparisons) is
+  ``d.subscriber_id IN (SELECT a.subscriber_id FROM subscriber_attributes a WHERE ...)``,
+  which both databases can start from: the index ``(name, text_value | num_value,
+  subscriber_id)`` yields the matching subscribers, and ``(subscriber_id, ..., app_id,
+  account_id, enabled, platform)`` on devices their devices without reading device rows. One
+  that a subscriber must not meet is a correlated ``NOT EXISTS``, a single look-up per device
+  in the same index (or the primary key);
+- PostgreSQL chooses between that and a scan from its statistics. SQLite has none (Pushgate
+  does not run ANALYZE), and without them it estimates ``d.app_id = ?`` as very selective, so
+  it would read every device of the app and probe the filter for each. When the audience names
+  attribute values (``in``) or subscribers, the app and account terms are therefore marked
+  ``likelihood(..., 0.9)``: the app is assumed to be most of the account's devices, and the
+  named values or subscribers are where the selection starts. That costs the most when the
+  named values are common among the subscribers of the account's *other* apps; the work then
+  grows with those subscribers rather than with this app's devices.
 """
 
 from __future__ import annotations
@@ -69,44 +89,74 @@ def _split(values: Sequence[AttributeValue]) -> tuple[list[str], list[float]]:
 
 
 def _condition(p: Params, condition: Condition) -> str:
-    subquery = (
-        "SELECT 1 FROM subscriber_attributes a WHERE a.subscriber_id = s.id "
-        f"AND a.name = {p(condition.name)}"
-    )
     op = condition.op
-    if op == "exists":
-        return f"EXISTS ({subquery})"
-    if op == "missing":
-        return f"NOT EXISTS ({subquery})"
+    where = f"a.name = {p(condition.name)}"
     if op in COMPARISONS:
-        bound = float(condition.values[0])
-        return f"EXISTS ({subquery} AND a.num_value {_COMPARE[op]} {p(bound)})"
-    texts, numbers = _split(condition.values)
-    either = []
-    if texts:
-        either.append(_in(p, "a.text_value", texts))
-    if numbers:
-        either.append(_in(p, "a.num_value", numbers))
-    matching = f"EXISTS ({subquery} AND ({' OR '.join(either)}))"
-    return matching if op == "in" else f"NOT {matching}"
+        where += f" AND a.num_value {_COMPARE[op]} {p(float(condition.values[0]))}"
+    elif op in ("in", "not_in"):
+        texts, numbers = _split(condition.values)
+        either = []
+        if texts:
+            either.append(_in(p, "a.text_value", texts))
+        if numbers:
+            either.append(_in(p, "a.num_value", numbers))
+        where += f" AND ({' OR '.join(either)})"
+    if op in ("not_in", "missing"):
+        return (
+            "NOT EXISTS (SELECT 1 FROM subscriber_attributes a "
+            f"WHERE a.subscriber_id = d.subscriber_id AND {where})"
+        )
+    return f"d.subscriber_id IN (SELECT a.subscriber_id FROM subscriber_attributes a WHERE {where})"
 
 
 def _has_any(p: Params, table: str, column: str, values: Sequence[str]) -> str:
     return (
-        f"EXISTS (SELECT 1 FROM {table} x WHERE x.subscriber_id = s.id "
+        f"EXISTS (SELECT 1 FROM {table} x WHERE x.subscriber_id = d.subscriber_id "
         f"AND {_in(p, f'x.{column}', values)})"
     )
+
+
+def _reads_subscriber(audience: Audience) -> bool:
+    """Whether a rule reads the subscriber's own columns (the others need only its id, which
+    is ``d.subscriber_id``)."""
+    return bool(
+        audience.countries
+        or audience.exclude_countries
+        or audience.languages
+        or audience.exclude_languages
+        or audience.optin_required
+        or audience.engaged_only
+    )
+
+
+def _named(p: Params, audience: Audience) -> bool:
+    """Whether SQLite should start from named attribute values or subscribers."""
+    return not p.postgres and (
+        any(condition.op == "in" for condition in audience.attributes) or bool(audience.subscribers)
+    )
+
+
+def _likely(term: str, hint: bool) -> str:
+    """``term``, marked for SQLite's planner as true for most rows when ``hint`` is set."""
+    return f"likelihood({term}, 0.9)" if hint else term
 
 
 def conditions(
     p: Params, audience: Audience, *, app_id: int, account_id: int, engaged_since_ms: int
 ) -> list[str]:
-    """The WHERE conditions on ``devices d JOIN subscribers s``."""
-    where = [f"d.account_id = {p(account_id)}", p.true("d.enabled")]
+    """The WHERE conditions on ``devices d`` (``JOIN subscribers s`` when ``_reads_subscriber``)."""
+    # See the module's docstring: on SQLite, start from the named values or subscribers.
+    named = _named(p, audience)
+    where = [_likely(f"d.account_id = {p(account_id)}", named), p.true("d.enabled")]
     if audience.personal:
-        where.append(f"(d.app_id = {p(app_id)} OR d.app_id IS NULL)")
+        # Each side marked: SQLite would otherwise read both through their indexes.
+        app, personal = (
+            _likely(f"d.app_id = {p(app_id)}", named),
+            _likely("d.app_id IS NULL", named),
+        )
+        where.append(f"({app} OR {personal})")
     else:
-        where.append(f"d.app_id = {p(app_id)}")
+        where.append(_likely(f"d.app_id = {p(app_id)}", named))
     where += _include_exclude(p, "d.platform", audience.platforms, audience.exclude_platforms)
     country = "coalesce(d.country, s.country)"
     where += _include_exclude(p, country, audience.countries, audience.exclude_countries)
@@ -126,7 +176,9 @@ def conditions(
         where.append("NOT " + _has_any(p, "subscriber_events", "name", audience.exclude_events))
     where += [_condition(p, condition) for condition in audience.attributes]
     if audience.subscribers is not None:
-        where.append(_in(p, "s.id", audience.subscribers) if audience.subscribers else "1 = 0")
+        where.append(
+            _in(p, "d.subscriber_id", audience.subscribers) if audience.subscribers else "1 = 0"
+        )
     if audience.optin_required:
         where.append(p.true("s.optin_push"))
     if audience.engaged_only:
@@ -143,11 +195,13 @@ def select_devices(
             p, audience, app_id=app_id, account_id=account_id, engaged_since_ms=engaged_since_ms
         )
     )
-    base = "FROM devices d JOIN subscribers s ON s.id = d.subscriber_id WHERE " + where
+    joined = " JOIN subscribers s ON s.id = d.subscriber_id" if _reads_subscriber(audience) else ""
+    base = f"FROM devices d{joined} WHERE {where}"
     if not audience.last_active_device_only:
         return f"SELECT d.id AS id, d.platform AS platform {base}"
     ranked = (
-        "SELECT d.id AS id, d.platform AS platform, ROW_NUMBER() OVER (PARTITION BY s.id "
-        f"ORDER BY coalesce(d.last_active_ms, 0) DESC, d.id DESC) AS rank {base}"
+        "SELECT d.id AS id, d.platform AS platform, ROW_NUMBER() OVER (PARTITION BY "
+        "d.subscriber_id ORDER BY coalesce(d.last_active_ms, 0) DESC, d.id DESC) AS rank "
+        f"{base}"
     )
     return f"SELECT r.id AS id, r.platform AS platform FROM ({ranked}) r WHERE r.rank = 1"

@@ -119,7 +119,9 @@ subscriber_identifiers = Table(
 # Typed attributes, default (``d_*``) and custom (``c_*``): one row per value, a list one row
 # per element in ``position`` order. ``kind``: string, number, bool or date, or "list:<kind>".
 # Strings go in ``text_value``; numbers, booleans (0/1) and dates (ms since the epoch) in
-# ``num_value``, dates also as ISO text. Indexed by name and value for targeting.
+# ``num_value``, dates also as ISO text. Indexed by name and value for targeting, with the
+# subscriber id last: a filter on attribute values reads its subscribers from the index alone
+# (see storage/audience_sql.py).
 subscriber_attributes = Table(
     "subscriber_attributes",
     metadata,
@@ -129,8 +131,18 @@ subscriber_attributes = Table(
     Column("kind", String(16), nullable=False),
     Column("text_value", String(1000), nullable=True),
     Column("num_value", Float(53), nullable=True),
-    Index("ix_subscriber_attributes_name_text_value", "name", "text_value"),
-    Index("ix_subscriber_attributes_name_num_value", "name", "num_value"),
+    Index(
+        "ix_subscriber_attributes_name_text_value_subscriber_id",
+        "name",
+        "text_value",
+        "subscriber_id",
+    ),
+    Index(
+        "ix_subscriber_attributes_name_num_value_subscriber_id",
+        "name",
+        "num_value",
+        "subscriber_id",
+    ),
 )
 
 # Tags ("audiences" in Push.express) and named events (install, reg...) of a subscriber.
@@ -159,7 +171,7 @@ devices = Table(
     "devices",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
     Column("app_id", Id, ForeignKey("apps.id"), nullable=True, index=True),
     Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=False),
     Column("platform", String(16), nullable=False),
@@ -181,8 +193,21 @@ devices = Table(
     Column("last_seen_ms", BigInteger, nullable=True),
     Column("last_active_ms", BigInteger, nullable=True),
     # A subscriber's devices, most recently active last: its last active device is one index
-    # look-up away.
-    Index("ix_devices_subscriber_id_last_active_ms", "subscriber_id", "last_active_ms"),
+    # look-up away. The columns after those make it cover the fan-out's device selection when
+    # that starts from subscribers (an audience of attribute values or subscriber ids, see
+    # storage/audience_sql.py): the devices' rows need not be read.
+    # An account's devices, and its personal (app-less) channel devices without reading the
+    # others: every send without an audience also goes to those.
+    Index("ix_devices_account_id_app_id", "account_id", "app_id"),
+    Index(
+        "ix_devices_subscriber_id_covering",
+        "subscriber_id",
+        "last_active_ms",
+        "app_id",
+        "account_id",
+        "enabled",
+        "platform",
+    ),
     Index(
         "uq_devices_app_id_platform_push_token_hash",
         "app_id",
