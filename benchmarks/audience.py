@@ -66,7 +66,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +73,12 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import insert
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from scratch_db import ScratchError, create_scratch, drop_scratch  # noqa: E402
 
 from pushgate.app import tune_interpreter  # noqa: E402
 from pushgate.domain.audience import Audience, Condition  # noqa: E402
@@ -241,20 +241,6 @@ class Scratch:
     where: str
 
 
-def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _pg_admin(url: str, sql: str) -> None:
-    import asyncpg  # type: ignore[import-untyped]
-
-    conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=10)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def scratch_database(database_url: str | None, keep: bool) -> Scratch:
     if database_url is None:
         directory = tempfile.mkdtemp(prefix="pushgate-audience-")
@@ -265,26 +251,16 @@ def scratch_database(database_url: str | None, keep: bool) -> Scratch:
                 shutil.rmtree(directory, ignore_errors=True)
 
         return Scratch(f"sqlite+aiosqlite:///{path}", "sqlite", remove_dir, str(path))
-    u = make_url(database_url)
-    if u.get_backend_name() != "postgresql":
-        raise HarnessError(f"--database-url must be a PostgreSQL URL, got {u.drivername}")
-    if u.host not in (None, "", "localhost", "127.0.0.1", "::1"):
-        raise HarnessError(f"refusing non-loopback database host {u.host!r}")
-    name = f"pushgate_audience_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_pg_admin(database_url, f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        raise HarnessError(f"cannot create a scratch database on {u.host}: {exc}") from exc
+        name, url = create_scratch(database_url, "audience")
+    except ScratchError as exc:
+        raise HarnessError(f"--database-url: {exc}") from exc
 
     def drop() -> None:
         if not keep:
-            with contextlib.suppress(Exception):
-                asyncio.run(
-                    _pg_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                )
+            drop_scratch(database_url, name)
 
-    scratch = u.set(database=name, drivername="postgresql+asyncpg")
-    return Scratch(scratch.render_as_string(hide_password=False), "postgresql", drop, name)
+    return Scratch(url, "postgresql", drop, name)
 
 
 # --------------------------------------------------------------------------------------------

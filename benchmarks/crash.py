@@ -76,6 +76,7 @@ from ingest import (  # noqa: E402
     run_and_report,
     setup_account,
 )
+from scratch_db import ScratchError, create_scratch, drop_scratch  # noqa: E402
 
 TARGET_LOST = 0
 
@@ -127,48 +128,6 @@ class CrashReceiverGroup(ReceiverGroup):
 # --------------------------------------------------------------------------------------------
 # Scratch PostgreSQL database and Redis key prefix
 # --------------------------------------------------------------------------------------------
-
-
-def _asyncpg_dsn(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _pg_admin(url: str, sql: str) -> None:
-    import asyncpg
-
-    async def go() -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(url), timeout=10)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
-
-
-def scratch_postgres(url: str) -> tuple[str, str]:
-    """A new empty database on the server of ``url``: (its name, its URL)."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    if u.get_backend_name() != "postgresql":
-        raise HarnessError(f"--database-url must be a PostgreSQL URL, got {u.drivername}")
-    if u.host not in (None, "", "localhost", "127.0.0.1", "::1"):
-        raise HarnessError(f"refusing non-loopback database host {u.host!r}")
-    name = f"pushgate_crash_{uuid.uuid4().hex[:12]}"
-    try:
-        _pg_admin(url, f'CREATE DATABASE "{name}"')
-    except Exception as exc:
-        raise HarnessError(f"cannot create a scratch database on {u.host}: {exc}") from exc
-    scratch = u.set(database=name, drivername="postgresql+asyncpg")
-    return name, scratch.render_as_string(hide_password=False)
-
-
-def drop_postgres(url: str, name: str) -> None:
-    with contextlib.suppress(Exception):
-        _pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def drop_redis_prefix(url: str, prefix: str) -> int:
@@ -388,7 +347,10 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     try:
         server = OwnServer(keep_dir=args.keep_data)
         if args.database_url:
-            pg_name, scratch = scratch_postgres(args.database_url)
+            try:
+                pg_name, scratch = create_scratch(args.database_url, "crash")
+            except ScratchError as exc:
+                raise HarnessError(f"--database-url: {exc}") from exc
             server.env["PUSHGATE_DATABASE_URL"] = scratch
             log(f"scratch PostgreSQL database {pg_name}")
         if args.queue_url:
@@ -528,7 +490,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             server.stop()
             result["server_log_dir"] = str(server.dir) if args.keep_data else None
         if pg_name is not None:
-            drop_postgres(args.database_url, pg_name)
+            drop_scratch(args.database_url, pg_name)
         if args.queue_url:
             with contextlib.suppress(Exception):
                 drop_redis_prefix(args.queue_url, prefix)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import asyncpg
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -50,6 +49,9 @@ from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.queue.redis import RedisQueue, redact_url
 from pushgate.storage.database import open_database
 from pushgate.storage.migrate import migrate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_db import ScratchError, create_database, drop_database  # noqa: E402
 
 try:  # uvloop comes with uvicorn[standard]; workers run on it
     import uvloop
@@ -145,28 +147,17 @@ async def sqlite_storage() -> AsyncIterator[Opener]:
 
 @contextlib.asynccontextmanager
 async def postgres_storage(admin_url: str) -> AsyncIterator[Opener]:
-    name = f"pushgate_bench_{uuid.uuid4().hex[:12]}"
-    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     try:
-        await admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncpg.PostgresError) as exc:
+        name, url = await create_database(admin_url, "bench")
+    except ScratchError as exc:
         raise HarnessError(f"PostgreSQL at {admin_url} is unreachable: {exc}") from exc
     try:
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         db = open_database(url)
         await migrate(db)
         await db.dispose()
         yield lambda: _embedded(url)
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(admin_url, name)
 
 
 @contextlib.asynccontextmanager

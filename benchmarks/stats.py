@@ -29,20 +29,20 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 
 from pushgate.services.stats import StatsService
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.migrate import migrate
 from pushgate.storage.models import deliveries, notifications
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_db import ScratchError, create_database, drop_database  # noqa: E402
 
 ENGINES = ("sqlite", "postgresql")
 # (status, reason) by share of every 100 deliveries.
@@ -77,22 +77,11 @@ async def sqlite_database() -> AsyncIterator[Database]:
 
 @contextlib.asynccontextmanager
 async def postgres_database(admin_url: str) -> AsyncIterator[Database]:
-    name = f"pushgate_bench_{uuid.uuid4().hex[:12]}"
-    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     try:
-        await admin(f'CREATE DATABASE "{name}"')
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise HarnessError(f"PostgreSQL at {admin_url} is unreachable: {exc}") from exc
+        name, url = await create_database(admin_url, "stats")
+    except ScratchError as exc:
+        raise HarnessError(f"--postgres-url: {exc}") from exc
     try:
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
         db = open_database(url)
         try:
             await migrate(db)
@@ -100,7 +89,7 @@ async def postgres_database(admin_url: str) -> AsyncIterator[Database]:
         finally:
             await db.dispose()
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(admin_url, name)
 
 
 async def fill(db: Database, devices: int, notification_count: int) -> tuple[int, str, int]:

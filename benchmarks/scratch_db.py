@@ -1,0 +1,65 @@
+"""Scratch PostgreSQL databases for benchmarks: made on a loopback server, dropped afterwards.
+
+    name, url = await create_database(admin_url, "stats")      # pushgate_stats_<random>
+    ...
+    await drop_database(admin_url, name)
+
+``create_scratch`` / ``drop_scratch`` do the same from synchronous code (outside an event loop).
+A URL that is not PostgreSQL or not on loopback is refused with ``ScratchError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+LOOPBACK = (None, "", "localhost", "127.0.0.1", "::1")
+
+
+class ScratchError(Exception):
+    pass
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(_dsn(url), timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def create_database(admin_url: str, label: str) -> tuple[str, str]:
+    """A new empty database on the server of ``admin_url``: (its name, its asyncpg URL)."""
+    u = make_url(admin_url)
+    if u.get_backend_name() != "postgresql":
+        raise ScratchError(f"a PostgreSQL URL is needed, got {u.drivername}")
+    if u.host not in LOOPBACK:
+        raise ScratchError(f"refusing non-loopback database host {u.host!r}")
+    name = f"pushgate_{label}_{uuid.uuid4().hex[:12]}"
+    try:
+        await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ScratchError(f"cannot create a scratch database on {u.host}: {exc}") from exc
+    scratch = u.set(database=name, drivername="postgresql+asyncpg")
+    return name, scratch.render_as_string(hide_password=False)
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    with contextlib.suppress(OSError, asyncpg.PostgresError):
+        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_scratch(admin_url: str, label: str) -> tuple[str, str]:
+    return asyncio.run(create_database(admin_url, label))
+
+
+def drop_scratch(admin_url: str, name: str) -> None:
+    asyncio.run(drop_database(admin_url, name))
