@@ -8,6 +8,8 @@ from typing import TypeVar
 
 from pushgate.config import load_settings
 from pushgate.crypto import SecretBox
+from pushgate.domain.errors import InvalidInput, NotFound
+from pushgate.services.accounts import Account
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.migrate import migrate
 
@@ -29,3 +31,33 @@ def with_database(work: Callable[[Database, SecretBox], Awaitable[T]]) -> T:
             await db.dispose()
 
     return asyncio.run(run())
+
+
+ACCOUNT_HELP = (
+    "The account, by id or name (see `pushgate account list`). May be left out when the "
+    "data directory holds only one account."
+)
+
+
+def select_account(rows: list[Account], wanted: str | None) -> Account:
+    """The account a command acts for: by id or name, or the only one there is."""
+    if not rows:
+        raise NotFound("No accounts yet: create one with `pushgate account create NAME`")
+    if wanted is None:
+        if len(rows) == 1:
+            return rows[0]
+        raise InvalidInput(
+            f"There are {len(rows)} accounts: choose one with --account ID or NAME "
+            "(see `pushgate account list`)"
+        )
+    if wanted.isdigit():
+        by_id = [account for account in rows if account.id == int(wanted)]
+        if by_id:
+            return by_id[0]
+    by_name = [account for account in rows if account.name == wanted]
+    if len(by_name) == 1:
+        return by_name[0]
+    if by_name:
+        ids = ", ".join(str(account.id) for account in by_name)
+        raise InvalidInput(f"Several accounts are named {wanted!r} (ids {ids}): use --account ID")
+    raise NotFound(f"No account {wanted!r} (see `pushgate account list`)")

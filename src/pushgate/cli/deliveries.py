@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pushgate.cli.database import with_database
+from pushgate.cli.database import ACCOUNT_HELP, select_account, with_database
 from pushgate.crypto import SecretBox
-from pushgate.domain.errors import InvalidInput, NotFound, PushgateError
+from pushgate.domain.errors import NotFound, PushgateError
 from pushgate.services.accounts import Account, AccountService
 from pushgate.services.notifications import (
     ALL_DELIVERY_STATUSES,
@@ -35,11 +35,6 @@ deliveries_app = typer.Typer(
 T = TypeVar("T")
 PIPED_WIDTH = 160
 
-ACCOUNT_HELP = (
-    "The account, by id or name (see `pushgate account list`). May be left out when the "
-    "data directory holds only one account."
-)
-
 
 @dataclass(frozen=True, slots=True)
 class _Context:
@@ -48,36 +43,13 @@ class _Context:
     stats: StatsService
 
 
-def _select_account(rows: list[Account], wanted: str | None) -> Account:
-    if not rows:
-        raise NotFound("No accounts yet: create one with `pushgate account create NAME`")
-    if wanted is None:
-        if len(rows) == 1:
-            return rows[0]
-        raise InvalidInput(
-            f"There are {len(rows)} accounts: choose one with --account ID or NAME "
-            "(see `pushgate account list`)"
-        )
-    if wanted.isdigit():
-        by_id = [account for account in rows if account.id == int(wanted)]
-        if by_id:
-            return by_id[0]
-    by_name = [account for account in rows if account.name == wanted]
-    if len(by_name) == 1:
-        return by_name[0]
-    if by_name:
-        ids = ", ".join(str(account.id) for account in by_name)
-        raise InvalidInput(f"Several accounts are named {wanted!r} (ids {ids}): use --account ID")
-    raise NotFound(f"No account {wanted!r} (see `pushgate account list`)")
-
-
 def _run(account: str | None, work: Callable[[_Context], Awaitable[T]]) -> T:
     """Run ``work`` for the selected account; a PushgateError exits with its message
     (code 1 when something is not found, 2 for input to fix)."""
 
     async def run(db: Database, box: SecretBox) -> T:
         rows = [row for row, _token in await AccountService(db, box).list()]
-        selected = _select_account(rows, account)
+        selected = select_account(rows, account)
         return await work(_Context(selected, NotificationQueries(db), StatsService(db)))
 
     try:

@@ -15,6 +15,7 @@ from pushgate.cli.credentials import credentials_app
 from pushgate.cli.deliveries import deliveries_app
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
+from pushgate.cli.subscribers import subscribers_app
 from pushgate.config import Settings, load_settings
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.add_typer(app_app, name="app")
 app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
+app.add_typer(subscribers_app, name="subscribers")
 app.command(help=listen.__doc__)(listen)
 
 

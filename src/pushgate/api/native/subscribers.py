@@ -15,12 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pushgate.api.native.apps import AppId
 from pushgate.api.native.deps import AccountDependency
+from pushgate.api.native.subscriber_records import subscriber_record
 from pushgate.domain.errors import MAX_ID, InvalidInput
 from pushgate.domain.subscribers import parse_identifiers, parse_profile
 from pushgate.services.accounts import Account
 from pushgate.services.subscribers import SubscriberService, SubscriberView
 from pushgate.web.route import GuardedRoute
-from pushgate.web.timestamps import iso_ms
 
 SubscriberId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -82,30 +82,7 @@ class ErasedOut(BaseModel):
 
 
 def _out(view: SubscriberView) -> SubscriberOut:
-    return SubscriberOut(
-        id=view.id,
-        app_id=view.app_key,
-        identifiers=view.identifiers,
-        language=view.language,
-        country=view.country,
-        timezone=view.timezone,
-        optins=view.optins,
-        attributes=view.attributes,
-        tags=view.tags,
-        events=[
-            {
-                "name": e["name"],
-                "count": e["count"],
-                "first_at": iso_ms(e["first_ms"]),
-                "last_at": iso_ms(e["last_ms"]),
-            }
-            for e in view.events
-        ],
-        last_active_at=iso_ms(view.last_active_ms) if view.last_active_ms else None,
-        created_at=iso_ms(view.created_ms),
-        updated_at=iso_ms(view.updated_ms) if view.updated_ms else None,
-        device_ids=view.device_ids,
-    )
+    return SubscriberOut(**subscriber_record(view))
 
 
 def subscribers_router(
