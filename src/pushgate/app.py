@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushgate import __version__
+from pushgate.api.dialects import insider_mobile, insider_web
 from pushgate.api.dialects import instapush as instapush_face
 from pushgate.api.dialects.base import Faces
 from pushgate.api.dialects.instapush import InstapushRouter
@@ -96,12 +97,24 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.runtime = rt
     faces = Faces(default=instapush_face.FACE)
     faces.add(native_face.FACE)
+    faces.add(insider_mobile.FACE)
+    faces.add(insider_web.FACE)
     install_error_handlers(app, faces)
 
     instapush = InstapushRouter(
         rt.accounts, rt.apps, rt.events, rt.send, rt.throttle, settings.max_body_bytes
     )
     app.router.routes.extend(instapush.routes())
+    app.router.routes.extend(
+        insider_mobile.InsiderMobileRouter(
+            rt.keys, rt.throttle, rt.user_sends, rt.reports, settings.max_body_bytes
+        ).routes()
+    )
+    app.router.routes.extend(
+        insider_web.InsiderWebRouter(
+            rt.keys, rt.throttle, rt.apps, rt.credentials, rt.send, settings.max_body_bytes
+        ).routes()
+    )
     app.router.routes.append(
         Route("/api/v1/health", _health, methods=["GET"], include_in_schema=False)
     )

@@ -27,7 +27,9 @@ from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.quotas import Quotas
 from pushgate.services.send import SendService
 from pushgate.services.stats import StatsService
+from pushgate.services.subscriber_reports import SubscriberReports
 from pushgate.services.subscribers import SubscriberService
+from pushgate.services.user_sends import UserSendService
 from pushgate.storage.database import Database, open_database
 from pushgate.throttle import AuthThrottle
 from pushgate.transports.base import Transport
@@ -58,6 +60,8 @@ class Runtime:
     subscribers: SubscriberService
     keys: ApiKeyService
     stats: StatsService
+    user_sends: UserSendService
+    reports: SubscriberReports
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -145,12 +149,14 @@ def build_runtime(
         lease_seconds=settings.job_lease_seconds,
         channel_jobs=channel_jobs,
     )
+    apps = AppService(db, box, on_created=credentials.add_initial)
+    send = SendService(db, events, pipeline, settings.notification_ttl_seconds)
     return Runtime(
         settings=settings,
         db=db,
         box=box,
         accounts=AccountService(db, box),
-        apps=AppService(db, box, on_created=credentials.add_initial),
+        apps=apps,
         credentials=credentials,
         events=events,
         devices=devices,
@@ -162,7 +168,9 @@ def build_runtime(
         transports=chosen,
         pipeline=pipeline,
         workers=workers,
-        send=SendService(db, events, pipeline, settings.notification_ttl_seconds),
+        send=send,
+        user_sends=UserSendService(db, apps, credentials, send),
+        reports=SubscriberReports(db, box),
         subscribers=SubscriberService(db),
         stats=StatsService(db),
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),

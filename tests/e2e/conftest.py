@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import subprocess
 import sys
 import time
 import uuid
@@ -20,7 +23,11 @@ import httpx2
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from pushgate.testing.server import ServerProcess, create_account
+from pushgate.testing.fake_apns import FakeApns
+from pushgate.testing.fake_fcm import FakeFcm
+from pushgate.testing.fake_hms import FakeHms
+from pushgate.testing.fake_webpush import FakeWebPush
+from pushgate.testing.server import ServerProcess, cli_env, create_account
 
 SIGNUP_TEMPLATE = "{email} has signed up from {country}"
 SIGNUP_TRACKERS = {"email": "ann@example.com", "country": "NL"}
@@ -358,3 +365,65 @@ async def with_timeout(awaitable: Awaitable[Any], timeout: float, what: str) -> 
         return await asyncio.wait_for(awaitable, timeout)
     except TimeoutError:
         pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+# --------------------------------------------------------------------------- fake providers
+
+
+class Fakes:
+    def __init__(self) -> None:
+        self.apns = FakeApns()
+        self.fcm = FakeFcm()
+        self.hms = FakeHms()
+        self.webpush = FakeWebPush()
+
+    def all(self) -> tuple[Any, ...]:
+        return (self.apns, self.fcm, self.hms, self.webpush)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PUSHGATE_APNS_URL": self.apns.url,
+            "PUSHGATE_FCM_URL": self.fcm.url,
+            "PUSHGATE_HMS_URL": self.hms.url,
+            "PUSHGATE_HMS_TOKEN_URL": self.hms.token_url,
+            "PUSHGATE_PROVIDER_CA_FILE": str(self.apns.ca_file),
+            "PUSHGATE_EGRESS_ALLOW": "127.0.0.0/8",
+            "PUSHGATE_FCM_TOKEN_HOSTS": "127.0.0.1",
+            "PUSHGATE_RETRY_BASE_SECONDS": "0.2",
+            "PUSHGATE_RETRY_MAX_SECONDS": "1",
+        }
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[Fakes]:
+    """The four fake providers of ``pushgate.testing``, started for the test module."""
+    fakes = Fakes()
+    for fake in fakes.all():
+        fake.start()
+    try:
+        yield fakes
+    finally:
+        for fake in fakes.all():
+            fake.stop()
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def run_bash_doc(server: ServerProcess, doc: Path, cwd: Path, user_token: str) -> str:
+    """Every ``bash`` block of ``doc``, run in order as one script against ``server`` (with
+    ``PUSHGATE`` and ``USER_TOKEN`` set); its output, the blocks' outputs separated by
+    ``-----`` lines. Fails the test when the script fails."""
+    blocks = re.findall(r"```bash\n(.*?)```", doc.read_text(), re.S)
+    script = "set -euo pipefail\n" + "\necho '-----'\n".join(blocks)
+    env = cli_env(server.data_dir)
+    env.update(
+        PUSHGATE=server.url,
+        USER_TOKEN=user_token,
+        PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from e2e_support import new_account
+from e2e_support import new_account, run_bash_doc
 
-from pushgate.testing.server import ServerProcess, cli_env
+from pushgate.testing.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_audience_doc_runs_as_written(server: ServerProcess, tmp_path: Path) -> None:
     tenant = new_account(server.data_dir)
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "audience.md").read_text(), re.S)
-    script = "set -euo pipefail\n" + "\necho '-----'\n".join(blocks)
-    env = cli_env(server.data_dir)
-    env.update(
-        PUSHGATE=server.url,
-        USER_TOKEN=tenant.user_token,
-        PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-    )
-    result = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    parts = result.stdout.split("-----\n")
+    output = run_bash_doc(server, ROOT / "docs" / "audience.md", tmp_path, tenant.user_token)
+    parts = output.split("-----\n")
     _setup, apps, subscriber, search, send, key, cli_key, stats = parts[:8]
     assert apps.startswith('{"apps":[{"id":"') and '"title":"Shop"' in apps
     assert '"identifiers":{"external_id":"u-42","email":"ann@example.com"}' in subscriber

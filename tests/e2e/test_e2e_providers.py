@@ -13,49 +13,9 @@ from typing import Any
 
 import httpx2
 import pytest
-from e2e_support import ServerFactory, Tenant, add_app, client_for, new_account
+from e2e_support import Fakes, ServerFactory, Tenant, add_app, client_for, new_account
 
-from pushgate.testing.fake_apns import FakeApns
-from pushgate.testing.fake_fcm import FakeFcm
-from pushgate.testing.fake_hms import FakeHms
-from pushgate.testing.fake_webpush import FakeWebPush
 from pushgate.testing.server import ServerProcess
-
-
-class Fakes:
-    def __init__(self) -> None:
-        self.apns = FakeApns()
-        self.fcm = FakeFcm()
-        self.hms = FakeHms()
-        self.webpush = FakeWebPush()
-
-    def all(self) -> tuple[Any, ...]:
-        return (self.apns, self.fcm, self.hms, self.webpush)
-
-    def env(self) -> dict[str, str]:
-        return {
-            "PUSHGATE_APNS_URL": self.apns.url,
-            "PUSHGATE_FCM_URL": self.fcm.url,
-            "PUSHGATE_HMS_URL": self.hms.url,
-            "PUSHGATE_HMS_TOKEN_URL": self.hms.token_url,
-            "PUSHGATE_PROVIDER_CA_FILE": str(self.apns.ca_file),
-            "PUSHGATE_EGRESS_ALLOW": "127.0.0.0/8",
-            "PUSHGATE_FCM_TOKEN_HOSTS": "127.0.0.1",
-            "PUSHGATE_RETRY_BASE_SECONDS": "0.2",
-            "PUSHGATE_RETRY_MAX_SECONDS": "1",
-        }
-
-
-@pytest.fixture(scope="module")
-def fakes() -> Iterator[Fakes]:
-    fakes = Fakes()
-    for fake in fakes.all():
-        fake.start()
-    try:
-        yield fakes
-    finally:
-        for fake in fakes.all():
-            fake.stop()
 
 
 @pytest.fixture(scope="module")

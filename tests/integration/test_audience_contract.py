@@ -18,15 +18,18 @@ from pushgate.domain.audience import (
     Condition,
     DeviceFacts,
     SubscriberFacts,
+    one_user,
     select,
 )
 from pushgate.storage.audience_sql import Params, select_devices
 from pushgate.storage.database import Database, open_database
+from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.storage.migrate import migrate
 from pushgate.storage.models import (
     accounts,
     apps,
     devices,
+    notifications,
     subscriber_attributes,
     subscriber_events,
     subscriber_tags,
@@ -327,3 +330,50 @@ def test_audiences_round_trip_through_json() -> None:
     )
     assert Audience.from_json(audience.to_json()) == audience
     assert Audience.from_json(Audience().to_json()) == Audience()
+
+
+async def _users_fanned_out(db: Database, people: list[int]) -> dict[int, int]:
+    """subscriber -> the device ``fan_out_users`` gives its notification (rolled back)."""
+    writes = DeliveryWrites(db.write.dialect.name)
+    async with db.write.connect() as conn:
+        transaction = await conn.begin()
+        rows = []
+        for n, person in enumerate(people, start=1):
+            await conn.execute(
+                insert(notifications),
+                {
+                    "id": n,
+                    "account_id": ACCOUNT,
+                    "app_id": APP,
+                    "message": "m",
+                    "data": "{}",
+                    "created_ms": 0,
+                    "expires_ms": 1,
+                },
+            )
+            rows.append((n, person, APP, 0))
+        made = await writes.fan_out_users(conn, rows)
+        await transaction.rollback()
+    return {people[n - 1]: device for n, device, _ in made}
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(world=worlds())
+def test_one_user_sends_in_one_statement_choose_what_the_reference_chooses(
+    runner: Runner, world: World
+) -> None:
+    runner.run(_store(runner.db, world))
+    people = [person.id for person in world.subscribers]
+    chosen = runner.run(_users_fanned_out(runner.db, people))
+    for person in people:
+        audience = one_user(person)
+        assert audience.single_user() == person
+        expected = select(
+            audience, world.devices, app_id=APP, account_id=ACCOUNT, engaged_since_ms=0
+        )
+        assert ({chosen[person]} if person in chosen else set()) == expected, person
+    assert Audience(subscribers=(1,), last_active_device_only=True).single_user() is None

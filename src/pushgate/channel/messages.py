@@ -18,24 +18,32 @@ def notification_message(
     data_json: str,
     created_ms: int,
     expires_ms: int,
+    image_url: str | None = None,
+    link: str | None = None,
 ) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "notification",
-            "id": notification_id,
-            "app_id": app_key,
-            "event": event,
-            "title": title,
-            "message": message,
-            "data": orjson.Fragment(data_json),
-            "created_at": iso_ms(created_ms),
-            "expires_at": iso_ms(expires_ms),
-        }
-    )
+    body = {
+        "type": "notification",
+        "id": notification_id,
+        "app_id": app_key,
+        "event": event,
+        "title": title,
+        "message": message,
+        "data": orjson.Fragment(data_json),
+        "created_at": iso_ms(created_ms),
+        "expires_at": iso_ms(expires_ms),
+    }
+    # Only when the notification has them (a rich push: its first item's image and link).
+    if image_url is not None:
+        body["image_url"] = image_url
+    if link is not None:
+        body["link"] = link
+    return orjson.dumps(body)
 
 
 def content_message(content: Content) -> bytes:
     """The ``notification`` message of ``content`` (in the device's language already)."""
+    options = content.options
+    rich = options.rich
     return notification_message(
         notification_id=content.notification_id,
         app_key=content.app_key,
@@ -45,6 +53,8 @@ def content_message(content: Content) -> bytes:
         data_json=content.data_json,
         created_ms=content.created_ms,
         expires_ms=content.expires_ms,
+        image_url=options.image_url or (rich.fallback_image if rich else None),
+        link=options.deep_link or (rich.fallback_link if rich else None),
     )
 
 

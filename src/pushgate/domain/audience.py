@@ -120,6 +120,13 @@ class Audience:
         if len(self.attributes) > MAX_CONDITIONS:
             raise InvalidInput(f"at most {MAX_CONDITIONS} attribute conditions")
 
+    def single_user(self) -> int | None:
+        """The subscriber, when this audience is exactly one user's last active device among
+        the opted-in (what a send to one user is: ``one_user``); else None."""
+        if self.subscribers is None or len(self.subscribers) != 1:
+            return None
+        return self.subscribers[0] if self == one_user(self.subscribers[0]) else None
+
     # -- storage ---------------------------------------------------------------------------
 
     def to_json(self) -> str:
@@ -141,6 +148,12 @@ class Audience:
             else:
                 values[key] = value
         return cls(**values)
+
+
+def one_user(subscriber_id: int) -> Audience:
+    """One subscriber's most recently active device of the app, unless they withdrew push
+    opt-in."""
+    return Audience(subscribers=(subscriber_id,), optin_required=True, last_active_device_only=True)
 
 
 # -- the plain reading of the rules (the reference the SQL is tested against) -----------

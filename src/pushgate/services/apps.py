@@ -15,6 +15,7 @@ from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import apps
 
 _NO_HASH = "0" * 64
+SETTINGS_SECONDS = 2.0
 
 # Deleting an app, children first (every statement takes the app's id as :app).
 _DELETE_APP = (
@@ -99,6 +100,8 @@ class AppService:
         self._box = box
         self._on_created = on_created
         self._by_key: TTLCache[str, _CachedCredential] = TTLCache(ttl_seconds=60)
+        # Settings as the send path reads them: another process's change shows within this.
+        self._settings: TTLCache[tuple[int, str], AppSettings] = TTLCache(SETTINGS_SECONDS)
 
     async def create(self, account_id: int, title: str) -> AppWithSecret:
         title = title.strip()
@@ -152,6 +155,11 @@ class AppService:
         )
 
     async def settings(self, account_id: int, app_key: str) -> AppSettings:
+        """The app's settings (cached for ``SETTINGS_SECONDS``; a change made in this process
+        shows at once)."""
+        cached = self._settings.get((account_id, app_key))
+        if cached is not None:
+            return cached
         async with self._db.read.connect() as conn:
             row = (
                 await conn.execute(
@@ -162,10 +170,13 @@ class AppService:
             ).first()
         if row is None:
             raise NotFound(f"No app {app_key} in this account")
-        return AppSettings(row.frequency_cap, row.default_icon_url)
+        found = AppSettings(row.frequency_cap, row.default_icon_url)
+        self._settings.put((account_id, app_key), found)
+        return found
 
     async def update(self, account_id: int, app_key: str, changes: AppChanges) -> App:
         """Rename the app or change its settings (what ``changes`` gives)."""
+        self._settings.discard((account_id, app_key))
         values: dict[str, object] = {}
         if changes.title is not None:
             title = changes.title.strip()
@@ -192,6 +203,7 @@ class AppService:
         if row is None:
             raise NotFound(f"No app {app_key} in this account")
         self._by_key.discard(app_key)
+        self._settings.discard((account_id, app_key))
         return App(int(row.id), account_id, row.title, app_key)
 
     async def delete(self, account_id: int, app_key: str) -> None:

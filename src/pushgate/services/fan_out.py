@@ -87,13 +87,28 @@ class FanOut:
                 ],
             )
             engaged_since = now_ms() - self._unengaged_ms
+            # Sends to one user each (Insider's batch): many notifications in one statement.
+            audiences = {
+                c.notification_id: Audience.from_json(row[11])
+                for c, row in zip(contents, rows, strict=True)
+                if row[11] is not None and row[10] is not None
+            }
+            users = {n: a.single_user() for n, a in audiences.items()}
+            created += await self._writes.fan_out_users(
+                conn,
+                [
+                    (c.notification_id, user, int(row[10]), c.created_ms)
+                    for c, row in zip(contents, rows, strict=True)
+                    if (user := users.get(c.notification_id)) is not None
+                ],
+            )
             for content, row in zip(contents, rows, strict=True):
-                if row[11] is not None and row[10] is not None:
+                if content.notification_id in audiences and users[content.notification_id] is None:
                     created += await self._writes.fan_out_audience(
                         conn,
                         content.notification_id,
                         content.created_ms,
-                        Audience.from_json(row[11]),
+                        audiences[content.notification_id],
                         app_id=int(row[10]),
                         account_id=content.account_id,
                         engaged_since_ms=engaged_since,

@@ -7,13 +7,14 @@ transaction, and ``send`` returns its id once that committed (nothing accepted i
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pushgate.domain.audience import Audience
@@ -78,6 +79,11 @@ class SendCommand:
     opted_out: int = 0
 
 
+def _check_due(command: SendCommand) -> None:
+    if command.due_ms is not None and command.due_ms - now_ms() > MAX_DELAY_MS:
+        raise InvalidInput("a send can be scheduled at most a year ahead")
+
+
 def fingerprint(request: Any) -> str:
     """A digest of a request, stored with its idempotency key."""
     return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -106,13 +112,48 @@ class SendService:
             earlier = await self._earlier(idempotency)
             if earlier is not None:
                 return earlier
-        now = now_ms()
-        if command.due_ms is not None and command.due_ms - now > MAX_DELAY_MS:
-            raise InvalidInput("a send can be scheduled at most a year ahead")
+        _check_due(command)
         campaign_id = None if command.campaign is None else await self._campaign(app, command)
-        notification = NewNotification(
-            account_id=app.account_id,
-            app_id=app.id,
+        notification = self._notification(command, campaign_id, idempotency)
+        try:
+            return await self._pipeline.submit(notification)
+        except DuplicateRequest:
+            assert idempotency is not None
+            earlier = await self._earlier(idempotency)
+            if earlier is None:  # pragma: no cover - the duplicate committed first
+                raise Conflict("A request with this Idempotency-Key is in progress") from None
+            return earlier
+
+    async def send_many(self, commands: Sequence[SendCommand]) -> list[int]:
+        """Store several notifications (without idempotency keys) in one group commit; their
+        ids in order. A campaign is looked up (or made) once for all of them."""
+        campaign_ids: dict[tuple[int, Campaign], int] = {}
+        for command in commands:
+            _check_due(command)
+            if command.idempotency_key is not None:
+                raise InvalidInput("send_many takes no idempotency keys")
+            if command.campaign is not None:
+                key = (command.app.id, command.campaign)
+                if key not in campaign_ids:
+                    campaign_ids[key] = await self._campaign(command.app, command)
+        pending = [
+            self._notification(
+                command,
+                None
+                if command.campaign is None
+                else campaign_ids[(command.app.id, command.campaign)],
+                None,
+            )
+            for command in commands
+        ]
+        return list(await asyncio.gather(*(self._pipeline.submit(n) for n in pending)))
+
+    def _notification(
+        self, command: SendCommand, campaign_id: int | None, idempotency: Idempotency | None
+    ) -> NewNotification:
+        return NewNotification(
+            account_id=command.app.account_id,
+            app_id=command.app.id,
             event=command.event,
             title=command.title,
             message=command.message,
@@ -129,14 +170,6 @@ class SendService:
             no_user=command.no_user,
             opted_out=command.opted_out,
         )
-        try:
-            return await self._pipeline.submit(notification)
-        except DuplicateRequest:
-            assert idempotency is not None
-            earlier = await self._earlier(idempotency)
-            if earlier is None:  # pragma: no cover - the duplicate committed first
-                raise Conflict("A request with this Idempotency-Key is in progress") from None
-            return earlier
 
     async def _earlier(self, idempotency: Idempotency) -> int | None:
         async with self._db.read.connect() as conn:
@@ -155,6 +188,20 @@ class SendService:
                 "This Idempotency-Key was used for another request: use a new key for a new request"
             )
         return int(row.response)
+
+    async def open_campaign(self, app: App, name: str | None) -> int:
+        """A new campaign of the app whose id for the caller is its number (a web push
+        campaign's ``campaign_id``); send with ``Campaign(str(number), name)``."""
+        async with self._db.write.begin() as conn:
+            created = await conn.execute(
+                insert(campaigns).returning(campaigns.c.id),
+                {"app_id": app.id, "external_id": None, "name": name, "created_ms": now_ms()},
+            )
+            number = int(created.scalar_one())
+            await conn.execute(
+                update(campaigns).where(campaigns.c.id == number).values(external_id=str(number))
+            )
+        return number
 
     async def _campaign(self, app: App, command: SendCommand) -> int:
         campaign = command.campaign

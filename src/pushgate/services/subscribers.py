@@ -17,9 +17,9 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, insert, select, text, update
+from sqlalchemy import and_, delete, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.errors import Conflict, InvalidInput, NotFound
@@ -43,6 +43,8 @@ from pushgate.storage.models import (
     subscriber_tags,
     subscribers,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +195,59 @@ async def find(conn: AsyncConnection, scope: Scope, identifiers: Identifiers) ->
     return next(iter(named), None)
 
 
+async def find_many(
+    conn: AsyncConnection, scope: Scope, items: Sequence[Identifiers]
+) -> list[int | None]:
+    """``find`` for many sets of identifiers at once: one query per identifier kind given,
+    whatever their number. Conflict when a set's identifiers name different subscribers."""
+    standard: dict[str, set[str]] = defaultdict(set)
+    custom: set[tuple[str, str]] = set()
+    for item in items:
+        for name, value in item.standard().items():
+            standard[name].add(value)
+        custom.update(item.custom)
+    owners: dict[tuple[str, str], int] = {}
+    for name, values in standard.items():
+        column = subscribers.c[name]
+        for chunk in _chunks(sorted(values), 500):
+            rows = await conn.execute(
+                select(subscribers.c.id, column).where(scope.where(), column.in_(chunk))
+            )
+            owners.update({(name, row[1]): int(row[0]) for row in rows})
+    if custom and scope.app_id is not None:
+        pairs = sorted(custom)
+        for chunk_pairs in _chunks(pairs, 200):
+            named_rows = await conn.execute(
+                select(
+                    subscriber_identifiers.c.subscriber_id,
+                    subscriber_identifiers.c.name,
+                    subscriber_identifiers.c.value,
+                ).where(
+                    subscriber_identifiers.c.app_id == scope.app_id,
+                    tuple_(subscriber_identifiers.c.name, subscriber_identifiers.c.value).in_(
+                        chunk_pairs
+                    ),
+                )
+            )
+            owners.update({("custom:" + r[1], r[2]): int(r[0]) for r in named_rows})
+    found: list[int | None] = []
+    for item in items:
+        named: dict[int, list[str]] = defaultdict(list)
+        for name, value in item.standard().items():
+            if (owner := owners.get((name, value))) is not None:
+                named[owner].append(name)
+        for name, value in item.custom:
+            if (owner := owners.get(("custom:" + name, value))) is not None:
+                named[owner].append(name)
+        if len(named) > 1:
+            which = "; ".join(
+                f"{', '.join(names)} name subscriber {sid}" for sid, names in named.items()
+            )
+            raise Conflict(f"The identifiers name different subscribers ({which})")
+        found.append(next(iter(named), None))
+    return found
+
+
 async def _fill(
     conn: AsyncConnection, scope: Scope, subscriber_id: int, identifiers: Identifiers
 ) -> None:
@@ -255,7 +310,7 @@ class SubscriberService:
             await lock(self._db, conn, scope, identifiers)
             subscriber_id, created = await resolve(conn, scope, identifiers, now)
             await apply_profile(conn, subscriber_id, profile, now)
-            view = await _view(conn, subscriber_id)
+            view = await subscriber_view(conn, subscriber_id)
         return view, created
 
     async def targets(
@@ -290,7 +345,7 @@ class SubscriberService:
     async def get(self, account_id: int, subscriber_id: int) -> SubscriberView:
         async with self._db.read.connect() as conn:
             await _owned(conn, account_id, subscriber_id)
-            return await _view(conn, subscriber_id)
+            return await subscriber_view(conn, subscriber_id)
 
     async def search(
         self,
@@ -319,7 +374,7 @@ class SubscriberService:
                         )
                     ).scalars()
                 )
-            return [await _view(conn, int(sid)) for sid in ids]
+            return [await subscriber_view(conn, int(sid)) for sid in ids]
 
     async def delete(self, account_id: int, subscriber_id: int) -> int:
         """Erase the subscriber with its devices, their deliveries, and everything its profile
@@ -444,7 +499,7 @@ async def record_event(conn: AsyncConnection, subscriber_id: int, name: str, at:
     )
 
 
-async def _view(conn: AsyncConnection, subscriber_id: int) -> SubscriberView:
+async def subscriber_view(conn: AsyncConnection, subscriber_id: int) -> SubscriberView:
     row = (
         await conn.execute(
             select(subscribers, apps.c.app_key)
@@ -516,6 +571,6 @@ async def _view(conn: AsyncConnection, subscriber_id: int) -> SubscriberView:
     )
 
 
-def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -14,7 +14,16 @@ the headers):
 - ``image_url`` -> custom key ``image_url`` and ``aps.mutable-content: 1``, so the app's
   notification service extension can download and attach the image.
 - ``deep_link`` -> custom key ``deep_link`` (the app opens it when the notification is tapped).
-- ``sound`` -> ``aps.sound``; ``badge`` -> ``aps.badge`` (also on background pushes).
+- ``sound`` -> ``aps.sound``; ``badge`` -> ``aps.badge`` (also on background pushes);
+  ``thread_id`` -> ``aps.thread-id``.
+- ``silent`` -> a background push as above, whatever the title and message;
+  ``content_available`` -> ``aps.content-available: 1`` next to the alert;
+  ``mutable_content`` -> ``aps.mutable-content: 1``.
+- ``links`` -> custom top-level keys (the app's deep links, e.g. ``ins_dl_internal``).
+- ``rich`` (a carousel or slider) -> custom key ``pushgate_rich``: ``{"type", "items": [{"id",
+  "image_url", "headline", "description", "deep_links"}]}``, with ``aps.mutable-content: 1``
+  so the app's notification service extension can build it.
+- The ``ios`` overrides of ``PushOptions`` apply first (``for_platform("ios")``).
 - ttl -> header ``apns-expiration``: ``expires_ms // 1000`` (seconds since the epoch; APNs
   stores and retries the notification until then).
 - ``collapse_key`` -> header ``apns-collapse-id`` (cut to APNs's limit of 64 bytes).
@@ -94,12 +103,13 @@ _EXPLAIN = {
 
 
 def is_background(content: Content) -> bool:
-    return not content.title and not content.message
+    """A push that shows nothing: asked to be silent, or without a title and a message."""
+    return content.options.for_platform("ios").silent or (not content.title and not content.message)
 
 
 def payload(content: Content) -> dict[str, Any]:
     """The JSON body APNs gets for ``content`` (see the module docstring, field by field)."""
-    options = content.options
+    options = content.options.for_platform("ios")
     aps: dict[str, Any] = {}
     if is_background(content):
         aps["content-available"] = 1
@@ -110,14 +120,23 @@ def payload(content: Content) -> dict[str, Any]:
         if content.message:
             alert["body"] = content.message
         aps["alert"] = alert
+        if options.content_available:
+            aps["content-available"] = 1
     if options.sound is not None:
         aps["sound"] = options.sound
     if options.badge is not None:
         aps["badge"] = options.badge
+    if options.thread_id is not None:
+        aps["thread-id"] = options.thread_id
     body: dict[str, Any] = {key: value for key, value in content.data.items() if key != "aps"}
-    if options.image_url is not None:
+    if options.links:
+        body.update(options.links)
+    if options.mutable_content or options.image_url is not None or options.rich is not None:
         aps["mutable-content"] = 1
+    if options.image_url is not None:
         body["image_url"] = options.image_url
+    if options.rich is not None:
+        body["pushgate_rich"] = options.rich.to_dict()
     if options.deep_link is not None:
         body["deep_link"] = options.deep_link
     body["pushgate_notification_id"] = str(content.notification_id)

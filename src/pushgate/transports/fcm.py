@@ -27,6 +27,13 @@ How a notification maps to the v1 ``Message`` (``payload``):
   characters).
 - priority: ``android.priority`` ``HIGH``/``NORMAL``; ``apns.headers.apns-priority`` ``10``/``5``;
   ``webpush.headers.Urgency`` ``high``/``normal``.
+- The ``android`` overrides of ``PushOptions`` apply to the message, the ``ios`` ones to the
+  ``apns`` block. silent: no ``notification`` (a data message the app handles); on iOS
+  ``aps.content-available: 1`` with ``apns-push-type: background`` and priority 5.
+- channel_id: ``android.notification.channel_id``; thread_id: ``aps.thread-id``;
+  content_available / mutable_content: ``aps.content-available`` / ``aps.mutable-content``.
+- links: more ``data`` keys (the app's deep links, e.g. ``ins_dl_internal``); rich (a carousel
+  or slider): ``data.pushgate_rich``, its JSON as a string, for the app to build.
 - data: ``data``, every value a string (strings as they are, other values JSON-encoded), plus
   ``pushgate_notification_id``. FCM refuses some keys (``from``, ``notification``,
   ``message_type``, keys starting with ``google`` or ``gcm``): it answers INVALID_ARGUMENT.
@@ -142,7 +149,8 @@ def data_strings(data: dict[str, Any], notification_id: int) -> dict[str, str]:
 
 def payload(content: Content, now_ms: int) -> dict[str, Any]:
     """The v1 ``Message`` for ``content``, without its ``token`` (see the module docstring)."""
-    options = content.options
+    options = content.options.for_platform("android")
+    ios = content.options.for_platform("ios")
     high = options.priority == "high"
     ttl = min(content.ttl_seconds(now_ms), MAX_TTL_SECONDS)
 
@@ -153,34 +161,47 @@ def payload(content: Content, now_ms: int) -> dict[str, Any]:
         notification["image"] = options.image_url
 
     data = data_strings(content.data, content.notification_id)
+    if options.links:
+        data.update(options.links)
+    if options.rich is not None:
+        data["pushgate_rich"] = orjson.dumps(options.rich.to_dict()).decode()
     if options.deep_link is not None:
         data["pushgate_deep_link"] = options.deep_link
 
     android_notification: dict[str, Any] = {}
     if options.sound is not None:
         android_notification["sound"] = options.sound
+    if options.channel_id is not None:
+        android_notification["channel_id"] = options.channel_id
     android: dict[str, Any] = {"priority": "HIGH" if high else "NORMAL", "ttl": f"{ttl}s"}
     if options.collapse_key is not None:
         android["collapse_key"] = options.collapse_key
         android_notification["tag"] = options.collapse_key
-    if android_notification:
+    if android_notification and not options.silent:
         android["notification"] = android_notification
 
     apns_headers = {
-        "apns-priority": "10" if high else "5",
+        "apns-priority": "10" if high and not ios.silent else "5",
         "apns-expiration": str(content.expires_ms // 1000) if ttl > 0 else "0",
     }
+    if ios.silent:
+        apns_headers["apns-push-type"] = "background"
     if options.collapse_key is not None and len(options.collapse_key.encode()) <= 64:
         apns_headers["apns-collapse-id"] = options.collapse_key
     aps: dict[str, Any] = {}
-    if options.sound is not None:
-        aps["sound"] = options.sound
-    if options.badge is not None:
-        aps["badge"] = options.badge
+    if ios.sound is not None:
+        aps["sound"] = ios.sound
+    if ios.badge is not None:
+        aps["badge"] = ios.badge
+    if ios.thread_id is not None:
+        aps["thread-id"] = ios.thread_id
+    if ios.content_available or ios.silent:
+        aps["content-available"] = 1
     apns: dict[str, Any] = {"headers": apns_headers}
-    if options.image_url is not None:
+    if ios.mutable_content or ios.image_url is not None or ios.rich is not None:
         aps["mutable-content"] = 1
-        apns["fcm_options"] = {"image": options.image_url}
+    if ios.image_url is not None:
+        apns["fcm_options"] = {"image": ios.image_url}
     if aps:
         apns["payload"] = {"aps": aps}
 
@@ -191,13 +212,9 @@ def payload(content: Content, now_ms: int) -> dict[str, Any]:
     if options.deep_link is not None and options.deep_link.startswith("https://"):
         webpush["fcm_options"] = {"link": options.deep_link}
 
-    return {
-        "notification": notification,
-        "data": data,
-        "android": android,
-        "apns": apns,
-        "webpush": webpush,
-    }
+    message: dict[str, Any] = {"notification": notification} if not options.silent else {}
+    message.update({"data": data, "android": android, "apns": apns, "webpush": webpush})
+    return message
 
 
 def send_url(base_url: str, project_id: str) -> str:

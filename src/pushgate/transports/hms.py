@@ -26,7 +26,11 @@ How a notification maps to the message (``payload``); the notification goes in
   sent as it is, any other is hashed to 1-100 (two keys may share a group).
 - priority: ``android.urgency`` ``HIGH``/``NORMAL``.
 - data: ``data``, the JSON text of the notification's data plus ``pushgate_notification_id``
-  (a string) and ``pushgate_deep_link``.
+  (a string) and ``pushgate_deep_link``; links (the app's deep links) as more data keys; rich
+  (a carousel or slider) as ``data.pushgate_rich``.
+- The ``android`` overrides of ``PushOptions`` apply. channel_id:
+  ``android.notification.channel_id``. silent: no ``android.notification`` (a data message the
+  app handles).
 
 Answers (``outcomes``), ``{"code", "msg", "requestId"}`` for the whole chunk:
 
@@ -123,11 +127,15 @@ def collapse_number(key: str) -> int:
 def payload(content: Content, now_ms: int) -> dict[str, Any]:
     """The Push Kit ``message`` for ``content``, without its ``token`` list (see the module
     docstring)."""
-    options = content.options
+    options = content.options.for_platform("huawei")
     ttl = min(max(1, content.ttl_seconds(now_ms)), MAX_TTL_SECONDS)
 
     data = dict(content.data)
     data["pushgate_notification_id"] = str(content.notification_id)
+    if options.links:
+        data.update(options.links)
+    if options.rich is not None:
+        data["pushgate_rich"] = options.rich.to_dict()
     if options.deep_link is not None:
         data["pushgate_deep_link"] = options.deep_link
 
@@ -143,6 +151,8 @@ def payload(content: Content, now_ms: int) -> dict[str, Any]:
         notification["default_sound"] = False
     if options.collapse_key is not None:
         notification["tag"] = options.collapse_key
+    if options.channel_id is not None:
+        notification["channel_id"] = options.channel_id
     if options.deep_link is not None:
         notification["click_action"] = {"type": 1, "intent": options.deep_link}
     else:
@@ -151,8 +161,9 @@ def payload(content: Content, now_ms: int) -> dict[str, Any]:
     android: dict[str, Any] = {
         "urgency": "HIGH" if options.priority == "high" else "NORMAL",
         "ttl": f"{ttl}s",
-        "notification": notification,
     }
+    if not options.silent:
+        android["notification"] = notification
     if options.collapse_key is not None:
         android["collapse_key"] = collapse_number(options.collapse_key)
     return {"data": orjson.dumps(data).decode(), "android": android}

@@ -9,8 +9,13 @@ by ``payload``; a field is left out when the notification has no value for it:
 
 - ``title``: the notification's title.
 - ``body``: the notification's message (always present).
-- ``image``: ``options.image_url`` (an https image, for ``showNotification``'s ``image``).
-- ``url``: ``options.deep_link``, the page to open when the notification is clicked.
+- ``image``: ``options.image_url`` (an https image, for ``showNotification``'s ``image``);
+  for a rich push (carousel, slider) without one, its first item's image.
+- ``icon``: ``options.icon_url`` (the small icon, for ``showNotification``'s ``icon``).
+- ``url``: ``options.deep_link``, the page to open when the notification is clicked; for a
+  rich push without one, its first item's first https link.
+- ``silent``: true for a push that should show nothing (the worker decides what to do).
+- ``data`` also carries ``options.links`` (the app's key/value deep links).
 - ``tag``: ``options.collapse_key`` (``showNotification``'s ``tag``: a newer notification with
   the same tag replaces the shown one).
 - ``badge``: ``options.badge``, the count (the service worker may call ``setAppBadge``).
@@ -140,17 +145,25 @@ def payload(content: Content) -> dict[str, Any]:
     if content.title is not None:
         body["title"] = content.title
     body["body"] = content.message
-    if options.image_url is not None:
-        body["image"] = options.image_url
-    if options.deep_link is not None:
-        body["url"] = options.deep_link
+    image = options.image_url or (options.rich.fallback_image if options.rich else None)
+    link = options.deep_link or (options.rich.fallback_link if options.rich else None)
+    if image is not None:
+        body["image"] = image
+    if options.icon_url is not None:
+        body["icon"] = options.icon_url
+    if link is not None:
+        body["url"] = link
     if options.collapse_key is not None:
         body["tag"] = options.collapse_key
     if options.badge is not None:
         body["badge"] = options.badge
     if options.sound is not None:
         body["sound"] = options.sound
+    if options.silent:
+        body["silent"] = True
     data = content.data
+    if options.links:
+        data.update(options.links)
     data["pushgate_notification_id"] = str(content.notification_id)
     body["data"] = data
     return body
