@@ -130,7 +130,9 @@ def _b64(data: bytes) -> str:
 
 
 def _request(path: str, headers: dict[str, str], body: bytes) -> bytes:
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json"]
+    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if not any(k.lower() == "content-type" for k in headers):
+        head.append("Content-Type: application/json")
     head += [f"{k}: {v}" for k, v in headers.items()]
     head.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushgate import __version__
-from pushgate.api.dialects import insider_mobile, insider_web
+from pushgate.api.dialects import insider_mobile, insider_web, push_api_v2
 from pushgate.api.dialects import instapush as instapush_face
 from pushgate.api.dialects.base import Faces
 from pushgate.api.dialects.instapush import InstapushRouter
@@ -99,6 +99,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     faces.add(native_face.FACE)
     faces.add(insider_mobile.FACE)
     faces.add(insider_web.FACE)
+    faces.add(push_api_v2.FACE)
     install_error_handlers(app, faces)
 
     instapush = InstapushRouter(
@@ -113,6 +114,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.router.routes.extend(
         insider_web.InsiderWebRouter(
             rt.keys, rt.throttle, rt.apps, rt.credentials, rt.send, settings.max_body_bytes
+        ).routes()
+    )
+    app.router.routes.extend(
+        push_api_v2.PushApiV2Router(
+            rt.keys, rt.throttle, rt.user_sends, rt.send, settings.max_body_bytes
         ).routes()
     )
     app.router.routes.append(

@@ -19,14 +19,15 @@ makes the delivery (a device that became active since then is the one used).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import one_user
-from pushgate.domain.subscribers import Identifiers
+from pushgate.domain.errors import Conflict
+from pushgate.domain.subscribers import STANDARD, Identifiers
 from pushgate.services.apps import App, AppService
 from pushgate.services.credentials import CredentialService
 from pushgate.services.send import SendCommand, SendService
@@ -63,6 +64,17 @@ class UserSendResult:
     notification_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UserTarget:
+    """The subscriber some identifiers name (None: nobody), its identifiers, and how many of
+    its devices a send would reach now (its enabled devices of the app; none when it
+    withdrew push opt-in)."""
+
+    subscriber_id: int | None
+    devices: int = 0
+    identifiers: dict[str, str] = field(default_factory=dict)
+
+
 class UserSendService:
     def __init__(
         self, db: Database, apps: AppService, credentials: CredentialService, send: SendService
@@ -71,6 +83,47 @@ class UserSendService:
         self._apps = apps
         self._credentials = credentials
         self._send = send
+
+    async def target(self, app: App, identifiers: Identifiers) -> UserTarget:
+        """Who ``identifiers`` name among the app's subscribers (``Conflict`` when they name
+        different ones). One query for standard identifiers."""
+        scope = Scope(app.account_id, app.id)
+        count = (
+            select(func.count())
+            .where(
+                devices.c.subscriber_id == subscribers.c.id,
+                devices.c.app_id == app.id,
+                devices.c.enabled.is_(True),
+            )
+            .scalar_subquery()
+        )
+        columns = [subscribers.c.id, subscribers.c.optin_push, count.label("devices")]
+        columns += [subscribers.c[name] for name in STANDARD]
+        async with self._db.read.connect() as conn:
+            if identifiers.custom:
+                (found,) = await find_many(conn, scope, [identifiers])
+                if found is None:
+                    return UserTarget(None)
+                condition = subscribers.c.id == found
+            else:
+                condition = or_(
+                    *(
+                        subscribers.c[name] == value
+                        for name, value in identifiers.standard().items()
+                    )
+                )
+            rows = (await conn.execute(select(*columns).where(scope.where(), condition))).all()
+        if not rows:
+            return UserTarget(None)
+        if len(rows) > 1:
+            raise Conflict(
+                "The identifiers name different subscribers ("
+                + ", ".join(str(row.id) for row in rows)
+                + ")"
+            )
+        row = rows[0]
+        named = {name: getattr(row, name) for name in STANDARD if getattr(row, name)}
+        return UserTarget(int(row.id), int(row.devices) if row.optin_push else 0, named)
 
     async def send(self, app: App, items: Sequence[UserSend]) -> list[UserSendResult]:
         """What became of each item, in order; the ``sent`` ones are stored (durable) when
