@@ -12,12 +12,14 @@ from pushgate.config import Settings
 from pushgate.crypto import SecretBox
 from pushgate.domain.retry import RetryPolicy
 from pushgate.egress import EgressPolicy
+from pushgate.observability.metrics import Metrics
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
 from pushgate.services.api_keys import ApiKeyService
 from pushgate.services.apps import AppService
 from pushgate.services.credentials import CredentialService
+from pushgate.services.delivery_jobs import CHANNEL, FANOUT_QUEUE, deliver_queue
 from pushgate.services.devices import DeviceService
 from pushgate.services.events import EventService
 from pushgate.services.fan_out import FanOut
@@ -58,6 +60,18 @@ class Runtime:
     subscribers: SubscriberService
     keys: ApiKeyService
     stats: StatsService
+    metrics: Metrics
+    # Set when the process was told to stop: readiness then answers 503.
+    stopping: bool = False
+
+    async def refresh_metrics(self) -> None:
+        """Read the gauges that need I/O (queue depths), just before a scrape."""
+        depths: dict[str, QueueEngine] = {FANOUT_QUEUE: self.jobs}
+        names = [*self.transports, CHANNEL] if self.queue.kind == "redis" else [*self.transports]
+        for name in names:
+            depths[deliver_queue(name)] = self.queue
+        for queue_name, engine in depths.items():
+            self.metrics.queue_depth.labels(queue_name).set(await engine.depth(queue_name))
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -100,6 +114,7 @@ def build_runtime(
     """Wire the services together; no I/O happens until ``start``. ``accepting``: whether
     this process holds device connections (it then receives channel broadcasts)."""
     db = open_database(settings.resolved_database_url)
+    metrics = Metrics()
     box = SecretBox(settings.resolved_secret_key())
     events = EventService(db)
     egress = EgressPolicy.from_setting(settings.egress_allow)
@@ -108,6 +123,7 @@ def build_runtime(
         db, box, settings.vapid_subject, token_hosts=settings.fcm_token_hosts
     )
     hub = Hub()
+    metrics.channel_connected.set_function(hub.connection_count)
     jobs = EmbeddedQueue(db)
     queue = build_queue(settings, jobs, db)
     broadcast: ChannelBroadcast
@@ -117,7 +133,7 @@ def build_runtime(
         broadcast = RedisBroadcast(
             settings.queue_url, settings.queue_prefix, hub if accepting else None
         )
-    pipeline = DeliveryPipeline(db, jobs)
+    pipeline = DeliveryPipeline(db, jobs, metrics)
     # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
     # does them itself right after its commit (see FanOut).
     channel_jobs = settings.queue_url is not None
@@ -139,7 +155,7 @@ def build_runtime(
             unengaged_after_days=settings.unengaged_after_days,
         ),
         broadcast=broadcast,
-        push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds),
+        push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds, metrics),
         platforms=sorted(chosen),
         push_concurrency=settings.push_concurrency,
         lease_seconds=settings.job_lease_seconds,
@@ -165,6 +181,7 @@ def build_runtime(
         send=SendService(db, events, pipeline, settings.notification_ttl_seconds),
         subscribers=SubscriberService(db),
         stats=StatsService(db),
+        metrics=metrics,
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,

@@ -65,6 +65,12 @@ def settings_or_exit(**overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def configure_logs(settings: Settings) -> None:
+    from pushgate.observability.logs import configure_logging, parse_levels
+
+    configure_logging(settings.log_level, parse_levels(settings.log_levels), settings.log_format)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (PUSHGATE_HOST).")] = None,
@@ -76,6 +82,7 @@ def serve(
 
     settings = settings_or_exit(host=host, port=port)
     settings.ensure_data_dir()
+    configure_logs(settings)
     try:
         application = create_app(settings)
     except ValueError as exc:
@@ -108,6 +115,7 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     settings.ensure_data_dir()
+    configure_logs(settings)
     try:
         asyncio.run(run_worker(settings))
     except ValueError as exc:

@@ -9,7 +9,6 @@ from starlette.types import ASGIApp
 
 from pushgate.config import Settings
 from pushgate.egress import parse_networks
-from pushgate.serving.logs import log_config
 from pushgate.serving.protocols import ConnectionLimits, QuietWebSocketProtocol, http_protocol
 
 # Descriptors kept free for everything but client connections: database, provider and Redis
@@ -52,8 +51,8 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
         application,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
+        # Logging is configured by the command (observability.logs.configure_logging).
+        log_config=None,
         http=http_protocol(connection_limits(settings)),
         # The sans-I/O implementation keeps no tasks of its own per connection (the legacy
         # one runs three): about a third of the memory per idle device connection.
