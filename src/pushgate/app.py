@@ -33,7 +33,7 @@ from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
 from pushgate.observability.exposition import metrics_listener, metrics_route
 from pushgate.observability.health import readiness_checks, ready_route
-from pushgate.observability.logs import access_logger, redact
+from pushgate.observability.logs import AccessLog, redact
 from pushgate.observability.requests import RequestObserver
 from pushgate.runtime import Runtime, build_runtime
 from pushgate.storage.migrate import migrate
@@ -74,6 +74,7 @@ def tune_interpreter() -> None:
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     rt = runtime or build_runtime(settings)
+    access = AccessLog.create(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,6 +88,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             if listener is not None:
                 listener.close()
             await rt.stop()
+            if access is not None:
+                access.flush()
 
     app = FastAPI(
         title="Pushgate",
@@ -150,7 +153,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         metrics=rt.metrics,
         routes=app.router.routes,
         face_of=lambda path: faces.for_path(path).name,
-        access=access_logger(),
+        access=access,
         redact=redact,
     )
     return app

@@ -206,6 +206,13 @@ class Settings(BaseSettings):
         le=1_048_576,
         description="Largest request line plus headers; larger requests get 431.",
     )
+    shutdown_timeout_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="On SIGTERM: how long requests in flight and delivery jobs in hand get to "
+        "finish; then they are cancelled (jobs come back to the queue).",
+    )
     environment: Literal["development", "production"] = "development"
     log_level: str = Field("info", description="Level of the server's and Pushgate's loggers.")
     log_levels: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -3,6 +3,7 @@ channel hub and the delivery workers; started and stopped in one place."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from pushgate.channel.broadcast import ChannelBroadcast, LocalBroadcast, RedisBroadcast
@@ -63,6 +64,7 @@ class Runtime:
     metrics: Metrics
     # Set when the process was told to stop: readiness then answers 503.
     stopping: bool = False
+    stop_deadline: float = 0.0
 
     async def refresh_metrics(self) -> None:
         """Read the gauges that need I/O (queue depths), just before a scrape."""
@@ -83,8 +85,19 @@ class Runtime:
         if working:
             self.workers.start()
 
+    def begin_stop(self) -> None:
+        """Told to stop (SIGTERM): readiness answers 503, workers take no new jobs. The
+        deadline of ``stop`` starts now."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+            self.workers.request_stop()
+
     async def stop(self) -> None:
-        await self.workers.stop()
+        """Workers finish the jobs in hand (until the deadline; the rest come back to the
+        queue), status writes are flushed, connections closed."""
+        self.begin_stop()
+        await self.workers.stop(max(1.0, self.stop_deadline - time.monotonic()))
         await self.pipeline.stop()
         await self.broadcast.close()
         await self.keys.close()

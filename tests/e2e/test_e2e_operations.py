@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,3 +241,29 @@ async def test_ready_checks_the_database(http: httpx2.AsyncClient) -> None:
     resp = await http.get("/api/v1/ready")
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"status": "ready", "checks": {"database": "ok"}}
+
+
+# --------------------------------------------------------------------------- Grafana dashboard
+
+DASHBOARD = Path(__file__).parents[2] / "docs" / "ops" / "grafana-dashboard.json"
+SERIES = re.compile(r"\b((?:pushgate|process)_[a-z0-9_]+)\b")
+
+
+def exposed_series(text: str) -> set[str]:
+    """Every series name the exposition declares, whether or not it has samples yet."""
+    suffixes = {"histogram": ("_bucket", "_sum", "_count"), "counter": ("_total",)}
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ()))
+    return names
+
+
+async def test_every_series_of_the_grafana_dashboard_exists(http: httpx2.AsyncClient) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    expressions.append(dashboard["templating"]["list"][1]["query"])
+    used = {name for expr in expressions for name in SERIES.findall(expr)}
+    assert len(used) >= 10
+    missing = used - exposed_series(await scrape(http))
+    assert not missing, f"the dashboard uses series that /metrics does not have: {missing}"

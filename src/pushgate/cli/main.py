@@ -91,7 +91,7 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"Pushgate listening on {url} (data: {settings.data_dir})", err=False)
     typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
-    run(settings, application)
+    run(settings, application, application.state.runtime.begin_stop)
 
 
 @app.command()

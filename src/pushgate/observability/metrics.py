@@ -22,7 +22,9 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from structlog.contextvars import bind_contextvars
+
+from pushgate.observability.histogram import FastHistogram
+from pushgate.observability.logs import NOTIFICATION_ID
 
 # Seconds: from a fast answer to a slow one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -33,7 +35,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Histogram(
+        self.requests = FastHistogram(
             "pushgate_http_request_duration_seconds",
             "HTTP requests by face, route template, method and status class, with their "
             "latency (the _count series counts requests).",
@@ -100,7 +102,7 @@ class Metrics:
 
         def record(notification_id: int) -> None:
             child.inc()
-            bind_contextvars(notification_id=notification_id)
+            NOTIFICATION_ID.set(notification_id)
 
         return record
 

@@ -3,11 +3,12 @@ the request metrics.
 
 - **Request id.** An incoming ``X-Request-Id`` of at most 64 safe characters
   (``[A-Za-z0-9._:-]``) is kept, otherwise one is generated; it is answered in the
-  ``X-Request-Id`` header and carried on every log line written while the request runs
-  (structlog context variables), as ``request_id``.
+  ``X-Request-Id`` header and carried on every log line written while the request runs, as
+  ``request_id`` (``observability.logs.REQUEST_ID``: each request runs in a task of its own,
+  so the value needs no reset).
 - **Access line.** One line per request on the ``pushgate.access`` logger at INFO: method,
-  path (redacted), status, duration in ms, face. ``log_levels = "pushgate.access=warning"``
-  turns it off, and then it costs nothing.
+  path (redacted), status, duration in ms, face, and the notification it accepted if any.
+  ``log_levels = "pushgate.access=warning"`` turns it off, and then it costs nothing.
 - **Metrics.** ``pushgate_http_request_duration_seconds`` by face, route *template* (never
   the raw path: ``/api/v1/devices/{device_id}``; ``unmatched`` for a request no route took),
   method and status class. The labelled children are cached per (route, method, status).
@@ -17,17 +18,17 @@ WebSocket and lifespan scopes pass through untouched (the channel has its own me
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from prometheus_client.metrics import Histogram
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from pushgate.observability.histogram import Series
+from pushgate.observability.logs import NOTIFICATION_ID, REQUEST_ID, AccessLog
 from pushgate.observability.metrics import Metrics
 
 HEADER = b"x-request-id"
@@ -36,8 +37,16 @@ _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 UNMATCHED = "unmatched"
 
 
-def new_request_id() -> str:
-    return os.urandom(8).hex()
+class RequestIds:
+    """Request ids unique across processes and restarts: a random prefix per process and a
+    counter (cheaper than a random id per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(5).hex()
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):06x}"
 
 
 def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -59,7 +68,7 @@ class RequestObserver:
         metrics: Metrics,
         routes: Sequence[BaseRoute],
         face_of: Callable[[str], str],
-        access: Any | None,
+        access: AccessLog | None,
         redact: Callable[[str], str],
     ) -> None:
         """``routes``: the application's routes (read when a request's route is first seen,
@@ -70,9 +79,10 @@ class RequestObserver:
         self._face_of = face_of
         self._access = access
         self._redact = redact
-        self._children: dict[tuple[int, str, str, int], tuple[Histogram, str]] = {}
+        self._children: dict[tuple[int, str, str, int], tuple[Series, str]] = {}
         # By id(): Starlette's routes are not hashable; they live as long as the app.
         self._templates: dict[int, str] = {}
+        self._new_id = RequestIds()
 
     def _template(self, matched: object) -> str:
         """The path template of the route that took the request: ``matched`` is the route
@@ -89,7 +99,7 @@ class RequestObserver:
             template = self._templates.setdefault(id(matched), UNMATCHED)
         return template
 
-    def _child(self, scope: Scope, method: str, status: int) -> tuple[Histogram, str]:
+    def _child(self, scope: Scope, method: str, status: int) -> tuple[Series, str]:
         matched = scope.get("route") or scope.get("endpoint")
         # A request no route took (404) is counted under its face's name.
         face = "" if matched is not None else self._face_of(scope["path"])
@@ -107,7 +117,7 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope["headers"]) or new_request_id()
+        request_id = incoming_request_id(scope["headers"]) or self._new_id()
         header = (HEADER, request_id.encode("ascii"))
         status = 500
         started = time.perf_counter()
@@ -119,7 +129,7 @@ class RequestObserver:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        tokens = bind_contextvars(request_id=request_id)
+        REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -133,12 +143,16 @@ class RequestObserver:
                     path = self._redact(f"{path}?{scope['query_string'].decode('latin-1')}")
                 elif "dvt_" in path:
                     path = self._redact(path)
-                self._access.info(
-                    "request",
-                    method=method,
-                    path=path,
-                    status=status,
-                    ms=round(elapsed * 1000, 2),
-                    face=face,
-                )
-            reset_contextvars(**tokens)
+                line = {
+                    "event": "request",
+                    "request_id": request_id,
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                    "face": face,
+                }
+                notification_id = NOTIFICATION_ID.get()
+                if notification_id is not None:
+                    line["notification_id"] = notification_id
+                self._access.write(line)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import socket
+from collections.abc import Callable
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -67,9 +69,27 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
         forwarded_allow_ips=[str(n) for n in parse_networks(settings.trusted_proxies)] or None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)),
     )
 
 
-def run(settings: Settings, application: ASGIApp) -> None:
-    uvicorn.Server(server_config(settings, application)).run()
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server that tells the application as soon as it is asked to stop
+    (``on_stop``), so that delivery workers wind down while requests in flight finish.
+
+    On SIGTERM or SIGINT: the listening socket closes (no new requests); requests in flight
+    finish within ``shutdown_timeout_seconds``; device channel WebSockets are closed with
+    1001 "going away"; meanwhile workers take no new jobs and finish those in hand; then the
+    application's shutdown flushes the status writes (``Runtime.stop``)."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_stop()
+        await super().shutdown(sockets)
+
+
+def run(settings: Settings, application: ASGIApp, on_stop: Callable[[], None]) -> None:
+    GracefulServer(server_config(settings, application), on_stop).run()
