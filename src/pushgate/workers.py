@@ -19,6 +19,7 @@ from typing import Any
 
 from pushgate.channel.broadcast import ChannelBroadcast
 from pushgate.channel.hub import Outgoing
+from pushgate.observability.logs import NOTIFICATION_ID
 from pushgate.queue.base import Job, QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import (
@@ -186,6 +187,9 @@ class Workers:
 
     def _push_handler(self, platform: str) -> Callable[[Job], Awaitable[None]]:
         async def handle(job: Job) -> None:
-            await self._push.run(platform, PushJob.decode(job.payload))
+            push_job = PushJob.decode(job.payload)
+            # Every line logged while it runs names the notification (its own task).
+            NOTIFICATION_ID.set(push_job.notification_id)
+            await self._push.run(platform, push_job)
 
         return handle

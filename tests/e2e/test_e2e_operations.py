@@ -267,3 +267,13 @@ async def test_every_series_of_the_grafana_dashboard_exists(http: httpx2.AsyncCl
     assert len(used) >= 10
     missing = used - exposed_series(await scrape(http))
     assert not missing, f"the dashboard uses series that /metrics does not have: {missing}"
+
+
+def test_ready_checks_redis_when_it_carries_the_queue(
+    make_server: ServerFactory, redis_url: str, redis_prefix: str
+) -> None:
+    srv = make_server(env={"PUSHGATE_QUEUE_URL": redis_url, "PUSHGATE_QUEUE_PREFIX": redis_prefix})
+    with httpx2.Client(base_url=srv.url, timeout=5.0, trust_env=False) as client:
+        resp = client.get("/api/v1/ready")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["checks"] == {"database": "ok", "redis": "ok"}

@@ -84,3 +84,26 @@ def test_a_redacting_filter_guards_stdlib_records() -> None:
 def test_only_a_safe_incoming_request_id_is_kept(value: bytes, kept: str | None) -> None:
     assert incoming_request_id([(b"host", b"x"), (b"x-request-id", value)]) == kept
     assert incoming_request_id([(b"host", b"x")]) is None
+
+
+def test_lines_carry_the_ids_of_their_request_and_notification() -> None:
+    import contextvars
+
+    from pushgate.observability.logs import NOTIFICATION_ID, REQUEST_ID, add_ids
+
+    def in_a_request() -> dict[str, object]:
+        REQUEST_ID.set("req-1")
+        NOTIFICATION_ID.set(42)
+        return add_ids(None, "info", {"event": "x"})
+
+    def in_a_push_job() -> dict[str, object]:
+        NOTIFICATION_ID.set(7)
+        return add_ids(None, "info", {"event": "x"})
+
+    assert contextvars.copy_context().run(in_a_request) == {
+        "event": "x",
+        "request_id": "req-1",
+        "notification_id": 42,
+    }
+    assert contextvars.copy_context().run(in_a_push_job) == {"event": "x", "notification_id": 7}
+    assert add_ids(None, "info", {"event": "x"}) == {"event": "x"}

@@ -43,8 +43,9 @@ REDACTED = "[redacted]"
 ACCESS_LOGGER = "pushgate.access"
 ACCESS_FLUSH_SECONDS = 0.2
 ACCESS_BUFFER_BYTES = 65_536
-# The request a line is written for, and the notification it accepted (set by
-# observability.requests and the faces; every request runs in a task of its own).
+# The request a line is written for, and the notification it accepted or a push job
+# delivers (set by observability.requests, the faces and the push workers; every request and
+# every job runs in a task of its own).
 REQUEST_ID: ContextVar[str | None] = ContextVar("pushgate_request_id", default=None)
 NOTIFICATION_ID: ContextVar[int | None] = ContextVar("pushgate_notification_id", default=None)
 SECRET_FIELDS = frozenset(
@@ -127,9 +128,9 @@ def add_ids(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     request_id = REQUEST_ID.get()
     if request_id is not None:
         event.setdefault("request_id", request_id)
-        notification_id = NOTIFICATION_ID.get()
-        if notification_id is not None:
-            event.setdefault("notification_id", notification_id)
+    notification_id = NOTIFICATION_ID.get()
+    if notification_id is not None:
+        event.setdefault("notification_id", notification_id)
     return event
 
 

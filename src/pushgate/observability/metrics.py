@@ -77,7 +77,7 @@ class Metrics:
         )
         self.channel_connected = Gauge(
             "pushgate_channel_connected_devices",
-            "Device channel connections (WebSocket, SSE, poll) open in this process.",
+            "Device channel connections (WebSocket, SSE) open in this process.",
             registry=r,
         )
         self.commit_batch = Histogram(
