@@ -32,6 +32,10 @@ from pushgate.api.native.subscribers import subscribers_router
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
+from pushgate.observability.exposition import metrics_listener, metrics_route
+from pushgate.observability.health import readiness_checks, ready_route
+from pushgate.observability.logs import AccessLog, redact
+from pushgate.observability.requests import RequestObserver
 from pushgate.runtime import Runtime, build_runtime
 from pushgate.storage.migrate import migrate
 from pushgate.web.body import read_body
@@ -71,16 +75,22 @@ def tune_interpreter() -> None:
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     rt = runtime or build_runtime(settings)
+    access = AccessLog.create(settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate(rt.db)
         tune_interpreter()
         await rt.start(accepting=True, working=settings.run_workers)
+        listener = await metrics_listener(settings, rt)
         try:
             yield
         finally:
+            if listener is not None:
+                listener.close()
             await rt.stop()
+            if access is not None:
+                access.flush()
 
     app = FastAPI(
         title="Pushgate",
@@ -103,7 +113,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     install_error_handlers(app, faces)
 
     instapush = InstapushRouter(
-        rt.accounts, rt.apps, rt.events, rt.send, rt.throttle, settings.max_body_bytes
+        rt.accounts,
+        rt.apps,
+        rt.events,
+        rt.send,
+        rt.throttle,
+        settings.max_body_bytes,
+        rt.metrics.accepted(instapush_face.FACE.name),
     )
     app.router.routes.extend(instapush.routes())
     app.router.routes.extend(
@@ -125,6 +141,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         Route("/api/v1/health", _health, methods=["GET"], include_in_schema=False)
     )
     app.router.routes.append(_ping(settings.max_body_bytes))
+    app.router.routes.append(ready_route(readiness_checks(rt.db, rt.queue), lambda: rt.stopping))
+    if settings.metrics_token is not None:
+        app.router.routes.append(
+            metrics_route(rt.metrics, rt.refresh_metrics, settings.metrics_token)
+        )
 
     current_account = user_auth(rt.accounts, rt.throttle, rt.keys)
     app.include_router(apps_router(rt.apps, current_account))
@@ -134,8 +155,24 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(notifications_router(rt.notifications, current_account))
     app.include_router(stats_router(rt.stats, current_account))
     app.include_router(credentials_router(rt.credentials, current_account))
-    app.include_router(send_router(rt.apps, rt.send, rt.subscribers, current_account))
+    app.include_router(
+        send_router(
+            rt.apps,
+            rt.send,
+            rt.subscribers,
+            current_account,
+            rt.metrics.accepted(native_face.FACE.name),
+        )
+    )
     app.include_router(channel_router(rt))
     app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))
+    app.add_middleware(
+        RequestObserver,
+        metrics=rt.metrics,
+        routes=app.router.routes,
+        face_of=lambda path: faces.for_path(path).name,
+        access=access,
+        redact=redact,
+    )
     return app

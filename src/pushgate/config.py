@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from pushgate.egress import parse_networks
+from pushgate.observability.logs import parse_levels
 
 SECRET_FILE_NAME = "secret.key"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "pushgate"
@@ -205,8 +206,40 @@ class Settings(BaseSettings):
         le=1_048_576,
         description="Largest request line plus headers; larger requests get 431.",
     )
+    shutdown_timeout_seconds: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        description="On SIGTERM: how long requests in flight and delivery jobs in hand get to "
+        "finish; then they are cancelled (jobs come back to the queue).",
+    )
     environment: Literal["development", "production"] = "development"
-    log_level: str = "info"
+    log_level: str = Field("info", description="Level of the server's and Pushgate's loggers.")
+    log_levels: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Levels per logger on top of log_level, LOGGER=LEVEL comma-separated, e.g. "
+        "`pushgate.access=warning` (no access line per request) or `pushgate.delivery=error`.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="Log line format: JSON objects, or readable console lines; auto: console on "
+        "a terminal, JSON otherwise.",
+    )
+    metrics_token: str | None = Field(
+        None,
+        min_length=16,
+        description="Serve Prometheus metrics at GET /metrics on the server's port to "
+        "requests with `Authorization: Bearer <metrics_token>`. Unset (and no metrics_port): "
+        "no /metrics.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on a listener of their own at this port (on "
+        "metrics_host); each process (serve, worker) needs its own port.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address of the metrics_port listener.")
     config_file: Path | None = Field(None, description="Optional TOML file with these settings.")
 
     @field_validator("queue_url", mode="after")
@@ -216,7 +249,15 @@ class Settings(BaseSettings):
             raise ValueError("queue_url must be a redis://, rediss:// or unix:// URL (or unset)")
         return value
 
-    @field_validator("egress_allow", "fcm_token_hosts", "trusted_proxies", mode="before")
+    @field_validator("log_levels", mode="after")
+    @classmethod
+    def _levels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_levels(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator(
+        "egress_allow", "fcm_token_hosts", "trusted_proxies", "log_levels", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

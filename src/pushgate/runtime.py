@@ -3,6 +3,7 @@ channel hub and the delivery workers; started and stopped in one place."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from pushgate.channel.broadcast import ChannelBroadcast, LocalBroadcast, RedisBroadcast
@@ -12,12 +13,14 @@ from pushgate.config import Settings
 from pushgate.crypto import SecretBox
 from pushgate.domain.retry import RetryPolicy
 from pushgate.egress import EgressPolicy
+from pushgate.observability.metrics import Metrics
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
 from pushgate.services.api_keys import ApiKeyService
 from pushgate.services.apps import AppService
 from pushgate.services.credentials import CredentialService
+from pushgate.services.delivery_jobs import CHANNEL, FANOUT_QUEUE, deliver_queue
 from pushgate.services.devices import DeviceService
 from pushgate.services.events import EventService
 from pushgate.services.fan_out import FanOut
@@ -62,6 +65,19 @@ class Runtime:
     stats: StatsService
     user_sends: UserSendService
     reports: SubscriberReports
+    metrics: Metrics
+    # Set when the process was told to stop: readiness then answers 503.
+    stopping: bool = False
+    stop_deadline: float = 0.0
+
+    async def refresh_metrics(self) -> None:
+        """Read the gauges that need I/O (queue depths), just before a scrape."""
+        depths: dict[str, QueueEngine] = {FANOUT_QUEUE: self.jobs}
+        names = [*self.transports, CHANNEL] if self.queue.kind == "redis" else [*self.transports]
+        for name in names:
+            depths[deliver_queue(name)] = self.queue
+        for queue_name, engine in depths.items():
+            self.metrics.queue_depth.labels(queue_name).set(await engine.depth(queue_name))
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -73,8 +89,19 @@ class Runtime:
         if working:
             self.workers.start()
 
+    def begin_stop(self) -> None:
+        """Told to stop (SIGTERM): readiness answers 503, workers take no new jobs. The
+        deadline of ``stop`` starts now."""
+        if not self.stopping:
+            self.stopping = True
+            self.stop_deadline = time.monotonic() + self.settings.shutdown_timeout_seconds
+            self.workers.request_stop()
+
     async def stop(self) -> None:
-        await self.workers.stop()
+        """Workers finish the jobs in hand (until the deadline; the rest come back to the
+        queue), status writes are flushed, connections closed."""
+        self.begin_stop()
+        await self.workers.stop(max(1.0, self.stop_deadline - time.monotonic()))
         await self.pipeline.stop()
         await self.broadcast.close()
         await self.keys.close()
@@ -104,6 +131,7 @@ def build_runtime(
     """Wire the services together; no I/O happens until ``start``. ``accepting``: whether
     this process holds device connections (it then receives channel broadcasts)."""
     db = open_database(settings.resolved_database_url)
+    metrics = Metrics()
     box = SecretBox(settings.resolved_secret_key())
     events = EventService(db)
     egress = EgressPolicy.from_setting(settings.egress_allow)
@@ -112,6 +140,7 @@ def build_runtime(
         db, box, settings.vapid_subject, token_hosts=settings.fcm_token_hosts
     )
     hub = Hub()
+    metrics.channel_connected.set_function(hub.connection_count)
     jobs = EmbeddedQueue(db)
     queue = build_queue(settings, jobs, db)
     broadcast: ChannelBroadcast
@@ -121,7 +150,7 @@ def build_runtime(
         broadcast = RedisBroadcast(
             settings.queue_url, settings.queue_prefix, hub if accepting else None
         )
-    pipeline = DeliveryPipeline(db, jobs)
+    pipeline = DeliveryPipeline(db, jobs, metrics)
     # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
     # does them itself right after its commit (see FanOut).
     channel_jobs = settings.queue_url is not None
@@ -143,7 +172,7 @@ def build_runtime(
             unengaged_after_days=settings.unengaged_after_days,
         ),
         broadcast=broadcast,
-        push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds),
+        push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds, metrics),
         platforms=sorted(chosen),
         push_concurrency=settings.push_concurrency,
         lease_seconds=settings.job_lease_seconds,
@@ -173,6 +202,7 @@ def build_runtime(
         reports=SubscriberReports(db, box),
         subscribers=SubscriberService(db),
         stats=StatsService(db),
+        metrics=metrics,
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,

@@ -19,6 +19,7 @@ from typing import Any
 
 from pushgate.channel.broadcast import ChannelBroadcast
 from pushgate.channel.hub import Outgoing
+from pushgate.observability.logs import NOTIFICATION_ID
 from pushgate.queue.base import Job, QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import (
@@ -80,12 +81,17 @@ class Workers:
     def _spawn(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.create_task(work, name=f"pushgate-worker-{name}"))
 
-    async def stop(self) -> None:
-        """Let the handlers finish what they hold (for a few seconds), then stop."""
+    def request_stop(self) -> None:
+        """Take no new jobs; the ones in hand go on."""
+        self._stopping.set()
+
+    async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Let the handlers finish what they hold (for ``grace_seconds``), then stop; jobs
+        still running are cancelled and come back to the queue after their lease."""
         self._stopping.set()
         if not self._tasks:
             return
-        _done, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE_SECONDS)
+        _done, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
         for task in pending:
             task.cancel()
         for task in pending:
@@ -181,6 +187,9 @@ class Workers:
 
     def _push_handler(self, platform: str) -> Callable[[Job], Awaitable[None]]:
         async def handle(job: Job) -> None:
-            await self._push.run(platform, PushJob.decode(job.payload))
+            push_job = PushJob.decode(job.payload)
+            # Every line logged while it runs names the notification (its own task).
+            NOTIFICATION_ID.set(push_job.notification_id)
+            await self._push.run(platform, push_job)
 
         return handle

@@ -15,7 +15,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from pushgate.serving.logs import log_config
+from pushgate.observability.logs import logging_config
 from pushgate.serving.protocols import ConnectionLimits, QuietWebSocketProtocol, http_protocol
 from pushgate.testing.server import free_port
 
@@ -75,7 +75,7 @@ async def serving(limits: ConnectionLimits = LIMITS) -> AsyncIterator[int]:
         http=http_protocol(limits),
         ws=QuietWebSocketProtocol,
         timeout_keep_alive=5,
-        log_config=log_config("info"),
+        log_config=logging_config("info"),
         lifespan="on",
     )
     server = uvicorn.Server(config)

@@ -11,8 +11,10 @@ import typer
 
 from pushgate.cli.account import account_app
 from pushgate.cli.apps import app_app
+from pushgate.cli.backup import backup, restore
 from pushgate.cli.credentials import credentials_app
 from pushgate.cli.deliveries import deliveries_app
+from pushgate.cli.doctor import doctor
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
 from pushgate.cli.subscribers import subscribers_app
@@ -33,6 +35,9 @@ app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
 app.add_typer(subscribers_app, name="subscribers")
 app.command(help=listen.__doc__)(listen)
+app.command()(backup)
+app.command()(restore)
+app.command()(doctor)
 
 
 @app.callback()
@@ -65,6 +70,20 @@ def settings_or_exit(**overrides: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
+def hold_data_dir(data_dir: Path) -> object:
+    """A shared lock on the data dir while this process runs: `pushgate restore` refuses
+    to replace the database under it."""
+    from pushgate.storage.backup import hold_data_dir as hold
+
+    return hold(data_dir)
+
+
+def configure_logs(settings: Settings) -> None:
+    from pushgate.observability.logs import configure_logging, parse_levels
+
+    configure_logging(settings.log_level, parse_levels(settings.log_levels), settings.log_format)
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (PUSHGATE_HOST).")] = None,
@@ -76,6 +95,8 @@ def serve(
 
     settings = settings_or_exit(host=host, port=port)
     settings.ensure_data_dir()
+    configure_logs(settings)
+    lock = hold_data_dir(settings.data_dir)  # noqa: F841 - held while serving
     try:
         application = create_app(settings)
     except ValueError as exc:
@@ -84,7 +105,7 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     typer.echo(f"Pushgate listening on {url} (data: {settings.data_dir})", err=False)
     typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
-    run(settings, application)
+    run(settings, application, application.state.runtime.begin_stop)
 
 
 @app.command()
@@ -108,6 +129,8 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     settings.ensure_data_dir()
+    configure_logs(settings)
+    lock = hold_data_dir(settings.data_dir)  # noqa: F841 - held while working
     try:
         asyncio.run(run_worker(settings))
     except ValueError as exc:

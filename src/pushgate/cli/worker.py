@@ -14,6 +14,7 @@ async def run_worker(settings: Settings) -> None:
     """Run fan-out, channel and push workers until SIGTERM or SIGINT, then stop cleanly
     (jobs in flight are finished for a few seconds, or left to come back after their lease)."""
     from pushgate.app import tune_interpreter
+    from pushgate.observability.exposition import metrics_listener
     from pushgate.runtime import build_runtime
     from pushgate.storage.migrate import migrate
 
@@ -25,6 +26,7 @@ async def run_worker(settings: Settings) -> None:
     await migrate(runtime.db)
     tune_interpreter()
     await runtime.start(accepting=False, working=True)
+    listener = await metrics_listener(settings, runtime)
     typer.echo(
         f"Pushgate worker running (queue: {runtime.queue.kind}, "
         f"platforms: channel, {', '.join(sorted(runtime.transports))}); Ctrl-C stops it",
@@ -33,4 +35,6 @@ async def run_worker(settings: Settings) -> None:
     try:
         await stop.wait()
     finally:
+        if listener is not None:
+            listener.close()
         await runtime.stop()

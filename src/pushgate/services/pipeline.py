@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from itertools import islice
@@ -26,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
+from pushgate.observability.metrics import Metrics
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
 from pushgate.storage.database import Database, now_ms
@@ -141,8 +143,10 @@ class _Statuses:
 
 
 class DeliveryPipeline:
-    def __init__(self, db: Database, jobs: EmbeddedQueue) -> None:
+    def __init__(self, db: Database, jobs: EmbeddedQueue, metrics: Metrics) -> None:
         self._db = db
+        self._batch_sizes = metrics.commit_batch
+        self._commit_seconds = metrics.commit_latency
         self._writes = DeliveryWrites(db.write.dialect.name)
         self._jobs = jobs
         self._pending: list[_Pending] = []
@@ -276,7 +280,10 @@ class DeliveryPipeline:
         del self._pending[:MAX_NOTIFICATIONS_PER_CYCLE]
         now = now_ms()
         if batch:
+            started = time.perf_counter()
             ids = await self._store_batch(batch, now)
+            self._commit_seconds.observe(time.perf_counter() - started)
+            self._batch_sizes.observe(len(batch))
             self._jobs.wake(FANOUT_QUEUE)
             for pending, notification_id in zip(batch, ids, strict=True):
                 if notification_id is not None and not pending.future.done():

@@ -11,6 +11,7 @@ the delivery is sent again, which is the at-least-once promise.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from pushgate.domain.outcomes import (
     short_reason,
 )
 from pushgate.domain.retry import GiveUp, RetryAt, RetryPolicy
+from pushgate.observability.metrics import Metrics
 from pushgate.queue.base import QueueEngine
 from pushgate.services.delivery_jobs import PushJob, deliver_queue
 from pushgate.services.devices import DeviceService
@@ -33,6 +35,17 @@ from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.transports.base import Content, Target, Transport
 
 log = logging.getLogger(__name__)
+# One line per delivery that failed for good (WARNING), with its reason.
+failures = logging.getLogger("pushgate.delivery")
+FINAL = ("failed", "expired")
+
+
+_OUTCOME_LABELS: dict[type, str] = {
+    Delivered: "delivered",
+    RetryLater: "retry_later",
+    TokenInvalid: "token_invalid",
+    PermanentFailure: "permanent_failure",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +64,10 @@ class PushDelivery:
         transports: dict[str, Transport],
         policy: RetryPolicy,
         lease_seconds: float,
+        metrics: Metrics,
     ) -> None:
         self._db = db
+        self._metrics = metrics
         self._queue = queue
         self._devices = devices
         self._transports = transports
@@ -83,6 +98,8 @@ class PushDelivery:
             async with self._db.write.begin() as conn:
                 change = _Change("expired", "expired before it could be sent", None)
                 await self._write(conn, job.notification_id, {change: job.device_ids}, now, True)
+            self._metrics.deliveries.labels(transport_name, "expired").inc(len(job.device_ids))
+            self._log_final(transport_name, job.notification_id, {change: job.device_ids})
             return
         claimed = await self._claim(job, now)
         if not claimed:
@@ -104,6 +121,7 @@ class PushDelivery:
         retries: dict[tuple[int, int], list[int]] = defaultdict(list)
         invalid: list[tuple[int, str]] = []
         sent_at = now_ms()
+        counted = self._count(transport_name, outcomes)
         for target, outcome in zip(targets, outcomes, strict=True):
             device_id = target.device_id
             if isinstance(outcome, Delivered):
@@ -135,6 +153,8 @@ class PushDelivery:
         # retry finds the device disabled.
         for device_id, reason in invalid:
             await self._devices.disable(device_id, reason)
+        if invalid:
+            counted.devices_disabled.labels(transport_name).inc(len(invalid))
         async with self._db.write.begin() as conn:
             await self._write(conn, job.notification_id, changes, sent_at, False)
             for (at_ms, attempts), device_ids in retries.items():
@@ -147,6 +167,41 @@ class PushDelivery:
                 )
         if retries:
             self._queue.wake(deliver_queue(transport_name))
+        self._log_final(transport_name, job.notification_id, changes)
+
+    def _count(self, transport_name: str, outcomes: list[Outcome]) -> Metrics:
+        """Provider answers by outcome; returns the metrics for the caller's other counts."""
+        metrics = self._metrics
+        tally: dict[str, int] = defaultdict(int)
+        for outcome in outcomes:
+            tally[_OUTCOME_LABELS[type(outcome)]] += 1
+        for label, count in tally.items():
+            metrics.deliveries.labels(transport_name, label).inc(count)
+        return metrics
+
+    @staticmethod
+    def _log_final(
+        transport_name: str, notification_id: int, changes: dict[_Change, list[int]]
+    ) -> None:
+        """One line per delivery that failed for good, with its reason."""
+        if not failures.isEnabledFor(logging.WARNING):
+            return
+        for change, device_ids in changes.items():
+            if change.status not in FINAL:
+                continue
+            for device_id in device_ids:
+                failures.warning(
+                    "delivery %s: %s",
+                    change.status,
+                    change.reason,
+                    extra={
+                        "notification_id": notification_id,
+                        "device_id": device_id,
+                        "transport": transport_name,
+                        "status": change.status,
+                        "reason": change.reason,
+                    },
+                )
 
     async def _send_localized(
         self, transport_name: str, content: Content, targets: list[Target]
@@ -175,11 +230,16 @@ class PushDelivery:
         if transport is None:
             reason = f"no transport for platform {transport_name!r}"
             return [PermanentFailure(reason) for _ in targets]
+        started = time.perf_counter()
         try:
             outcomes = await transport.send(content, targets)
         except Exception as exc:
             log.exception("%s transport failed; retrying its batch", transport_name)
             return [RetryLater(f"transport error: {exc.__class__.__name__}") for _ in targets]
+        finally:
+            self._metrics.provider_latency.labels(transport_name).observe(
+                time.perf_counter() - started
+            )
         if len(outcomes) != len(targets):
             log.error(
                 "%s transport answered %d outcomes for %d targets",

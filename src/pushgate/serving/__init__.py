@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import resource
+import socket
+from collections.abc import Callable
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from pushgate.config import Settings
 from pushgate.egress import parse_networks
-from pushgate.serving.logs import log_config
 from pushgate.serving.protocols import ConnectionLimits, QuietWebSocketProtocol, http_protocol
 
 # Descriptors kept free for everything but client connections: database, provider and Redis
@@ -52,8 +53,8 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
         application,
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
-        log_config=log_config(settings.log_level),
+        # Logging is configured by the command (observability.logs.configure_logging).
+        log_config=None,
         http=http_protocol(connection_limits(settings)),
         # The sans-I/O implementation keeps no tasks of its own per connection (the legacy
         # one runs three): about a third of the memory per idle device connection.
@@ -68,9 +69,27 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
         forwarded_allow_ips=[str(n) for n in parse_networks(settings.trusted_proxies)] or None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)),
     )
 
 
-def run(settings: Settings, application: ASGIApp) -> None:
-    uvicorn.Server(server_config(settings, application)).run()
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server that tells the application as soon as it is asked to stop
+    (``on_stop``), so that delivery workers wind down while requests in flight finish.
+
+    On SIGTERM or SIGINT: the listening socket closes (no new requests); requests in flight
+    finish within ``shutdown_timeout_seconds``; device channel WebSockets are closed with
+    1001 "going away"; meanwhile workers take no new jobs and finish those in hand; then the
+    application's shutdown flushes the status writes (``Runtime.stop``)."""
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_stop()
+        await super().shutdown(sockets)
+
+
+def run(settings: Settings, application: ASGIApp, on_stop: Callable[[], None]) -> None:
+    GracefulServer(server_config(settings, application), on_stop).run()

@@ -43,6 +43,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 log = logging.getLogger("pushgate.serving")
 
 REFUSAL_LOG_SECONDS = 10.0
+GOING_AWAY = 1001
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +233,19 @@ class QuietWebSocketProtocol(WebSocketsSansIOProtocol):
     with an HTTP answer (``websocket.http.response.*``, e.g. 401 for a wrong device token)
     has completed the handshake: uvicorn would otherwise log an ERROR ("ASGI callable
     returned without completing handshake") for every refusal."""
+
+    def shutdown(self) -> None:
+        """The server is stopping: close with 1001 "going away" (uvicorn says 1012, "service
+        restart"), so that devices reconnect, to another server if there is one."""
+        if self.handshake_complete and not self.close_sent:
+            self.stop_keepalive()
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": GOING_AWAY})
+            self.conn.send_close(GOING_AWAY, "server shutting down")
+            self.close_sent = True
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+            return
+        super().shutdown()
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

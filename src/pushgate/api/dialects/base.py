@@ -62,7 +62,10 @@ class Faces:
         marked = connection.scope.get(SCOPE_KEY)
         if isinstance(marked, Face):
             return marked
-        path = connection.url.path
+        return self.for_path(connection.url.path)
+
+    def for_path(self, path: str) -> Face:
+        """The face whose declared prefix is the longest match of ``path``, else the default."""
         best, length = self.default, -1
         for face in self._faces:
             for prefix in face.prefixes:

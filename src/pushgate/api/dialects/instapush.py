@@ -94,7 +94,10 @@ class InstapushRouter:
         send: SendService,
         throttle: AuthThrottle,
         max_body_bytes: int,
+        accepted: Callable[[int], None],
     ) -> None:
+        """``accepted(notification_id)`` is called for each notification it accepted."""
+        self._accepted = accepted
         self._accounts = accounts
         self._apps = apps
         self._events = events
@@ -176,6 +179,7 @@ class InstapushRouter:
         body = await self._json(request)
         event = _require_str(body, "event")
         notification_id = await self._send.post_event(app, event, _tracker_values(body))
+        self._accepted(notification_id)
         return respond(
             {"msg": "Notification Sent Succesfully", "error": False, "status": 201},
             201,

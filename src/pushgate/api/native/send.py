@@ -14,6 +14,7 @@ nothing twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -138,7 +139,9 @@ def send_router(
     send: SendService,
     subscribers: SubscriberService,
     current_account: AccountDependency,
+    accepted: Callable[[int], None],
 ) -> APIRouter:
+    """``accepted(notification_id)`` is called for each notification it accepted."""
     router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=GuardedRoute)
     auth = Depends(current_account)
 
@@ -163,6 +166,8 @@ def send_router(
             command = await _command(body, app, subscribers, idempotency_key)
         except InvalidInput as exc:
             raise InvalidInput(f"Invalid request: {exc.message}") from exc
-        return SendOut(id=await send.send(command))
+        notification_id = await send.send(command)
+        accepted(notification_id)
+        return SendOut(id=notification_id)
 
     return router

@@ -1,0 +1,1 @@
+"""Observing a running Pushgate: structured logs, request ids, metrics, readiness."""
