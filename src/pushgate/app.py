@@ -124,17 +124,33 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.router.routes.extend(instapush.routes())
     app.router.routes.extend(
         insider_mobile.InsiderMobileRouter(
-            rt.keys, rt.throttle, rt.user_sends, rt.reports, settings.max_body_bytes
+            rt.keys,
+            rt.throttle,
+            rt.user_sends,
+            rt.reports,
+            settings.max_body_bytes,
+            rt.metrics.accepted(insider_mobile.FACE.name),
         ).routes()
     )
     app.router.routes.extend(
         insider_web.InsiderWebRouter(
-            rt.keys, rt.throttle, rt.apps, rt.credentials, rt.send, settings.max_body_bytes
+            rt.keys,
+            rt.throttle,
+            rt.apps,
+            rt.credentials,
+            rt.send,
+            settings.max_body_bytes,
+            rt.metrics.accepted(insider_web.FACE.name),
         ).routes()
     )
     app.router.routes.extend(
         push_api_v2.PushApiV2Router(
-            rt.keys, rt.throttle, rt.user_sends, rt.send, settings.max_body_bytes
+            rt.keys,
+            rt.throttle,
+            rt.user_sends,
+            rt.send,
+            settings.max_body_bytes,
+            rt.metrics.accepted(push_api_v2.FACE.name),
         ).routes()
     )
     app.router.routes.append(

@@ -15,7 +15,7 @@ docs/insider.md has the field mapping and the limits.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -340,7 +340,9 @@ class InsiderMobileRouter:
         user_sends: UserSendService,
         reports: SubscriberReports,
         max_body_bytes: int,
+        accepted: Callable[[int], None] = lambda _: None,
     ) -> None:
+        """``accepted(notification_id)`` is called for each notification it accepted."""
         self._auth = KeyAuthenticator(
             KIND,
             KeySource(field="api_key"),
@@ -351,6 +353,7 @@ class InsiderMobileRouter:
         self._sends = user_sends
         self._reports = reports
         self._limit = max_body_bytes
+        self._accepted = accepted
 
     async def notify(self, request: Request) -> Response:
         raw = await read_body(request, self._limit)
@@ -392,6 +395,8 @@ class InsiderMobileRouter:
         except Conflict as exc:
             return Rejected("invalid_payload", exc.message).response()
         sent = [r for r in results if r.outcome == "sent"]
+        for result in sent:
+            self._accepted(result.notification_id or 0)
         if not sent and any(r.outcome == "invalid_certificate" for r in results):
             return Rejected("invalid_certificate", CERTIFICATE_MESSAGE).response()
         reports = iter(

@@ -14,7 +14,7 @@ select (``domain/audience.py``), and the answer ``{"success": true, "campaign_id
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -160,12 +160,15 @@ class InsiderWebRouter:
         credentials: CredentialService,
         send: SendService,
         max_body_bytes: int,
+        accepted: Callable[[int], None] = lambda _: None,
     ) -> None:
+        """``accepted(notification_id)`` is called for each notification it accepted."""
         self._auth = KeyAuthenticator(KIND, KeySource(bearer=True), keys, throttle, UNAUTHORIZED)
         self._apps = apps
         self._credentials = credentials
         self._send = send
         self._limit = max_body_bytes
+        self._accepted = accepted
 
     async def campaign(self, request: Request) -> Response:
         principal = await self._auth.principal(request)
@@ -203,7 +206,7 @@ class InsiderWebRouter:
             raise NoWebPush(NO_SERVICE)
         settings = await self._apps.settings(app.account_id, app.app_key)
         number = await self._send.open_campaign(app, title)
-        await self._send.send(
+        notification_id = await self._send.send(
             SendCommand(
                 app=app,
                 title=title,
@@ -224,6 +227,7 @@ class InsiderWebRouter:
                 campaign=Campaign(str(number), title),
             )
         )
+        self._accepted(notification_id)
         return _json({"success": True, "campaign_id": number}, 200)
 
     def routes(self) -> list[Route]:

@@ -19,7 +19,7 @@ result or error into the requested format. docs/push-api-v2.md has the details.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -257,7 +257,9 @@ class PushApiV2Router:
         user_sends: UserSendService,
         send: SendService,
         max_body_bytes: int,
+        accepted: Callable[[int], None] = lambda _: None,
     ) -> None:
+        """``accepted(notification_id)`` is called for each notification it accepted."""
         self._auth = KeyAuthenticator(
             KIND,
             KeySource(field="IntegrationKey"),
@@ -268,6 +270,7 @@ class PushApiV2Router:
         self._user_sends = user_sends
         self._send = send
         self._limit = max_body_bytes
+        self._accepted = accepted
 
     async def push(self, request: Request) -> Response:
         Faces.mark(request.scope, FACE)
@@ -344,6 +347,7 @@ class PushApiV2Router:
                 audience=Audience(subscribers=(target.subscriber_id,), optin_required=True),
             )
         )
+        self._accepted(notification_id)
         answer = {
             "DevicesTargeted": target.devices,
             "NotificationId": notification_id,
