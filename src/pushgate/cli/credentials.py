@@ -30,7 +30,7 @@ credentials_app = typer.Typer(
 )
 T = TypeVar("T")
 
-APP_HELP = "The app's id (appID in Instapush, `app_key` in the native API)."
+APP_HELP = "The app's id (appID in Instapush, app_id in the native API; see `pushgate app list`)."
 PLATFORMS = tuple(KINDS)
 
 
@@ -161,7 +161,10 @@ def show(
 @credentials_app.command("delete")
 def delete(
     app_key: Annotated[str, typer.Argument(help=APP_HELP, metavar="APP_ID")],
-    platform: Annotated[str, typer.Argument(callback=_platform, metavar="PLATFORM")],
+    platform: Annotated[
+        str,
+        typer.Argument(help="ios, android, huawei or web.", callback=_platform, metavar="PLATFORM"),
+    ],
 ) -> None:
     """Remove an app's credentials for one platform: its deliveries there then fail with
     InvalidCertificate."""

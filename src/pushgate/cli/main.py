@@ -13,11 +13,13 @@ from pushgate.cli.account import account_app
 from pushgate.cli.apps import app_app
 from pushgate.cli.credentials import credentials_app
 from pushgate.cli.deliveries import deliveries_app
+from pushgate.cli.help_format import install as install_help_format
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
 from pushgate.cli.subscribers import subscribers_app
 from pushgate.config import Settings, load_settings
 
+install_help_format()
 app = typer.Typer(
     name="pushgate",
     help="Pushgate: a self-hosted push-notification gateway.\n\n"
@@ -35,6 +37,14 @@ app.add_typer(subscribers_app, name="subscribers")
 app.command(help=listen.__doc__)(listen)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from pushgate import __version__
+
+        typer.echo(f"pushgate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     data_dir: Annotated[
@@ -50,6 +60,12 @@ def _global_options(
             "--config", help="TOML file with settings (PUSHGATE_CONFIG_FILE).", exists=True
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     if data_dir is not None:
         os.environ["PUSHGATE_DATA_DIR"] = str(data_dir)
