@@ -23,6 +23,7 @@ import typer
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from pushgate.cli.database import report_data_dir
 from pushgate.config import load_settings
 
 STATE_FILE = "listen-devices.json"
@@ -200,6 +201,7 @@ def listen(
         typer.secho("--server must be an http:// or https:// URL", fg="red", err=True)
         raise typer.Exit(2)
     settings = load_settings()
+    report_data_dir(settings)
     state = DeviceState(
         settings.ensure_data_dir() / STATE_FILE, _state_key(server.rstrip("/"), user_token)
     )

@@ -12,12 +12,15 @@ import typer
 from pushgate.cli.account import account_app
 from pushgate.cli.apps import app_app
 from pushgate.cli.credentials import credentials_app
+from pushgate.cli.database import report_data_dir
 from pushgate.cli.deliveries import deliveries_app
 from pushgate.cli.help_format import install as install_help_format
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
+from pushgate.cli.server_check import occupant_note, on_every_address, server_url
 from pushgate.cli.subscribers import subscribers_app
 from pushgate.config import Settings, load_settings
+from pushgate.data_identity import data_location
 
 install_help_format()
 app = typer.Typer(
@@ -89,18 +92,31 @@ def serve(
     """Run the server: apply migrations, then serve every API on one port."""
     from pushgate.app import create_app
     from pushgate.serving import run
+    from pushgate.serving.bind import CannotListen, bind_socket
 
     settings = settings_or_exit(host=host, port=port)
     settings.ensure_data_dir()
     try:
+        sock = bind_socket(settings.host, settings.port)
+    except CannotListen as exc:
+        note = occupant_note(settings, server_url(settings)) if exc.in_use else ""
+        typer.secho(f"{exc}{note}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    try:
         application = create_app(settings)
     except ValueError as exc:
+        sock.close()
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from exc
-    url = f"http://{settings.host}:{settings.port}"
-    typer.echo(f"Pushgate listening on {url} (data: {settings.data_dir})", err=False)
-    typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
-    run(settings, application)
+    url = server_url(settings, sock.getsockname()[1])
+    every = f" (on all addresses, {settings.host})" if on_every_address(settings.host) else ""
+
+    def ready() -> None:
+        typer.echo(f"Pushgate listening on {url}{every}")
+        typer.echo(f"  data directory: {data_location(settings)}")
+        typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
+
+    run(settings, application, sock=sock, on_ready=ready)
 
 
 @app.command()
@@ -124,6 +140,7 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     settings.ensure_data_dir()
+    report_data_dir(settings)
     try:
         asyncio.run(run_worker(settings))
     except ValueError as exc:
@@ -139,6 +156,7 @@ def migrate() -> None:
 
     settings = settings_or_exit()
     settings.ensure_data_dir()
+    report_data_dir(settings)
 
     async def run() -> None:
         db = open_database(settings.resolved_database_url)

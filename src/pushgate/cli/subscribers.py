@@ -250,7 +250,7 @@ def import_subscribers(
             # passes, which an import's millions of short-lived objects would otherwise make
             # scan it again and again (measured: 20% of a 50,000-row import).
             gc.freeze()
-            report, seconds = with_database(work)
+            report, seconds = with_database(work, quiet=quiet)
     except (BadFile, PushgateError) as exc:
         message = exc.message if isinstance(exc, PushgateError) else str(exc)
         typer.secho(message, fg="red", err=True)

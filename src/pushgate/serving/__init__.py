@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import resource
+import socket
+from collections.abc import Callable
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -72,5 +74,28 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
     )
 
 
-def run(settings: Settings, application: ASGIApp) -> None:
-    uvicorn.Server(server_config(settings, application)).run()
+class _Server(uvicorn.Server):
+    """uvicorn's server, which calls ``on_ready`` once it accepts connections (after the
+    application's startup: migrations, workers)."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit and self._on_ready is not None:
+            self._on_ready()
+
+
+def run(
+    settings: Settings,
+    application: ASGIApp,
+    *,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``application``: on ``sock`` when given (bound by ``serving.bind``), else on
+    the settings' host and port; ``on_ready`` is called once connections are accepted."""
+    server = _Server(server_config(settings, application), on_ready)
+    server.run(sockets=None if sock is None else [sock])
