@@ -17,6 +17,7 @@ from pushgate.cli.deliveries import deliveries_app
 from pushgate.cli.help_format import install as install_help_format
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
+from pushgate.cli.send import send
 from pushgate.cli.server_check import occupant_note, on_every_address, server_url
 from pushgate.cli.subscribers import subscribers_app
 from pushgate.config import Settings, load_settings
@@ -38,6 +39,7 @@ app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
 app.add_typer(subscribers_app, name="subscribers")
 app.command(help=listen.__doc__)(listen)
+app.command(help=send.__doc__)(send)
 
 
 def _print_version(wanted: bool) -> None:
