@@ -51,3 +51,16 @@ def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.strip() == f"pushgate {__version__}"
+
+
+LONG_RUNNING = {("serve",), ("worker",)}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in PATHS if path and not hasattr(_command(path), "commands")],
+    ids=" ".join,
+)
+def test_every_command_prints_json_when_asked(path: tuple[str, ...]) -> None:
+    options = {opt for param in _command(path).params for opt in getattr(param, "opts", [])}
+    assert ("--json" in options) != (path in LONG_RUNNING), f"pushgate {' '.join(path)}"

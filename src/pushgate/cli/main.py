@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 
 from pushgate.cli.account import account_app
@@ -151,7 +152,9 @@ def worker() -> None:
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
     """Create or upgrade the database schema to the newest version."""
     from pushgate.storage.database import open_database
     from pushgate.storage.migrate import migrate as run_migrations
@@ -168,7 +171,12 @@ def migrate() -> None:
             await db.dispose()
 
     asyncio.run(run())
-    typer.echo(f"Database is up to date ({settings.resolved_database_url.split('://')[0]}).")
+    engine = settings.resolved_database_url.split("://")[0]
+    if as_json:
+        record = {"up_to_date": True, "database": engine, "data_dir": data_location(settings)}
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"Database is up to date ({engine}).")
 
 
 def main() -> None:

@@ -570,6 +570,7 @@ def delete(
         str | None, typer.Option("--account", metavar="ID", help=ACCOUNT_HELP)
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Erase a subscriber with its devices: a person's erasure request.
 
@@ -596,4 +597,8 @@ def delete(
         return await service.delete(account_id, subscriber_id)
 
     count = _run(work)
-    typer.echo(f"Subscriber {subscriber_id} deleted, with {_plural(count, 'device')}.")
+    if as_json:
+        record = {"id": subscriber_id, "deleted": True, "devices": count}
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"Subscriber {subscriber_id} deleted, with {_plural(count, 'device')}.")
