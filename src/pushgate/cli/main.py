@@ -39,8 +39,6 @@ app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
 app.add_typer(subscribers_app, name="subscribers")
-app.command(help=listen.__doc__)(listen)
-app.command(help=send.__doc__)(send)
 
 
 def _print_version(wanted: bool) -> None:
@@ -177,6 +175,10 @@ def migrate(
         typer.echo(orjson.dumps(record).decode())
     else:
         typer.echo(f"Database is up to date ({engine}).")
+
+
+app.command(help=send.__doc__)(send)
+app.command(help=listen.__doc__)(listen)
 
 
 def main() -> None:

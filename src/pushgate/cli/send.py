@@ -129,8 +129,8 @@ def send(
             help="The app whose devices get it (see `pushgate app list`).",
         ),
     ],
-    message: Annotated[str, typer.Option(help="The notification's text.")],
-    title: Annotated[str | None, typer.Option(help="Its title.")] = None,
+    message: Annotated[str, typer.Option(metavar="TEXT", help="The notification's text.")],
+    title: Annotated[str | None, typer.Option(metavar="TEXT", help="Its title.")] = None,
     data: Annotated[
         list[str] | None,
         typer.Option(
@@ -148,7 +148,11 @@ def send(
     ] = False,
     timeout: Annotated[
         float,
-        typer.Option(help="With --wait: give up after this many seconds (exit status 1).", min=0),
+        typer.Option(
+            metavar="SECONDS",
+            help="With --wait: give up after this many seconds (exit status 1).",
+            min=0,
+        ),
     ] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
