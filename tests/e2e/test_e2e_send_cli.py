@@ -58,14 +58,18 @@ def test_app_create_list_show_delete(tmp_path: Path) -> None:
 
 
 def test_an_unknown_app_points_to_the_command_that_lists_apps(tmp_path: Path) -> None:
+    new_account(tmp_path)
     for args in (
         ["send", "--app", "nope", "--message", "hi"],
         ["credentials", "show", "nope"],
         ["app", "show", "nope"],
+        ["deliveries", "counts", "--app", "nope"],
+        ["key", "list", "--app", "nope"],
     ):
         result = run_cli(args, tmp_path)
         assert result.returncode == 1, args
-        assert "No app nope (see `pushgate app list`)" in result.stderr, args
+        assert "No app nope" in result.stderr, args
+        assert "(see `pushgate app list`)" in result.stderr, args
 
 
 def _listener(server: ServerProcess, user_token: str, out: Path) -> subprocess.Popen[str]:
