@@ -121,9 +121,9 @@ def test_a_newcomer_installs_serves_and_sends(tmp_path: Path) -> None:
     try:
         wait_listening(server, log, env["PUSHGATE"])
         (first,) = bash_blocks_from_text(readme_section("Send your first notification"))
-        check_first_notification_output(run_script(first, clone, env))
+        check_first_notification_output(run_script(first, clone, env, timeout=180))
         quickstart = "\n".join(bash_blocks(clone / "docs" / "quickstart.md"))
-        check_quickstart_output(run_script(quickstart, clone, env))
+        check_quickstart_output(run_script(quickstart, clone, env, timeout=180))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
