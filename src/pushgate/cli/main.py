@@ -1,4 +1,5 @@
-"""``pushgate``: serve, worker, migrate, account, listen."""
+"""``pushgate``: serve, worker, migrate, send, listen, and the account, app, credentials, key,
+deliveries and subscribers groups."""
 
 from __future__ import annotations
 
