@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +33,7 @@ from pushgate.api.native.subscribers import subscribers_router
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
+from pushgate.data_identity import data_id
 from pushgate.observability.exposition import metrics_listener, metrics_route
 from pushgate.observability.health import readiness_checks, ready_route
 from pushgate.observability.logs import AccessLog, redact
@@ -39,14 +41,21 @@ from pushgate.observability.requests import RequestObserver
 from pushgate.runtime import Runtime, build_runtime
 from pushgate.storage.migrate import migrate
 from pushgate.web.body import read_body
+from pushgate.web.home import home_route
 
-_HEALTH = b'{"status":"ok"}'
 _PONG = b'{"ok":true}'
 SWITCH_INTERVAL_SECONDS = 0.0001
 
 
-async def _health(request: Request) -> Response:
-    return Response(_HEALTH, media_type="application/json")
+def _health(settings: Settings) -> Route:
+    """``{"status": "ok", "version", "data_id"}``: ``data_id`` tells which data the server
+    works on, without saying where it is (data_identity.py)."""
+    body = orjson.dumps({"status": "ok", "version": __version__, "data_id": data_id(settings)})
+
+    async def health(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return Route("/api/v1/health", health, methods=["GET"], include_in_schema=False)
 
 
 def _ping(limit: int) -> Route:
@@ -153,9 +162,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             rt.metrics.accepted(push_api_v2.FACE.name),
         ).routes()
     )
-    app.router.routes.append(
-        Route("/api/v1/health", _health, methods=["GET"], include_in_schema=False)
-    )
+    app.router.routes.append(_health(settings))
+    app.router.routes.append(home_route(__version__))
     app.router.routes.append(_ping(settings.max_body_bytes))
     app.router.routes.append(ready_route(readiness_checks(rt.db, rt.queue), lambda: rt.stopping))
     if settings.metrics_token is not None:

@@ -3,55 +3,45 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
+
+from docs_support import (
+    ROOT,
+    activated_here,
+    bash_blocks,
+    bash_blocks_from_text,
+    check_first_notification_output,
+    check_quickstart_output,
+    readme_section,
+    run_script,
+)
 
 from pushgate.testing.server import ServerProcess, cli_env
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def bash_blocks(markdown: Path) -> list[str]:
-    return re.findall(r"```bash\n(.*?)```", markdown.read_text(), flags=re.DOTALL)
-
 
 def test_quickstart_runs_as_written(server: ServerProcess, tmp_path: Path) -> None:
-    script = "set -euo pipefail\n" + "\n".join(bash_blocks(ROOT / "docs" / "quickstart.md"))
+    activated_here(tmp_path)
     env = cli_env(server.data_dir)
     env["PUSHGATE"] = server.url
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    result = subprocess.run(
-        ["bash", "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert '"msg":"App Created Successfully"' in result.stdout
-    assert '"msg":"Event Created Succesfully"' in result.stdout
-    assert '"msg":"Notification Sent Succesfully"' in result.stdout
-    assert "signups: ann@example.com has signed up from NL" in result.stdout
-    assert '"delivered":1' in result.stdout
+    result = run_script("\n".join(bash_blocks(ROOT / "docs" / "quickstart.md")), tmp_path, env)
+    check_quickstart_output(result)
+
+
+def test_readme_first_notification_runs_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    activated_here(tmp_path)
+    env = cli_env(server.data_dir, {"PUSHGATE_PORT": str(server.port)})
+    (block,) = bash_blocks_from_text(readme_section("Send your first notification"))
+    check_first_notification_output(run_script(block, tmp_path, env))
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    readme = (ROOT / "README.md").read_text()
-    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    commands = bash_blocks_from_text(quick_start)
+    commands = bash_blocks_from_text(readme_section("Quick start"))
     assert len(commands) == 2, "the quick start holds exactly two commands"
     serve, test = commands
     assert "pushgate serve" in serve
     ci = (ROOT / ".ci" / "run").read_text()
     assert test.strip() in ci
     assert "PUSHGATE_REQUIRE_SERVICES=1" in ci
-
-
-def bash_blocks_from_text(text: str) -> list[str]:
-    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)]
 
 
 CHROMIUM = Path("/usr/bin/chromium")

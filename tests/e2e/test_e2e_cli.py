@@ -77,3 +77,34 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     bad_setting = run_cli(["migrate"], tmp_path, {"PUSHGATE_PORT": "not-a-port"})
     assert bad_setting.returncode == 2
     assert "port" in bad_setting.stderr.lower()
+
+
+def test_credentials_print_a_table_or_json(tmp_path: Path) -> None:
+    run_cli(["account", "create", "Acme"], tmp_path)
+    app = json.loads(run_cli(["app", "create", "Shop", "--json"], tmp_path).stdout)["id"]
+    upload = tmp_path / "hms.json"
+    upload.write_text(json.dumps({"app_id": "101234567", "client_secret": "s3cret"}))
+    human = run_cli(["credentials", "set", app, "huawei", "-f", str(upload)], tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert "{" not in human.stdout and "101234567" in human.stdout
+    assert "s3cret" not in human.stdout
+    as_json = run_cli(["credentials", "set", app, "huawei", "-f", str(upload), "--json"], tmp_path)
+    assert json.loads(as_json.stdout)["public"]["app_id"] == "101234567"
+    vapid = run_cli(["credentials", "generate-vapid", app, "--json"], tmp_path)
+    assert json.loads(vapid.stdout)["platform"] == "web"
+    deleted = run_cli(["credentials", "delete", app, "huawei", "--json"], tmp_path)
+    assert json.loads(deleted.stdout) == {"app_id": app, "platform": "huawei", "deleted": True}
+    migrated = run_cli(["migrate", "--json"], tmp_path)
+    assert json.loads(migrated.stdout)["up_to_date"] is True
+
+
+def test_every_data_command_names_its_data_directory(tmp_path: Path) -> None:
+    for args in (
+        ["migrate"],
+        ["account", "list"],
+        ["app", "list"],
+        ["deliveries", "counts"],
+        ["key", "list", "--account", "1"],
+    ):
+        result = run_cli(args, tmp_path)
+        assert f"Data directory: {tmp_path.resolve()}" in result.stderr, args

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from pushgate.cli.database import with_database
+from pushgate.cli.server_check import mismatch_note, server_url
+from pushgate.config import load_settings
 from pushgate.domain.errors import PushgateError
 from pushgate.services.accounts import AccountService
 from pushgate.web.timestamps import iso_ms
@@ -44,17 +46,22 @@ def create(
         "user_token": created.user_token,
         "created_at": iso_ms(created.account.created_ms),
     }
+    settings = load_settings()
+    url = server_url(settings)
     if as_json:
         typer.echo(orjson.dumps(record).decode())
-        return
-    typer.echo(f"Account {record['id']} ({record['name']}) created.")
-    typer.echo(f"User token: {record['user_token']}")
-    typer.echo("Use it as the x-instapush-token header, e.g.:")
-    typer.echo(
-        f'  curl -X POST -H "x-instapush-token: {record["user_token"]}" '
-        "-H 'Content-Type: application/json' -d '{\"title\":\"My app\"}' "
-        "http://127.0.0.1:8080/v1/apps/add"
-    )
+    else:
+        typer.echo(f"Account {record['id']} ({record['name']}) created.")
+        typer.echo(f"User token: {record['user_token']}")
+        typer.echo("Use it as the x-instapush-token header, e.g.:")
+        typer.echo(
+            f'  curl -X POST -H "x-instapush-token: {record["user_token"]}" '
+            "-H 'Content-Type: application/json' -d '{\"title\":\"My app\"}' "
+            f"{url}/v1/apps/add"
+        )
+    note = mismatch_note(settings, url)
+    if note is not None:
+        typer.secho(note, fg="yellow", err=True)
 
 
 @account_app.command("list")

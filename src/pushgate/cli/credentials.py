@@ -12,6 +12,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pushgate.cli.database import with_database
 from pushgate.config import load_settings
@@ -30,7 +31,7 @@ credentials_app = typer.Typer(
 )
 T = TypeVar("T")
 
-APP_HELP = "The app's id (appID in Instapush, `app_key` in the native API)."
+APP_HELP = "The app's id (appID in Instapush, app_id in the native API; see `pushgate app list`)."
 PLATFORMS = tuple(KINDS)
 
 
@@ -62,6 +63,18 @@ def _as_dict(stored: StoredCredential) -> dict[str, Any]:
         "created_at": iso_ms(stored.created_ms),
         "updated_at": iso_ms(stored.updated_ms),
     }
+
+
+def _public_text(stored: StoredCredential) -> str:
+    return ", ".join(f"{key}={value}" for key, value in stored.public.items())
+
+
+def _print_public(stored: StoredCredential) -> None:
+    """The public parts as a table of two columns (never secrets: there are none in it)."""
+    table = Table(show_header=False, box=None)
+    for key, value in stored.public.items():
+        table.add_row(key, Text(str(value)))
+    Console().print(table)
 
 
 def _read_upload(path: Path, platform: str, fields: dict[str, str | None]) -> dict[str, Any]:
@@ -131,7 +144,8 @@ def set_credentials(
     if as_json:
         typer.echo(orjson.dumps(_as_dict(stored)).decode())
     else:
-        typer.echo(f"{platform} credentials of app {app_key} stored: {stored.public}")
+        typer.echo(f"{platform} credentials of app {app_key} stored:")
+        _print_public(stored)
 
 
 @credentials_app.command("show")
@@ -153,15 +167,18 @@ def show(
         return
     table = Table("platform", "public", "updated")
     for row in rows:
-        public = ", ".join(f"{key}={value}" for key, value in row.public.items())
-        table.add_row(row.platform, public, iso_ms(row.updated_ms))
+        table.add_row(row.platform, Text(_public_text(row)), iso_ms(row.updated_ms))
     Console().print(table)
 
 
 @credentials_app.command("delete")
 def delete(
     app_key: Annotated[str, typer.Argument(help=APP_HELP, metavar="APP_ID")],
-    platform: Annotated[str, typer.Argument(callback=_platform, metavar="PLATFORM")],
+    platform: Annotated[
+        str,
+        typer.Argument(help="ios, android, huawei or web.", callback=_platform, metavar="PLATFORM"),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Remove an app's credentials for one platform: its deliveries there then fail with
     InvalidCertificate."""
@@ -170,7 +187,11 @@ def delete(
         await service.delete(await service.owner(app_key), app_key, platform)
 
     _run(work)
-    typer.echo(f"{platform} credentials of app {app_key} deleted.")
+    if as_json:
+        record = {"app_id": app_key, "platform": platform, "deleted": True}
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"{platform} credentials of app {app_key} deleted.")
 
 
 @credentials_app.command("generate-vapid")
@@ -180,6 +201,9 @@ def generate_vapid(
         str | None,
         typer.Option(help="Contact for push services: mailto:you@example.com or an https URL."),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the stored credentials as one JSON object.")
+    ] = False,
 ) -> None:
     """Give the app a new Web Push (VAPID) key pair and print its public key. Browsers
     subscribed with an older key must subscribe again."""
@@ -191,4 +215,7 @@ def generate_vapid(
         return stored
 
     stored = _run(work)
-    typer.echo(stored.public["public_key"])
+    if as_json:
+        typer.echo(orjson.dumps(_as_dict(stored)).decode())
+    else:
+        typer.echo(stored.public["public_key"])

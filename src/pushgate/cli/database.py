@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pushgate.config import load_settings
+import typer
+
+from pushgate.config import Settings, load_settings
 from pushgate.crypto import SecretBox
+from pushgate.data_identity import data_location
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.services.accounts import Account
 from pushgate.storage.database import Database, open_database
@@ -16,11 +20,24 @@ from pushgate.storage.migrate import migrate
 T = TypeVar("T")
 
 
-def with_database(work: Callable[[Database, SecretBox], Awaitable[T]]) -> T:
+@functools.cache
+def _say_data_location(location: str) -> None:
+    typer.echo(f"Data directory: {location}", err=True)
+
+
+def report_data_dir(settings: Settings) -> None:
+    """Say on stderr which data directory (and database) the command uses: once a process."""
+    _say_data_location(data_location(settings))
+
+
+def with_database(work: Callable[[Database, SecretBox], Awaitable[T]], *, quiet: bool = False) -> T:
     """Open the configured database (migrated to the newest schema), run ``work`` with it and
-    the server secret's box, and close it again."""
+    the server secret's box, and close it again. Says which data directory it is on stderr,
+    unless ``quiet``."""
     settings = load_settings()
     settings.ensure_data_dir()
+    if not quiet:
+        report_data_dir(settings)
 
     async def run() -> T:
         db = open_database(settings.resolved_database_url)

@@ -43,9 +43,12 @@ class _Context:
     stats: StatsService
 
 
-def _run(account: str | None, work: Callable[[_Context], Awaitable[T]]) -> T:
+def _run(
+    account: str | None, work: Callable[[_Context], Awaitable[T]], app: str | None = None
+) -> T:
     """Run ``work`` for the selected account; a PushgateError exits with its message
-    (code 1 when something is not found, 2 for input to fix)."""
+    (code 1 when something is not found, 2 for input to fix). An unknown ``app`` is
+    answered with the command that lists apps."""
 
     async def run(db: Database, box: SecretBox) -> T:
         rows = [row for row, _token in await AccountService(db, box).list()]
@@ -55,7 +58,10 @@ def _run(account: str | None, work: Callable[[_Context], Awaitable[T]]) -> T:
     try:
         return with_database(run)
     except PushgateError as exc:
-        typer.secho(exc.message, fg="red", err=True)
+        message = exc.message
+        if app is not None and message == f"No app {app} in this account":
+            message += " (see `pushgate app list`)"
+        typer.secho(message, fg="red", err=True)
         raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from exc
 
 
@@ -211,7 +217,7 @@ def counts(
     async def work(context: _Context) -> tuple[Account, dict[str, int]]:
         return context.account, await context.queries.delivery_counts(context.account.id, app)
 
-    selected, by_status = _run(account, work)
+    selected, by_status = _run(account, work, app)
     total = sum(by_status.values())
     if as_json:
         record = {"account_id": selected.id, "app_id": app, "counts": by_status, "total": total}
@@ -302,7 +308,7 @@ def campaigns(
             return [await context.stats.campaign(context.account.id, app, campaign)]
         return await context.stats.campaigns(context.account.id, app)
 
-    views = _run(account, work)
+    views = _run(account, work, app)
     if as_json:
         for view in views:
             typer.echo(orjson.dumps(_campaign_record(view)).decode())

@@ -180,6 +180,7 @@ def update_key(
 def revoke(
     key_id: Annotated[int, typer.Argument(help="The key's id (see `pushgate key list`).")],
     account_id: Annotated[int, typer.Option("--account", metavar="ID", help="Its account.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Revoke a key: every server refuses it within a second."""
 
@@ -187,4 +188,7 @@ def revoke(
         return await keys.revoke(account_id, key_id)
 
     key = _run(work)
-    typer.echo(f"API key {key.id} revoked.")
+    if as_json:
+        typer.echo(orjson.dumps(key_record(key)).decode())
+    else:
+        typer.echo(f"API key {key.id} revoked.")

@@ -23,6 +23,8 @@ import typer
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
+from pushgate.cli.database import report_data_dir
+from pushgate.cli.server_check import server_url
 from pushgate.config import load_settings
 
 STATE_FILE = "listen-devices.json"
@@ -107,7 +109,7 @@ class Listener:
             sys.stdout.write(orjson.dumps(message).decode() + "\n")
         else:
             stamp = datetime.now().strftime("%H:%M:%S")
-            event = message.get("event") or "notification"
+            event = message.get("event") or message.get("title") or "notification"
             sys.stdout.write(f"[{stamp}] {event}: {message.get('message')}\n")
         sys.stdout.flush()
 
@@ -178,10 +180,17 @@ async def _until_signalled(work: Coroutine[Any, Any, None]) -> None:
 
 
 def listen(
-    server: Annotated[str, typer.Option(help="Base URL of the Pushgate server.")],
     user_token: Annotated[
         str, typer.Option(help="User token of the account (pushgate account create).")
     ],
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Base URL of the Pushgate server (default: http://127.0.0.1:PORT, the port "
+            "of the settings, PUSHGATE_PORT).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object per notification.")
     ] = False,
@@ -195,11 +204,14 @@ def listen(
     acknowledges what it prints, and reconnects by itself, with backoff, when the server
     goes away; on reconnect it receives what it missed.
     """
+    settings = load_settings()
+    if server is None:
+        server = server_url(settings)
     parts = urlsplit(server)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         typer.secho("--server must be an http:// or https:// URL", fg="red", err=True)
         raise typer.Exit(2)
-    settings = load_settings()
+    report_data_dir(settings)
     state = DeviceState(
         settings.ensure_data_dir() / STATE_FILE, _state_key(server.rstrip("/"), user_token)
     )

@@ -1,4 +1,5 @@
-"""``pushgate``: serve, worker, migrate, account, listen."""
+"""``pushgate``: serve, worker, migrate, send, listen, and the account, app, credentials, key,
+deliveries and subscribers groups."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 
 from pushgate.cli.account import account_app
 from pushgate.cli.apps import app_app
 from pushgate.cli.backup import backup, restore
 from pushgate.cli.credentials import credentials_app
+from pushgate.cli.database import report_data_dir
 from pushgate.cli.deliveries import deliveries_app
 from pushgate.cli.doctor import doctor
+from pushgate.cli.help_format import install as install_help_format
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
+from pushgate.cli.send import send
+from pushgate.cli.server_check import occupant_note, on_every_address, server_url
 from pushgate.cli.subscribers import subscribers_app
 from pushgate.config import Settings, load_settings
+from pushgate.data_identity import data_location
 
+install_help_format()
 app = typer.Typer(
     name="pushgate",
     help="Pushgate: a self-hosted push-notification gateway.\n\n"
@@ -34,10 +42,14 @@ app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
 app.add_typer(subscribers_app, name="subscribers")
-app.command(help=listen.__doc__)(listen)
-app.command()(backup)
-app.command()(restore)
-app.command()(doctor)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from pushgate import __version__
+
+        typer.echo(f"pushgate {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -55,6 +67,12 @@ def _global_options(
             "--config", help="TOML file with settings (PUSHGATE_CONFIG_FILE).", exists=True
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
     if data_dir is not None:
         os.environ["PUSHGATE_DATA_DIR"] = str(data_dir)
@@ -92,20 +110,33 @@ def serve(
     """Run the server: apply migrations, then serve every API on one port."""
     from pushgate.app import create_app
     from pushgate.serving import run
+    from pushgate.serving.bind import CannotListen, bind_socket
 
     settings = settings_or_exit(host=host, port=port)
     settings.ensure_data_dir()
     configure_logs(settings)
     lock = hold_data_dir(settings.data_dir)  # noqa: F841 - held while serving
     try:
+        sock = bind_socket(settings.host, settings.port)
+    except CannotListen as exc:
+        note = occupant_note(settings, server_url(settings)) if exc.in_use else ""
+        typer.secho(f"{exc}{note}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    try:
         application = create_app(settings)
     except ValueError as exc:
+        sock.close()
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from exc
-    url = f"http://{settings.host}:{settings.port}"
-    typer.echo(f"Pushgate listening on {url} (data: {settings.data_dir})", err=False)
-    typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
-    run(settings, application, application.state.runtime.begin_stop)
+    url = server_url(settings, sock.getsockname()[1])
+    every = f" (on all addresses, {settings.host})" if on_every_address(settings.host) else ""
+
+    def ready() -> None:
+        typer.echo(f"Pushgate listening on {url}{every}")
+        typer.echo(f"  data directory: {data_location(settings)}")
+        typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
+
+    run(settings, application, application.state.runtime.begin_stop, sock=sock, on_ready=ready)
 
 
 @app.command()
@@ -129,6 +160,7 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     settings.ensure_data_dir()
+    report_data_dir(settings)
     configure_logs(settings)
     lock = hold_data_dir(settings.data_dir)  # noqa: F841 - held while working
     try:
@@ -139,13 +171,16 @@ def worker() -> None:
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
     """Create or upgrade the database schema to the newest version."""
     from pushgate.storage.database import open_database
     from pushgate.storage.migrate import migrate as run_migrations
 
     settings = settings_or_exit()
     settings.ensure_data_dir()
+    report_data_dir(settings)
 
     async def run() -> None:
         db = open_database(settings.resolved_database_url)
@@ -155,7 +190,19 @@ def migrate() -> None:
             await db.dispose()
 
     asyncio.run(run())
-    typer.echo(f"Database is up to date ({settings.resolved_database_url.split('://')[0]}).")
+    engine = settings.resolved_database_url.split("://")[0]
+    if as_json:
+        record = {"up_to_date": True, "database": engine, "data_dir": data_location(settings)}
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"Database is up to date ({engine}).")
+
+
+app.command(help=send.__doc__)(send)
+app.command(help=listen.__doc__)(listen)
+app.command()(backup)
+app.command()(restore)
+app.command()(doctor)
 
 
 def main() -> None:

@@ -250,7 +250,7 @@ def import_subscribers(
             # passes, which an import's millions of short-lived objects would otherwise make
             # scan it again and again (measured: 20% of a 50,000-row import).
             gc.freeze()
-            report, seconds = with_database(work)
+            report, seconds = with_database(work, quiet=quiet)
     except (BadFile, PushgateError) as exc:
         message = exc.message if isinstance(exc, PushgateError) else str(exc)
         typer.secho(message, fg="red", err=True)
@@ -570,6 +570,7 @@ def delete(
         str | None, typer.Option("--account", metavar="ID", help=ACCOUNT_HELP)
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Erase a subscriber with its devices: a person's erasure request.
 
@@ -596,4 +597,8 @@ def delete(
         return await service.delete(account_id, subscriber_id)
 
     count = _run(work)
-    typer.echo(f"Subscriber {subscriber_id} deleted, with {_plural(count, 'device')}.")
+    if as_json:
+        record = {"id": subscriber_id, "deleted": True, "devices": count}
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"Subscriber {subscriber_id} deleted, with {_plural(count, 'device')}.")

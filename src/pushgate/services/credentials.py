@@ -76,7 +76,7 @@ class CredentialService:
                 await conn.execute(select(apps.c.account_id).where(apps.c.app_key == app_key))
             ).scalar()
         if account_id is None:
-            raise NotFound(f"No app {app_key} (see `pushgate account list` and the apps API)")
+            raise NotFound(f"No app {app_key} (see `pushgate app list`)")
         return int(account_id)
 
     async def put(

@@ -135,7 +135,7 @@ class SubscriberImport:
                 )
             ).first()
         if row is None:
-            raise NotFound(f"No app {app_key} (see `pushgate app list --account ID`)")
+            raise NotFound(f"No app {app_key} (see `pushgate app list`)")
         return Scope(int(row.account_id), int(row.id))
 
     async def run(

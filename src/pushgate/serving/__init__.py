@@ -74,22 +74,46 @@ def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server that tells the application as soon as it is asked to stop
-    (``on_stop``), so that delivery workers wind down while requests in flight finish.
+    """uvicorn's server that calls ``on_ready`` once it accepts connections (after the
+    application's startup: migrations, workers), and tells the application as soon as it is
+    asked to stop (``on_stop``), so that delivery workers wind down while requests in flight
+    finish.
 
     On SIGTERM or SIGINT: the listening socket closes (no new requests); requests in flight
     finish within ``shutdown_timeout_seconds``; device channel WebSockets are closed with
     1001 "going away"; meanwhile workers take no new jobs and finish those in hand; then the
     application's shutdown flushes the status writes (``Runtime.stop``)."""
 
-    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        on_stop: Callable[[], None],
+        on_ready: Callable[[], None] | None,
+    ) -> None:
         super().__init__(config)
         self._on_stop = on_stop
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit and self._on_ready is not None:
+            self._on_ready()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._on_stop()
         await super().shutdown(sockets)
 
 
-def run(settings: Settings, application: ASGIApp, on_stop: Callable[[], None]) -> None:
-    GracefulServer(server_config(settings, application), on_stop).run()
+def run(
+    settings: Settings,
+    application: ASGIApp,
+    on_stop: Callable[[], None],
+    *,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``application``: on ``sock`` when given (bound by ``serving.bind``), else on
+    the settings' host and port; ``on_ready`` is called once connections are accepted,
+    ``on_stop`` as soon as a stop is asked for."""
+    server = GracefulServer(server_config(settings, application), on_stop, on_ready)
+    server.run(sockets=None if sock is None else [sock])

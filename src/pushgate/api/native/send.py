@@ -90,9 +90,10 @@ class SendOut(BaseModel):
     id: int
 
 
-async def _command(
+async def send_command(
     body: SendIn, app: App, subscribers: SubscriberService, idempotency_key: str | None
 ) -> SendCommand:
+    """The ``SendCommand`` of a request body (``pushgate send`` reads its options into one)."""
     options = PushOptions(
         image_url=body.image_url,
         deep_link=body.deep_link,
@@ -163,7 +164,7 @@ def send_router(
         if app is None:
             raise NotFound(f"No app {body.app_id} in this account")
         try:
-            command = await _command(body, app, subscribers, idempotency_key)
+            command = await send_command(body, app, subscribers, idempotency_key)
         except InvalidInput as exc:
             raise InvalidInput(f"Invalid request: {exc.message}") from exc
         notification_id = await send.send(command)
