@@ -343,6 +343,33 @@ async def test_depth_counts_waiting_claimed_and_delayed_jobs(engine: QueueEngine
     assert await engine.depth("never used") == 0
 
 
+async def test_oldest_age_counts_due_jobs_waiting_or_claimed(engine: QueueEngine) -> None:
+    assert await engine.oldest_age(Q) == 0.0
+    await engine.enqueue(Q, [b"later"], delay_seconds=60)
+    assert await engine.oldest_age(Q) == 0.0  # not due yet
+    await engine.enqueue(Q, [b"1", b"2"])
+    await asyncio.sleep(0.3)
+    first = await engine.oldest_age(Q)
+    assert 0.25 <= first < 5
+    jobs = await engine.claim(Q, limit=1, lease_seconds=30)
+    await asyncio.sleep(0.1)
+    assert await engine.oldest_age(Q) >= first  # a claimed job still counts
+    await engine.ack(jobs)
+    second = await engine.oldest_age(Q)
+    assert 0.25 <= second < 5  # the other one, added at the same time
+    await engine.ack(await drain(engine))
+    assert await engine.oldest_age(Q) == 0.0
+    assert await engine.oldest_age("never used") == 0.0
+
+
+async def test_oldest_age_counts_a_delayed_job_from_its_due_time(engine: QueueEngine) -> None:
+    await engine.enqueue(Q, [b"soon"], delay_seconds=0.2)
+    assert await engine.oldest_age(Q) == 0.0
+    await asyncio.sleep(0.6)
+    # Due for about 0.4 s, not waiting since it was added 0.6 s ago (and not moved yet).
+    assert 0.25 <= await engine.oldest_age(Q) < 0.55
+
+
 async def test_empty_claim_without_wait_returns_at_once(engine: QueueEngine) -> None:
     started = time.monotonic()
     assert await engine.claim(Q, limit=10, lease_seconds=30) == []

@@ -83,5 +83,10 @@ class QueueEngine(ABC):
     async def depth(self, queue: str) -> int:
         """Jobs in the queue, claimed or not (for monitoring)."""
 
+    @abstractmethod
+    async def oldest_age(self, queue: str) -> float:
+        """Seconds the oldest unfinished job of the queue has been due (waiting or claimed);
+        0 when nothing is due (for monitoring). A delayed job counts from its due time."""
+
     def wake(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Jobs were committed to ``queue`` in this process: wake its waiting claimers."""

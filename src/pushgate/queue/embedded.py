@@ -185,3 +185,17 @@ class EmbeddedQueue(QueueEngine):
                 f"SELECT count(*) FROM jobs WHERE queue = {q}", (queue,)
             )
             return int(result.scalar_one())
+
+    async def oldest_age(self, queue: str) -> float:
+        # A job never claimed is due at ``visible_ms``; a claimed one's ``visible_ms`` is its
+        # lease, so it counts from when it was added (its due time is not kept).
+        q, upto = self._marks(2)
+        now = now_ms()
+        async with self._db.read.connect() as conn:
+            result = await conn.exec_driver_sql(
+                "SELECT min(CASE WHEN claims = 0 THEN visible_ms ELSE created_ms END) "
+                f"FROM jobs WHERE queue = {q} AND (claims > 0 OR visible_ms <= {upto})",
+                (queue, now),
+            )
+            oldest = result.scalar_one()
+        return 0.0 if oldest is None else max(0.0, (now - int(oldest)) / 1000)

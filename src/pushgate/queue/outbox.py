@@ -127,6 +127,18 @@ class OutboxQueue(QueueEngine):
             ).scalar_one()
         return published + int(waiting)
 
+    async def oldest_age(self, queue: str) -> float:
+        """The older of the engine's oldest job and the oldest due row still in the outbox."""
+        published = await self.engine.oldest_age(queue)
+        now = now_ms()
+        due = _o.created_ms + _o.delay_ms
+        async with self._db.read.connect() as conn:
+            oldest = (
+                await conn.execute(select(func.min(due)).where(_o.queue == queue, due <= now))
+            ).scalar_one()
+        waiting = 0.0 if oldest is None else max(0.0, (now - int(oldest)) / 1000)
+        return max(published, waiting)
+
     async def relay_once(self) -> int:
         """Publish up to one batch of committed rows, oldest first; how many were published."""
         query = select(_o.id, _o.queue, _o.payload, _o.delay_ms, _o.created_ms).order_by(_o.id)

@@ -292,3 +292,17 @@ class RedisQueue(QueueEngine):
             pipe.zcard(self._delayed(queue))
             stream_length, delayed = await pipe.execute()
         return int(stream_length) + int(delayed)
+
+    async def oldest_age(self, queue: str) -> float:
+        """The stream's first entry (acknowledged entries are deleted, so it is the oldest
+        unfinished job, read or not; its id holds the time it was added), or a delayed job
+        that is due but not moved to the stream yet, whichever is older; on Redis's clock."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.xrange(self._stream(queue), count=1)
+            pipe.zrange(self._delayed(queue), 0, 0, withscores=True)
+            (seconds, micros), first, delayed = await pipe.execute()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        due = [int(_text(first[0][0]).partition("-")[0])] if first else []
+        due += [int(score) for _, score in delayed if score <= now]
+        return max(0.0, (now - min(due)) / 1000) if due else 0.0
