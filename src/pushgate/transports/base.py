@@ -191,5 +191,10 @@ class ProviderTransport(Transport, Generic[C]):
     ) -> list[Outcome]:
         """One outcome per target, in order; the provider's answers mapped to outcomes."""
 
+    def streams_in_flight(self) -> int | None:
+        """HTTP/2 requests in flight, when the sender multiplexes them (for monitoring)."""
+        count = getattr(self._sender, "streams_in_flight", None)
+        return None if count is None else int(count())
+
     async def close(self) -> None:
         await self._sender.close()

@@ -799,6 +799,14 @@ class Http2Sender:
                 raise
         raise Http2Error("the server refused the request on every try (GOAWAY/REFUSED_STREAM)")
 
+    def streams_in_flight(self) -> int:
+        """Requests sent and not answered yet, over every connection (for monitoring)."""
+        return sum(
+            len(connection.streams)
+            for pool in self._pools.values()
+            for connection in pool.connections
+        )
+
     async def close(self) -> None:
         pools, self._pools = self._pools, {}
         closing = [lost for pool in pools.values() for lost in pool.close()]
