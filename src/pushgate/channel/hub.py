@@ -59,6 +59,14 @@ class Subscription:
 class Hub:
     def __init__(self) -> None:
         self._by_device: dict[int, set[Subscription]] = {}
+        # Frames (WebSocket messages, SSE events and keep-alives) and their bytes written to
+        # device connections, counted by the writers with ``count_sent`` (the metrics read them).
+        self.frames_sent = 0
+        self.bytes_sent = 0
+
+    def count_sent(self, frames: int, nbytes: int) -> None:
+        self.frames_sent += frames
+        self.bytes_sent += nbytes
 
     def subscribe(self, device_id: int) -> Subscription:
         subscription = Subscription(device_id)

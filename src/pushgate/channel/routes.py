@@ -23,6 +23,7 @@ from pushgate.services.devices import Device
 from pushgate.web.route import GuardedRoute, authenticator
 
 SSE_KEEPALIVE_SECONDS = 15.0
+KEEPALIVE = b": keepalive\n\n"
 
 
 NotificationId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -82,21 +83,27 @@ def channel_router(rt: Runtime) -> APIRouter:
         if since is None and last_event_id and last_event_id.isdigit() and len(last_event_id) < 19:
             since = int(last_event_id)
         device_session = session(device)
+        count_sent = rt.hub.count_sent
 
         async def events() -> AsyncIterator[bytes]:
             batches = device_session.batches(since, idle_timeout=SSE_KEEPALIVE_SECONDS)
             try:
                 async for items in batches:
                     if items is None:
-                        yield b": keepalive\n\n"
+                        count_sent(1, len(KEEPALIVE))
+                        yield KEEPALIVE
                     elif items[0].notification_id == READY:
-                        yield b"event: ready\ndata: " + items[0].payload + b"\n\n"
+                        ready = b"event: ready\ndata: " + items[0].payload + b"\n\n"
+                        count_sent(1, len(ready))
+                        yield ready
                     else:
-                        yield b"".join(
+                        chunk = b"".join(
                             b"id: %d\nevent: notification\ndata: %s\n\n"
                             % (item.notification_id, item.payload)
                             for item in items
                         )
+                        count_sent(len(items), len(chunk))
+                        yield chunk
                         device_session.sent_batch(items)
             except SlowConsumer:
                 return

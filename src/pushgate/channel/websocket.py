@@ -142,13 +142,16 @@ class ChannelWebSocket:
             else:
                 await self._rt.stats.opened_on_device(session.device_id, ids)
 
-    @staticmethod
     async def _send(
-        websocket: WebSocket, session: DeviceSession, items: list[Outgoing], batch: bool
+        self, websocket: WebSocket, session: DeviceSession, items: list[Outgoing], batch: bool
     ) -> None:
+        # Counted as they are handed to the connection (before a reader could see them).
         if batch and len(items) > 1:
-            await websocket.send_text(batch_message([item.payload for item in items]).decode())
+            message = batch_message([item.payload for item in items])
+            self._rt.hub.count_sent(1, len(message))
+            await websocket.send_text(message.decode())
         else:
+            self._rt.hub.count_sent(len(items), sum(len(item.payload) for item in items))
             for item in items:
                 await websocket.send_text(item.payload.decode())
         session.sent_batch(items)
