@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import Audience
@@ -50,8 +51,11 @@ class FanOut:
         *,
         direct: bool = False,
         unengaged_after_days: float = 30.0,
+        scheduler_lag: Histogram | None = None,
     ) -> None:
         self._db = db
+        # Observes, for each notification with a due time, seconds from it to its fan-out.
+        self._lag = scheduler_lag
         self._unengaged_ms = int(unengaged_after_days * 86_400_000)
         self._jobs = jobs
         self._queue = queue
@@ -75,6 +79,11 @@ class FanOut:
             ids = [fanout_id(job.payload) for job in jobs]
             rows = await self._writes.notifications_by_id(conn, ids)
             contents = [Content.from_row(row) for row in rows]
+            if self._lag is not None:
+                started = now_ms()
+                for row in rows:
+                    if row[14] is not None:
+                        self._lag.observe(max(0, started - int(row[14])) / 1000)
             by_id = {content.notification_id: content for content in contents}
             # Without an audience of its own (Instapush, a plain send): the app's devices and
             # the account's personal ones, many notifications in one statement.

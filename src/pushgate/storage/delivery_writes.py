@@ -330,7 +330,7 @@ class DeliveryWrites:
 
     async def notifications_by_id(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
         """(id, account_id, app_key, event, title, message, data, created_ms, expires_ms,
-        options, app_id, audience, translations, frequency_cap of the app) of these
+        options, app_id, audience, translations, frequency_cap of the app, due_ms) of these
         notifications, in id order."""
         if not ids:
             return []
@@ -338,7 +338,7 @@ class DeliveryWrites:
             await conn.exec_driver_sql(
                 "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
                 "n.created_ms, n.expires_ms, n.options, n.app_id, n.audience, n.translations, "
-                "apps.frequency_cap FROM notifications n "
+                "apps.frequency_cap, n.due_ms FROM notifications n "
                 f"LEFT JOIN apps ON apps.id = n.app_id WHERE n.id IN ({self._list(1, len(ids))}) "
                 "ORDER BY n.id",
                 tuple(ids),
