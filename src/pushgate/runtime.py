@@ -78,6 +78,21 @@ class Runtime:
             depths[deliver_queue(name)] = self.queue
         for queue_name, engine in depths.items():
             self.metrics.queue_depth.labels(queue_name).set(await engine.depth(queue_name))
+            self.metrics.queue_oldest_age.labels(queue_name).set(
+                await engine.oldest_age(queue_name)
+            )
+        pools = [("write", self.db.write)]
+        if self.db.read is not self.db.write:
+            pools.append(("read", self.db.read))
+        for label, database_engine in pools:
+            checked_out = getattr(database_engine.sync_engine.pool, "checkedout", None)
+            if checked_out is not None:
+                self.metrics.db_pool_checked_out.labels(label).set(checked_out())
+        for name, transport in self.transports.items():
+            streams = getattr(transport, "streams_in_flight", None)
+            count = None if streams is None else streams()
+            if count is not None:
+                self.metrics.http2_streams.labels(name).set(count)
 
     async def start(self, *, accepting: bool, working: bool) -> None:
         """``accepting``: this process takes requests and holds device connections (a server);
@@ -141,6 +156,16 @@ def build_runtime(
     )
     hub = Hub()
     metrics.channel_connected.set_function(hub.connection_count)
+    metrics.read_counters.add(
+        "pushgate_channel_frames_sent",
+        "Frames written to device connections (WebSocket messages, SSE events and keep-alives).",
+        lambda: hub.frames_sent,
+    )
+    metrics.read_counters.add(
+        "pushgate_channel_bytes_sent",
+        "Bytes of the frames written to device connections (without WebSocket framing).",
+        lambda: hub.bytes_sent,
+    )
     jobs = EmbeddedQueue(db)
     queue = build_queue(settings, jobs, db)
     broadcast: ChannelBroadcast
@@ -170,6 +195,7 @@ def build_runtime(
             ChannelOut(broadcast),
             direct=not channel_jobs,
             unengaged_after_days=settings.unengaged_after_days,
+            scheduler_lag=metrics.scheduler_lag,
         ),
         broadcast=broadcast,
         push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds, metrics),

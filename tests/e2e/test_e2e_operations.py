@@ -201,6 +201,50 @@ async def test_metrics_need_the_token_and_count_requests_by_route_template(
     assert value(text, "process_cpu_seconds_total") > 0
 
 
+async def test_scrape_time_gauges_of_queues_pools_and_http2(http: httpx2.AsyncClient) -> None:
+    found = samples(await scrape(http))
+    for queue in ("fanout", "deliver.ios", "deliver.android"):
+        age = found[("pushgate_queue_oldest_job_age_seconds", frozenset({("queue", queue)}))]
+        assert 0 <= age < 60
+    # SQLite: a write engine and a read engine, each with its pool.
+    for engine in ("write", "read"):
+        in_use = found[
+            ("pushgate_db_pool_checked_out_connections", frozenset({("engine", engine)}))
+        ]
+        assert 0 <= in_use <= 20
+    # APNs is the HTTP/2 transport; nothing is in flight to it here.
+    ios = frozenset({("transport", "ios")})
+    assert found[("pushgate_provider_http2_streams_in_flight", ios)] == 0
+    assert not any(
+        name == "pushgate_provider_http2_streams_in_flight" and labels != ios
+        for name, labels in found
+    )
+
+
+async def test_a_scheduled_notification_observes_the_scheduler_lag(
+    http: httpx2.AsyncClient, server: ServerProcess
+) -> None:
+    tenant = new_account(server.data_dir)
+    await add_app(http, tenant)
+    before = await scrape(http)
+    count = value(before, "pushgate_scheduler_lag_seconds_count")
+    total = value(before, "pushgate_scheduler_lag_seconds_sum")
+    when = time.time() + 0.5
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when)) + f".{int(when % 1 * 1000):03d}Z"
+    resp = await http.post(
+        "/api/v1/notifications",
+        headers=tenant.bearer,
+        json={"app_id": tenant.app_id, "message": "later", "send_at": stamp},
+    )
+    assert resp.status_code == 201, resp.text
+    deadline = time.monotonic() + 10
+    while value(text := await scrape(http), "pushgate_scheduler_lag_seconds_count") == count:
+        assert time.monotonic() < deadline, "the scheduled notification was not fanned out"
+        await asyncio.sleep(0.2)
+    assert value(text, "pushgate_scheduler_lag_seconds_count") == count + 1
+    assert 0 <= value(text, "pushgate_scheduler_lag_seconds_sum") - total < 5
+
+
 async def test_metrics_on_their_own_port(http: httpx2.AsyncClient, metrics_port: int) -> None:
     async with httpx2.AsyncClient(timeout=5.0, trust_env=False) as client:
         url = f"http://127.0.0.1:{metrics_port}"
@@ -214,13 +258,26 @@ async def test_metrics_on_their_own_port(http: httpx2.AsyncClient, metrics_port:
 async def test_channel_connections_are_counted(
     http: httpx2.AsyncClient, server: ServerProcess
 ) -> None:
-    from e2e_support import ws_connect, ws_until_ready
+    from e2e_support import ws_connect, ws_recv, ws_until_ready
 
     tenant = await make_tenant(http, server.data_dir)
     device = await register_device(http, tenant)
+    before = await scrape(http)
+    frames = value(before, "pushgate_channel_frames_sent_total")
+    sent = value(before, "pushgate_channel_bytes_sent_total")
     async with ws_connect(server, device["device_token"]) as ws:
-        await ws_until_ready(ws)
-        assert value(await scrape(http), "pushgate_channel_connected_devices") >= 1
+        _, ready = await ws_until_ready(ws)
+        ready_bytes = len(json.dumps(ready, separators=(",", ":")))
+        text = await scrape(http)
+        assert value(text, "pushgate_channel_connected_devices") >= 1
+        assert value(text, "pushgate_channel_frames_sent_total") >= frames + 1
+        assert value(text, "pushgate_channel_bytes_sent_total") >= sent + ready_bytes
+        notification_id = await post_ok(http, tenant)
+        message = await ws_recv(ws)
+        assert message["id"] == notification_id, message
+        text = await scrape(http)
+        assert value(text, "pushgate_channel_frames_sent_total") >= frames + 2
+        assert value(text, "pushgate_channel_bytes_sent_total") >= sent + ready_bytes + 20
 
 
 def test_metrics_and_access_lines_are_off_unless_asked_for(

@@ -225,3 +225,27 @@ async def test_a_cancelled_request_gives_its_stream_back() -> None:
         await sender.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_streams_in_flight_counts_requests_awaiting_an_answer(apns: Apns) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        Silent, "127.0.0.1", 0, ssl=local_ca().server_context(("h2",))
+    )
+    port = server.sockets[0].getsockname()[1]
+    sender = Http2Sender(ca_file=local_ca().ca_file, timeout_seconds=0.5, connections=2)
+    silent = ProviderRequest("POST", f"https://127.0.0.1:{port}/x", {}, b"{}")
+    try:
+        assert sender.streams_in_flight() == 0
+        waiting = [asyncio.create_task(sender.send(silent)) for _ in range(3)]
+        # An answered request on another origin is not in flight any more.
+        assert (await sender.send(apns.request(1))).status == 200
+        await asyncio.sleep(0.1)
+        assert sender.streams_in_flight() == 3
+        for outcome in await asyncio.gather(*waiting, return_exceptions=True):
+            assert isinstance(outcome, TimeoutError)
+        assert sender.streams_in_flight() == 0
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()

@@ -12,7 +12,7 @@ scrapes every process (docs/operations.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +22,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from pushgate.observability.histogram import FastHistogram
 from pushgate.observability.logs import NOTIFICATION_ID
@@ -29,6 +31,27 @@ from pushgate.observability.logs import NOTIFICATION_ID
 # Seconds: from a fast answer to a slow one.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Seconds a scheduled notification's fan-out started after its due time.
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class ReadCounters(Collector):
+    """Counters kept as plain integers where they happen (no prometheus object on the hot
+    path) and read at scrape time: ``add`` a name, its help and a function of the total."""
+
+    def __init__(self) -> None:
+        self._counters: list[tuple[str, str, Callable[[], int]]] = []
+
+    def add(self, name: str, documentation: str, read: Callable[[], int]) -> None:
+        self._counters.append((name, documentation, read))
+
+    def describe(self) -> Iterator[Metric]:
+        for name, documentation, _ in self._counters:
+            yield CounterMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, read in self._counters:
+            yield CounterMetricFamily(name, documentation, value=read())
 
 
 class Metrics:
@@ -75,6 +98,34 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.queue_oldest_age = Gauge(
+            "pushgate_queue_oldest_job_age_seconds",
+            "Seconds the oldest unfinished job of each queue has been due, waiting or claimed; "
+            "0 when none is (read at scrape time).",
+            ["queue"],
+            registry=r,
+        )
+        self.scheduler_lag = Histogram(
+            "pushgate_scheduler_lag_seconds",
+            "For notifications sent with a due time: how long after it their fan-out started.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.http2_streams = Gauge(
+            "pushgate_provider_http2_streams_in_flight",
+            "HTTP/2 requests in flight to a provider (APNs), by transport (read at scrape time).",
+            ["transport"],
+            registry=r,
+        )
+        self.db_pool_checked_out = Gauge(
+            "pushgate_db_pool_checked_out_connections",
+            "Database connections in use, by engine (write, read; on PostgreSQL both are one "
+            "engine, reported as write) (read at scrape time).",
+            ["engine"],
+            registry=r,
+        )
+        self.read_counters = ReadCounters()
+        r.register(self.read_counters)
         self.channel_connected = Gauge(
             "pushgate_channel_connected_devices",
             "Device channel connections (WebSocket, SSE) open in this process.",
