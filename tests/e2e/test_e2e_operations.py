@@ -280,6 +280,27 @@ async def test_channel_connections_are_counted(
         assert value(text, "pushgate_channel_bytes_sent_total") >= sent + ready_bytes + 20
 
 
+async def test_sse_frames_are_counted(http: httpx2.AsyncClient, server: ServerProcess) -> None:
+    from e2e_support import with_timeout
+
+    tenant = await make_tenant(http, server.data_dir)
+    token = (await register_device(http, tenant, "sse"))["device_token"]
+    before = await scrape(http)
+    frames = value(before, "pushgate_channel_frames_sent_total")
+    sent = value(before, "pushgate_channel_bytes_sent_total")
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = httpx2.Timeout(10.0, read=30.0)
+    async with http.sse("/api/v1/channel/sse", headers=headers, timeout=timeout) as source:
+        events = source.__aiter__()
+        ready = await with_timeout(anext(events), 5.0, "the ready event")
+        assert ready.event == "ready"
+        text = await scrape(http)
+        await events.aclose()
+    assert value(text, "pushgate_channel_frames_sent_total") >= frames + 1
+    wire = len("event: ready\ndata: \n\n") + len(ready.data)
+    assert value(text, "pushgate_channel_bytes_sent_total") >= sent + wire
+
+
 def test_metrics_and_access_lines_are_off_unless_asked_for(
     make_server: ServerFactory, tmp_path: Path
 ) -> None:
