@@ -4,6 +4,7 @@ runs, and bringing back exactly the backed-up data once it is stopped."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import stat
 from pathlib import Path
@@ -51,8 +52,10 @@ async def test_an_online_backup_restores_what_it_saw(
         assert (await http.get("/v1/apps/list", headers=later.user_headers)).status_code == 200
     server.stop()
 
-    result = run_cli(["restore", str(target)], server.data_dir)
+    result = run_cli(["restore", str(target), "--json"], server.data_dir)
     assert result.returncode == 0, result.stderr
+    restored = json.loads(result.stdout)
+    assert restored["backup"] == str(target) and "pushgate.db" in restored["files"]
     server.start()
     async with client_for(server) as http:
         assert (await http.get("/v1/apps/list", headers=kept.user_headers)).status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 from sqlalchemy.engine import make_url
 
@@ -30,8 +31,12 @@ def _sqlite_database() -> tuple[Path, Path]:
     return Path(url.database), settings.data_dir
 
 
+JSON_HELP = "Print one JSON object: the files written, where from and where to."
+
+
 def backup(
     path: Annotated[Path, typer.Argument(help="New (or empty) directory to write the backup to.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Back up the SQLite database (online: the server keeps running) and the secret key."""
     from pushgate.storage.backup import BackupError
@@ -43,12 +48,21 @@ def backup(
     except BackupError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"Backed up {database} to {path} ({', '.join(p.name for p in written)}).")
+    if as_json:
+        record = {
+            "database": str(database),
+            "backup": str(path),
+            "files": [p.name for p in written],
+        }
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"Backed up {database} to {path} ({', '.join(p.name for p in written)}).")
     typer.echo("Restore it with: pushgate restore " + str(path), err=True)
 
 
 def restore(
     path: Annotated[Path, typer.Argument(help="A directory written by `pushgate backup`.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Replace the data dir's database and secret key with a backup. Stop the server first."""
     from pushgate.storage.backup import BackupError
@@ -60,4 +74,12 @@ def restore(
     except BackupError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from exc
-    typer.echo(f"Restored {path} into {data_dir} ({', '.join(p.name for p in replaced)}).")
+    if as_json:
+        record = {
+            "backup": str(path),
+            "data_dir": str(data_dir),
+            "files": [p.name for p in replaced],
+        }
+        typer.echo(orjson.dumps(record).decode())
+    else:
+        typer.echo(f"Restored {path} into {data_dir} ({', '.join(p.name for p in replaced)}).")
