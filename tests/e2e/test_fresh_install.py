@@ -7,6 +7,7 @@ PUSHGATE_REQUIRE_SERVICES=1, where that fails."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,7 +103,8 @@ def test_a_newcomer_installs_serves_and_sends(tmp_path: Path) -> None:
     port = free_port()
     env = newcomer_env(tmp_path / "data", port)
     install_block, _tests = bash_blocks_from_text(readme_section("Quick start"))
-    *setup, serve = install_block.splitlines()
+    # One command of steps joined by `&&` (or one step a line).
+    *setup, serve = [step.strip() for step in re.split(r"&&|\n", install_block) if step.strip()]
     assert serve == "pushgate serve", "the quick start ends by starting the server"
     activate = [line for line in setup if "activate" in line]
     install([line for line in setup if line not in activate], clone, env)
