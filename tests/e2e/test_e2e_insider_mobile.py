@@ -28,15 +28,12 @@ from test_e2e_providers import (
 from pushgate.testing.server import ServerProcess
 
 PATH = "/api/v2/notification/user"
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference" / "insider-mobile-push-v2.txt"
+# The reference's sample body, verbatim.
+SAMPLE = Path(__file__).parent / "samples" / "insider-mobile-sample.json"
 
 
 def sample_body() -> dict[str, Any]:
-    """The reference's sample body, verbatim (its text between "{" and the line after it)."""
-    text = REFERENCE.read_text()
-    start = text.index('{\n"api_key"')
-    end = text.index("}Your title goes here", start)
-    body: dict[str, Any] = json.loads(text[start : end + 1])
+    body: dict[str, Any] = json.loads(SAMPLE.read_text())
     return body
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,17 +19,15 @@ from test_e2e_providers import setup_tenant, web_subscription
 from pushgate.testing.server import ServerProcess
 
 PATH = "/v2/single/campaign_id"
-REFERENCE = Path(__file__).parents[3] / "shared" / "reference" / "insider-web-push-v2.txt"
+# The reference's two sample request bodies, verbatim.
+SAMPLES = [Path(__file__).parent / "samples" / f"insider-web-sample-{n}.json" for n in (1, 2)]
 # Subscribers not active for this long are unengaged on this test's server.
 UNENGAGED_SECONDS = 3.0
 
 
 def sample_bodies() -> list[dict[str, Any]]:
     """The two sample request bodies of the reference, verbatim."""
-    text = REFERENCE.read_text()
-    found = re.findall(r"--data-raw '(\{.*?\})'", text, flags=re.S)
-    assert len(found) == 2
-    return [json.loads(body) for body in found]
+    return [json.loads(path.read_text()) for path in SAMPLES]
 
 
 @pytest.fixture(scope="module")
