@@ -165,34 +165,8 @@ async def resolve(
 async def find(conn: AsyncConnection, scope: Scope, identifiers: Identifiers) -> int | None:
     """The one subscriber every given identifier names (None: none names any); Conflict when
     they name different subscribers."""
-    named: dict[int, list[str]] = defaultdict(list)
-    for name, value in identifiers.standard().items():
-        row = (
-            await conn.execute(
-                select(subscribers.c.id).where(scope.where(), subscribers.c[name] == value)
-            )
-        ).first()
-        if row is not None:
-            named[int(row.id)].append(name)
-    if identifiers.custom and scope.app_id is not None:
-        for name, value in identifiers.custom:
-            row = (
-                await conn.execute(
-                    select(subscriber_identifiers.c.subscriber_id).where(
-                        subscriber_identifiers.c.app_id == scope.app_id,
-                        subscriber_identifiers.c.name == name,
-                        subscriber_identifiers.c.value == value,
-                    )
-                )
-            ).first()
-            if row is not None:
-                named[int(row.subscriber_id)].append(name)
-    if len(named) > 1:
-        which = "; ".join(
-            f"{', '.join(names)} name subscriber {sid}" for sid, names in named.items()
-        )
-        raise Conflict(f"The identifiers name different subscribers ({which})")
-    return next(iter(named), None)
+    (found,) = await find_many(conn, scope, [identifiers])
+    return found
 
 
 async def find_many(
@@ -319,15 +293,10 @@ class SubscriberService:
         """The app's subscribers these identifiers name, and how many name nobody; with
         ``optin_required``, those who withdrew push opt-in are counted, not kept."""
         scope = Scope(app.account_id, app.id)
-        found: list[int] = []
-        no_user = 0
         async with self._db.read.connect() as conn:
-            for item in identifiers:
-                subscriber_id = await find(conn, scope, item)
-                if subscriber_id is None:
-                    no_user += 1
-                else:
-                    found.append(subscriber_id)
+            named = await find_many(conn, scope, identifiers)
+            found = [subscriber_id for subscriber_id in named if subscriber_id is not None]
+            no_user = len(named) - len(found)
             ids = list(dict.fromkeys(found))
             opted_out: set[int] = set()
             if optin_required and ids:
