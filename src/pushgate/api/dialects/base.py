@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,6 +33,15 @@ from pushgate.web.auth import bearer, client_address
 from pushgate.web.documents import Document
 
 ErrorWriter = Callable[[str, int, Mapping[str, str] | None], Response]
+
+
+def json_response(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
+    """``body`` as a JSON answer (the faces' bodies are written exactly as given)."""
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
 SCOPE_KEY = "pushgate.face"
 
 

@@ -23,7 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushgate.api.dialects.base import Face, KeyAuthenticator, KeySource, face_route
+from pushgate.api.dialects.base import (
+    Face,
+    KeyAuthenticator,
+    KeySource,
+    face_route,
+    json_response,
+)
 from pushgate.domain.errors import Conflict, InvalidInput, PushgateError
 from pushgate.domain.push_options import PlatformOptions, PushOptions
 from pushgate.domain.rich_push import RICH_KINDS, RichItem, RichPush
@@ -81,17 +87,13 @@ _CODES = {
 }
 
 
-def _json(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 def error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
     """Any error of this face (the core's, a 404, a 405...) in the vendor's shape."""
     if status >= 500:
-        return _json({"error": "internal_error", "message": UNAVAILABLE_MESSAGE}, 500, headers)
-    return _json(
+        return json_response(
+            {"error": "internal_error", "message": UNAVAILABLE_MESSAGE}, 500, headers
+        )
+    return json_response(
         {"error": _CODES.get(status, "invalid_payload"), "message": message}, status, headers
     )
 
@@ -112,7 +114,7 @@ class Rejected(Exception):  # noqa: N818 - the request is rejected
         body = {"error": self.code, "message": self.message}
         if self.detail is not None:
             body["detail"] = self.detail
-        return _json(body, 400)
+        return json_response(body, 400)
 
 
 def _wrong_type(detail: str) -> Rejected:
@@ -415,7 +417,7 @@ class InsiderMobileRouter:
         answer: dict[str, Any] = {"successes": successes, "errors": errors}
         if check_optin:
             answer["optin_delivery_count"] = len(sent)
-        return _json(
+        return json_response(
             answer,
             200,
             {"X-Pushgate-Notification-Ids": ",".join(str(r.notification_id) for r in sent)},

@@ -17,12 +17,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushgate.api.dialects.base import Face, KeyAuthenticator, KeySource, face_route
+from pushgate.api.dialects.base import (
+    Face,
+    KeyAuthenticator,
+    KeySource,
+    face_route,
+    json_response,
+)
 from pushgate.domain import addresses
 from pushgate.domain.audience import AttributeValue, Audience, Condition
 from pushgate.domain.errors import InvalidInput, PushgateError, Unauthorized
@@ -46,18 +51,12 @@ MAX_URL = 2048
 MAX_VALUES = 1000
 
 
-def _json(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 def error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
     if status == 401:
         message = UNAUTHORIZED
     elif status == 429:
         message = f"Request limit exceeded: {message}"
-    return _json({"message": message}, status, headers)
+    return json_response({"message": message}, status, headers)
 
 
 FACE = Face("insider-web", error, ("/v2/single/",))
@@ -228,7 +227,7 @@ class InsiderWebRouter:
             )
         )
         self._accepted(notification_id)
-        return _json({"success": True, "campaign_id": number}, 200)
+        return json_response({"success": True, "campaign_id": number}, 200)
 
     def routes(self) -> list[Route]:
         return [face_route(PATH, FACE, "POST", self.campaign)]

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pushgate.api.dialects.base import Face, Faces
+from pushgate.api.dialects.base import Face, Faces, json_response
 from pushgate.domain.errors import InvalidInput, PushgateError
 from pushgate.services.accounts import Account, AccountService
 from pushgate.services.apps import App, AppService
@@ -28,18 +27,13 @@ from pushgate.web.body import parse_json_object, read_body
 
 INVALID_USER_TOKEN = "Invalid User Token"
 WRONG_APP_CREDENTIALS = "Wrong APPID or APPSECRET"
-JSON = "application/json"
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def respond(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
 def error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    return respond({"msg": message, "error": True, "status": status}, status, headers)
+    return json_response({"msg": message, "error": True, "status": status}, status, headers)
 
 
 # Served under /v1/ and, as the vendor's "latest version", without it: the default face.
@@ -132,7 +126,7 @@ class InstapushRouter:
         if account is None:
             return error(INVALID_USER_TOKEN, 401)
         items = await self._apps.list(account.id)
-        return respond(
+        return json_response(
             [{"title": a.app.title, "appID": a.app.app_key, "appSecret": a.secret} for a in items],
             200,
         )
@@ -143,7 +137,7 @@ class InstapushRouter:
             return error(INVALID_USER_TOKEN, 401)
         body = await self._json(request)
         created = await self._apps.create(account.id, _require_str(body, "title"))
-        return respond(
+        return json_response(
             {
                 "msg": "App Created Successfully",
                 "id": created.app.app_key,
@@ -159,7 +153,7 @@ class InstapushRouter:
         if app is None:
             return error(WRONG_APP_CREDENTIALS, 401)
         items = await self._events.list(app.id)
-        return respond([{"title": e.title, "trackers": list(e.trackers)} for e in items], 200)
+        return json_response([{"title": e.title, "trackers": list(e.trackers)} for e in items], 200)
 
     async def events_add(self, request: Request) -> Response:
         app = await self._app(request)
@@ -170,7 +164,9 @@ class InstapushRouter:
         trackers = _tracker_names(body)
         message = _require_str(body, "message")
         await self._events.create(app.id, title, trackers, message)
-        return respond({"msg": "Event Created Succesfully", "error": False, "status": 201}, 201)
+        return json_response(
+            {"msg": "Event Created Succesfully", "error": False, "status": 201}, 201
+        )
 
     async def post(self, request: Request) -> Response:
         app = await self._app(request)
@@ -180,7 +176,7 @@ class InstapushRouter:
         event = _require_str(body, "event")
         notification_id = await self._send.post_event(app, event, _tracker_values(body))
         self._accepted(notification_id)
-        return respond(
+        return json_response(
             {"msg": "Notification Sent Succesfully", "error": False, "status": 201},
             201,
             {"X-Pushgate-Notification-Id": str(notification_id)},
