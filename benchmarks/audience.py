@@ -412,7 +412,7 @@ class Bench:
                 nid, ACCOUNT_ID, case.app_id, None, "Sale", "Gold members: 20% off", "{}", now,
                 now + 3_600_000, None, None,
                 case.audience.to_json() if case.audience is not None else None,
-                None, None, 0, 0,
+                None, None, 0, 0, None, None,
             )  # fmt: skip
             await self.writes.store_notifications(conn, [row])
             await self.jobs.enqueue(FANOUT_QUEUE, [fanout_payload(nid)], conn=conn)

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushgate import __version__
-from pushgate.api.dialects import insider_mobile, insider_web, push_api_v2
+from pushgate.api.dialects import insider_mobile, insider_web, push_api_v2, push_express
 from pushgate.api.dialects import instapush as instapush_face
 from pushgate.api.dialects.base import Faces
 from pushgate.api.dialects.instapush import InstapushRouter
@@ -25,9 +25,11 @@ from pushgate.api.native.apps import apps_router
 from pushgate.api.native.credentials import credentials_router
 from pushgate.api.native.deps import user_auth
 from pushgate.api.native.devices import devices_router
+from pushgate.api.native.groups import groups_router
 from pushgate.api.native.keys import keys_router
 from pushgate.api.native.notifications import notifications_router
 from pushgate.api.native.send import send_router
+from pushgate.api.native.sendings import sendings_router
 from pushgate.api.native.stats import stats_router
 from pushgate.api.native.subscribers import subscribers_router
 from pushgate.channel.routes import channel_router
@@ -119,6 +121,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     faces.add(insider_mobile.FACE)
     faces.add(insider_web.FACE)
     faces.add(push_api_v2.FACE)
+    faces.add(push_express.FACE)
     install_error_handlers(app, faces)
 
     instapush = InstapushRouter(
@@ -162,6 +165,15 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             rt.metrics.accepted(push_api_v2.FACE.name),
         ).routes()
     )
+    app.router.routes.extend(
+        push_express.PushExpressRouter(
+            rt.keys,
+            rt.throttle,
+            rt.sendings,
+            settings.max_body_bytes,
+            settings.instant_delay_seconds,
+        ).routes()
+    )
     app.router.routes.append(_health(settings))
     app.router.routes.append(home_route(__version__))
     app.router.routes.append(_ping(settings.max_body_bytes))
@@ -186,8 +198,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             rt.subscribers,
             current_account,
             rt.metrics.accepted(native_face.FACE.name),
+            rt.sendings,
         )
     )
+    app.include_router(groups_router(rt.groups, current_account))
+    app.include_router(sendings_router(rt.sendings, current_account))
     app.include_router(channel_router(rt))
     app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))

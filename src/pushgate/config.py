@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     notification_ttl_seconds: int = Field(
         86_400, ge=1, description="How long an undelivered notification is kept for a device."
     )
+    instant_delay_seconds: float = Field(
+        120.0,
+        ge=0,
+        le=3600,
+        description="A Push.express instant send is a one-time sending due this many seconds "
+        "after the request (the vendor's 2 minutes by default).",
+    )
     queue_url: str | None = Field(
         None,
         description="Queue engine for delivery jobs: unset for the embedded engine (a table in "

@@ -24,11 +24,14 @@ from pushgate.services.delivery_jobs import CHANNEL, FANOUT_QUEUE, deliver_queue
 from pushgate.services.devices import DeviceService
 from pushgate.services.events import EventService
 from pushgate.services.fan_out import FanOut
+from pushgate.services.groups import GroupService
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.quotas import Quotas
+from pushgate.services.scheduler import Scheduler
 from pushgate.services.send import SendService
+from pushgate.services.sendings import SENDING_QUEUE, SendingService
 from pushgate.services.stats import StatsService
 from pushgate.services.subscriber_reports import SubscriberReports
 from pushgate.services.subscribers import SubscriberService
@@ -65,6 +68,8 @@ class Runtime:
     stats: StatsService
     user_sends: UserSendService
     reports: SubscriberReports
+    sendings: SendingService
+    groups: GroupService
     metrics: Metrics
     # Set when the process was told to stop: readiness then answers 503.
     stopping: bool = False
@@ -72,7 +77,7 @@ class Runtime:
 
     async def refresh_metrics(self) -> None:
         """Read the gauges that need I/O (queue depths), just before a scrape."""
-        depths: dict[str, QueueEngine] = {FANOUT_QUEUE: self.jobs}
+        depths: dict[str, QueueEngine] = {FANOUT_QUEUE: self.jobs, SENDING_QUEUE: self.jobs}
         names = [*self.transports, CHANNEL] if self.queue.kind == "redis" else [*self.transports]
         for name in names:
             depths[deliver_queue(name)] = self.queue
@@ -197,6 +202,9 @@ def build_runtime(
             unengaged_after_days=settings.unengaged_after_days,
             scheduler_lag=metrics.scheduler_lag,
         ),
+        scheduler=Scheduler(
+            db, jobs, settings.notification_ttl_seconds, start_lag=metrics.sending_lag
+        ),
         broadcast=broadcast,
         push=PushDelivery(db, queue, devices, chosen, policy, settings.job_lease_seconds, metrics),
         platforms=sorted(chosen),
@@ -206,6 +214,7 @@ def build_runtime(
     )
     apps = AppService(db, box, on_created=credentials.add_initial)
     send = SendService(db, events, pipeline, settings.notification_ttl_seconds)
+    stats = StatsService(db)
     return Runtime(
         settings=settings,
         db=db,
@@ -227,7 +236,9 @@ def build_runtime(
         user_sends=UserSendService(db, apps, credentials, send),
         reports=SubscriberReports(db, box),
         subscribers=SubscriberService(db),
-        stats=StatsService(db),
+        stats=stats,
+        sendings=SendingService(db, jobs, stats, settings.notification_ttl_seconds),
+        groups=GroupService(db),
         metrics=metrics,
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(

@@ -1,5 +1,6 @@
 """Delivery workers: thin loops that take jobs off the queues and call a service.
 
+- one scheduler loop (``sending`` jobs, in the database): runs sendings when they are due;
 - one fan-out loop (``fanout`` jobs, always in the database);
 - a channel loop, with several processes: hand channel deliveries to the live connections
   (``ChannelBroadcast``);
@@ -31,6 +32,8 @@ from pushgate.services.delivery_jobs import (
 )
 from pushgate.services.fan_out import FanOut
 from pushgate.services.push_delivery import PushDelivery
+from pushgate.services.scheduler import Scheduler
+from pushgate.services.sendings import SENDING_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class Workers:
         jobs: EmbeddedQueue,
         queue: QueueEngine,
         fan_out: FanOut,
+        scheduler: Scheduler,
         broadcast: ChannelBroadcast,
         push: PushDelivery,
         platforms: list[str],
@@ -56,6 +60,7 @@ class Workers:
         self._jobs = jobs
         self._queue = queue
         self._fan_out = fan_out
+        self._scheduler = scheduler
         self._broadcast = broadcast
         self._push = push
         self._platforms = platforms
@@ -69,6 +74,7 @@ class Workers:
     def start(self) -> None:
         self._stopping.clear()
         self._spawn("fanout", self._fan_out_loop())
+        self._spawn("scheduler", self._scheduler_loop())
         if self._channel_jobs:
             self._spawn("channel", self._job_loop(deliver_queue(CHANNEL), 64, self._channel_job))
         for platform in self._platforms:
@@ -106,6 +112,15 @@ class Workers:
                     await self._jobs.wait_for(FANOUT_QUEUE, CLAIM_WAIT_SECONDS)
             except Exception:
                 log.exception("fan-out step failed; its jobs are retried")
+                await asyncio.sleep(ERROR_PAUSE_SECONDS)
+
+    async def _scheduler_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if await self._scheduler.step() == 0:
+                    await self._jobs.wait_for(SENDING_QUEUE, CLAIM_WAIT_SECONDS)
+            except Exception:
+                log.exception("scheduler step failed; its sendings are retried")
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
 
     async def _job_loop(

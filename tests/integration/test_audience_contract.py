@@ -43,6 +43,7 @@ COUNTRIES = ["NL", "DE", "US"]
 LANGUAGES = ["en", "en-US", "en-GB", "nl", "de-AT"]
 FILTER_LANGUAGES = ["en", "en-US", "nl", "de", "fr"]
 TAGS = ["a", "b", "c"]
+TIMEZONES = ["Europe/Amsterdam", "Asia/Tokyo", "+03:00"]
 EVENTS = ["install", "reg", "buy"]
 
 ATTRIBUTE_VALUES: dict[str, st.SearchStrategy[Any]] = {
@@ -123,6 +124,7 @@ def worlds(draw: st.DrawFn) -> World:
                 id=number + 1,
                 country=draw(st.sampled_from([*COUNTRIES, None])),
                 language=draw(st.sampled_from([*LANGUAGES, None])),
+                timezone=draw(st.sampled_from([*TIMEZONES, None])),
                 optin_push=draw(st.booleans()),
                 last_active_ms=draw(st.one_of(st.none(), st.integers(0, 100))),
                 created_ms=draw(st.integers(0, 100)),
@@ -152,6 +154,7 @@ def worlds(draw: st.DrawFn) -> World:
                 enabled=draw(st.booleans()) or draw(st.booleans()),
                 country=draw(st.sampled_from([*COUNTRIES, None, None])),
                 language=draw(st.sampled_from([*LANGUAGES, None, None])),
+                timezone=draw(st.sampled_from([*TIMEZONES, None, None])),
                 last_active_ms=draw(st.one_of(st.none(), st.integers(0, 5))),
             )
         )
@@ -201,6 +204,12 @@ def audiences(draw: st.DrawFn) -> Audience:
             if draw(st.booleans())
             else None
         ),
+        timezones=(
+            tuple(draw(st.lists(st.sampled_from(TIMEZONES), max_size=2, unique=True)))
+            if draw(st.booleans())
+            else ()
+        ),
+        without_timezone=draw(st.booleans()) and draw(st.booleans()),
         optin_required=draw(st.booleans()),
         engaged_only=draw(st.booleans()),
         last_active_device_only=draw(st.booleans()),
@@ -222,6 +231,7 @@ async def _store(db: Database, world: World) -> None:
                     "app_id": APP,
                     "country": person.country,
                     "language": person.language,
+                    "timezone": person.timezone,
                     "optin_push": person.optin_push,
                     "last_active_ms": person.last_active_ms,
                     "created_ms": person.created_ms,
@@ -270,6 +280,7 @@ async def _store(db: Database, world: World) -> None:
                     "enabled": device.enabled,
                     "country": device.country,
                     "language": device.language,
+                    "timezone": device.timezone,
                     "last_active_ms": device.last_active_ms,
                     "created_ms": 0,
                 },

@@ -20,6 +20,8 @@ The rules, each an AND with the others (an empty list is no restriction):
   (include), none of them (exclude);
 - ``attributes``: every condition holds for the subscriber (see ``Condition``);
 - ``subscribers``: the subscriber is one of these ids (identifiers resolved by the caller);
+- ``timezones``/``without_timezone``: the device's timezone, else its subscriber's, is one of
+  them, or there is none and ``without_timezone`` is set (one offset of a local-time sending);
 - ``optin_required``: the subscriber has not withdrawn push opt-in;
 - ``engaged_only``: the subscriber was active (or created) within the engagement window;
 - ``last_active_device_only``: only each subscriber's most recently active device among those
@@ -96,6 +98,8 @@ class Audience:
     exclude_events: tuple[str, ...] = ()
     attributes: tuple[Condition, ...] = ()
     subscribers: tuple[int, ...] | None = None
+    timezones: tuple[str, ...] = ()
+    without_timezone: bool = False
     optin_required: bool = False
     engaged_only: bool = False
     last_active_device_only: bool = False
@@ -164,6 +168,7 @@ class SubscriberFacts:
     id: int
     country: str | None = None
     language: str | None = None
+    timezone: str | None = None
     optin_push: bool = True
     last_active_ms: int | None = None
     created_ms: int = 0
@@ -183,6 +188,7 @@ class DeviceFacts:
     enabled: bool = True
     country: str | None = None
     language: str | None = None
+    timezone: str | None = None
     last_active_ms: int | None = None
 
 
@@ -273,6 +279,10 @@ def matches(
             return False
     if audience.subscribers is not None and s.id not in audience.subscribers:
         return False
+    if audience.timezones or audience.without_timezone:
+        timezone = device.timezone or s.timezone
+        if not ((timezone is None and audience.without_timezone) or timezone in audience.timezones):
+            return False
     if audience.optin_required and not s.optin_push:
         return False
     active = s.last_active_ms if s.last_active_ms is not None else s.created_ms

@@ -111,6 +111,13 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.sending_lag = Histogram(
+            "pushgate_sending_start_lag_seconds",
+            "For each part of a sending (one per offset of a local-time sending): how long "
+            "after its due moment it started.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.http2_streams = Gauge(
             "pushgate_provider_http2_streams_in_flight",
             "HTTP/2 requests in flight to a provider (APNs), by transport (read at scrape time).",

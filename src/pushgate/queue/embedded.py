@@ -95,6 +95,10 @@ class EmbeddedQueue(QueueEngine):
                 tuple(params),
             )
 
+    async def any_due(self, queue: str) -> bool:
+        """Whether ``queue`` has a visible job (a read: no write lock is taken)."""
+        return await self._any_visible(queue, now_ms())
+
     async def _any_visible(self, queue: str, now: int) -> bool:
         """A read (never waiting for the write lock) that tells whether a claim would find
         anything, so idle workers poll without taking SQLite's write lock."""

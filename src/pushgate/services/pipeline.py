@@ -346,6 +346,8 @@ class DeliveryPipeline:
                     n.due_ms,
                     n.no_user,
                     n.opted_out,
+                    None,
+                    None,
                 )
             )
             if n.idempotency is not None:

@@ -70,6 +70,9 @@ class SendCommand:
     ttl_seconds: int | None = None
     campaign: Campaign | None = None
     due_ms: int | None = None
+    # The offset (minutes east of UTC) ``due_ms`` was given at, when it matters (a send at
+    # the same local time in each timezone).
+    offset_minutes: int | None = None
     idempotency_key: str | None = None
     event: str | None = None
     # What the idempotency key must match: the request as the face read it.
@@ -202,6 +205,10 @@ class SendService:
                 update(campaigns).where(campaigns.c.id == number).values(external_id=str(number))
             )
         return number
+
+    async def campaign_id(self, command: SendCommand) -> int | None:
+        """The id of the command's campaign (made when new); None without one."""
+        return None if command.campaign is None else await self._campaign(command.app, command)
 
     async def _campaign(self, app: App, command: SendCommand) -> int:
         campaign = command.campaign

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 
 from pushgate.domain.errors import NotFound
 from pushgate.services.apps import owned_app_id
@@ -116,6 +116,14 @@ class StatsService:
         if found is None:
             raise NotFound(f"No notification {notification_id} in this account")
         return await self._count(_n.id == notification_id)
+
+    async def sending(self, account_id: int, sending_id: int) -> Counts:
+        """Counts of every notification a sending made (one per app, push and offset)."""
+        return await self._count(and_(_n.sending_id == sending_id, _n.account_id == account_id))
+
+    async def push(self, account_id: int, push_id: int) -> Counts:
+        """Counts of every notification made from a push."""
+        return await self._count(and_(_n.push_id == push_id, _n.account_id == account_id))
 
     async def _campaigns(
         self, account_id: int, app_key: str, external_id: str | None = None

@@ -126,6 +126,8 @@ def _reads_subscriber(audience: Audience) -> bool:
         or audience.exclude_languages
         or audience.optin_required
         or audience.engaged_only
+        or audience.timezones
+        or audience.without_timezone
     )
 
 
@@ -179,6 +181,12 @@ def conditions(
         where.append(
             _in(p, "d.subscriber_id", audience.subscribers) if audience.subscribers else "1 = 0"
         )
+    if audience.timezones or audience.without_timezone:
+        timezone = "coalesce(d.timezone, s.timezone)"
+        either = [_in(p, timezone, audience.timezones)] if audience.timezones else []
+        if audience.without_timezone:
+            either.append(f"{timezone} IS NULL")
+        where.append(f"({' OR '.join(either)})")
     if audience.optin_required:
         where.append(p.true("s.optin_push"))
     if audience.engaged_only:

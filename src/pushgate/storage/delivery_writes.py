@@ -23,7 +23,7 @@ from pushgate.storage.audience_sql import Params, select_devices
 from pushgate.storage.params import markers
 
 # (id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options,
-#  campaign_id, audience, translations, due_ms, no_user, opted_out)
+#  campaign_id, audience, translations, due_ms, no_user, opted_out, sending_id, push_id)
 NotificationRow = tuple[
     int,
     int,
@@ -41,6 +41,8 @@ NotificationRow = tuple[
     int | None,
     int,
     int,
+    int | None,
+    int | None,
 ]
 # (notification_id, account_id, app_id, created_ms)
 AudienceRow = tuple[int, int, int | None, int]
@@ -49,7 +51,7 @@ StatusRow = tuple[int, int, int, int]
 
 _NOTIFICATION_COLUMNS = (
     "id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options, "
-    "campaign_id, audience, translations, due_ms, no_user, opted_out"
+    "campaign_id, audience, translations, due_ms, no_user, opted_out, sending_id, push_id"
 )
 _NOTIFICATION_CASTS = (
     "bigint",
@@ -68,7 +70,11 @@ _NOTIFICATION_CASTS = (
     "bigint",
     "int",
     "int",
+    "bigint",
+    "bigint",
 )
+# SQLite allows 32766 bound parameters per statement.
+_NOTIFICATIONS_PER_INSERT = 1024
 _AUDIENCE_CASTS = ("bigint", "bigint", "bigint", "bigint")
 _STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
 
@@ -127,13 +133,13 @@ class DeliveryWrites:
         self, conn: AsyncConnection, rows: Sequence[NotificationRow]
     ) -> None:
         """Insert accepted notifications (their deliveries are made by the fan-out)."""
-        if not rows:
-            return
-        values = _values(len(rows), _NOTIFICATION_CASTS, self._postgres)
-        await conn.exec_driver_sql(
-            f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
-            _flat(rows),
-        )
+        for start in range(0, len(rows), _NOTIFICATIONS_PER_INSERT):
+            chunk = rows[start : start + _NOTIFICATIONS_PER_INSERT]
+            values = _values(len(chunk), _NOTIFICATION_CASTS, self._postgres)
+            await conn.exec_driver_sql(
+                f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
+                _flat(chunk),
+            )
 
     async def fan_out(
         self, conn: AsyncConnection, audiences: Sequence[AudienceRow]

@@ -257,9 +257,90 @@ notifications = Table(
     # subscribers who withdrew push opt-in (for campaign statistics).
     Column("no_user", Integer, nullable=False, server_default="0"),
     Column("opted_out", Integer, nullable=False, server_default="0"),
+    # The sending and the push it was made from (statistics per sending and per push).
+    Column("sending_id", Id, nullable=True, index=True),
+    Column("push_id", Id, nullable=True, index=True),
     Index("ix_notifications_account_id_id", "account_id", "id"),
     # An app's notifications of the last day, for its frequency cap.
     Index("ix_notifications_app_id_created_ms", "app_id", "created_ms"),
+)
+
+# Named sets of an account's apps (kind "apps": members are app ids) or of audiences (kind
+# "audiences": members are subscriber tags), used by a sending's filters.
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    UniqueConstraint("account_id", "kind", "name", name="uq_groups_account_id_kind_name"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", Id, ForeignKey("groups.id"), primary_key=True),
+    Column("member", String(200), primary_key=True),
+)
+
+# A sending due later (domain/schedules.py): its wall time (as milliseconds read at offset
+# 0), the offset it is due at (the fallback offset of a local-time sending), which apps and
+# devices it reaches, and its state. ``cursor``: the offsets of a local-time sending at or
+# above it have run. ``filters``: the request's filters as given (Push.express), shown back.
+sendings = Table(
+    "sendings",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("wall_ms", BigInteger, nullable=False),
+    Column("offset_minutes", Integer, nullable=False),
+    Column("local_time", Boolean, nullable=False),
+    Column("apps", Text, nullable=False),
+    Column("audience", Text, nullable=True),
+    Column("filters", Text, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("cursor", Integer, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=True),
+    Column("finished_ms", BigInteger, nullable=True),
+    Index("ix_sendings_account_id_id", "account_id", "id"),
+)
+
+# The content a sending sends: the default text and options, and its translations. A push
+# is bound to at most one sending.
+pushes = Table(
+    "pushes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("sending_id", Id, ForeignKey("sendings.id"), nullable=True, index=True),
+    Column("title", String(200), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("options", Text, nullable=True),
+    Column("ttl_seconds", Integer, nullable=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id"), nullable=True),
+    Column("default_language", String(35), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_pushes_account_id_id", "account_id", "id"),
+)
+
+push_translations = Table(
+    "push_translations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("push_id", Id, ForeignKey("pushes.id"), nullable=False),
+    Column("language", String(35), nullable=False),
+    Column("title", String(200), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("image_url", Text, nullable=True),
+    Column("icon_url", Text, nullable=True),
+    Column("link", Text, nullable=True),
+    UniqueConstraint("push_id", "language", name="uq_push_translations_push_id_language"),
 )
 
 # Provider credentials of an app, one row per push platform (ios: APNs token key, android: FCM

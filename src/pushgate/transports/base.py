@@ -65,7 +65,7 @@ class Content:
 
     def localized(self, language: str | None) -> Content:
         """The content a device of ``language`` gets: its translation's title, message,
-        image and link (see ``domain.translations``)."""
+        image, icon and link (see ``domain.translations``)."""
         if self.translations is None:
             return self
         chosen = self.translations.choose(language)
@@ -73,6 +73,7 @@ class Content:
             self.options,
             image_url=chosen.image_url or self.options.image_url,
             deep_link=chosen.link or self.options.deep_link,
+            icon_url=chosen.icon_url or self.options.icon_url,
         )
         return replace(
             self, title=chosen.title, message=chosen.message, options=options, translations=None

@@ -158,14 +158,22 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 def face_route(path: str, face: Face, method: str, handler: Handler) -> Route:
     """A route of ``face``: its requests are marked as the face's (so every error, raised
     anywhere, is written in the face's format), and another method is the face's 405."""
+    return face_methods(path, face, {method: handler})
+
+
+def face_methods(path: str, face: Face, handlers: Mapping[str, Handler]) -> Route:
+    """``face_route`` with a handler per method."""
+    allowed = ", ".join(handlers)
+    spoken = " or ".join(handlers)
 
     async def endpoint(request: Request) -> Response:
         Faces.mark(request.scope, face)
-        if request.method != method:
+        handler = handlers.get(request.method)
+        if handler is None:
             return face.error(
-                f"Method {request.method} is not allowed here; use {method}",
+                f"Method {request.method} is not allowed here; use {spoken}",
                 405,
-                {"Allow": method},
+                {"Allow": allowed},
             )
         return await handler(request)
 

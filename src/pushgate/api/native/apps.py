@@ -61,6 +61,9 @@ class AppUpdate(BaseModel):
 
 class AppOut(BaseModel):
     id: str = Field(description="The app's id (Instapush's appID).")
+    number: int = Field(
+        description="The app's number: how Push.express filters and app groups name it."
+    )
     title: str
 
 
@@ -89,14 +92,19 @@ def apps_router(apps: AppService, current_account: AccountDependency) -> APIRout
         Push)."""
         created = await apps.create(account.id, body.title)
         return AppWithSecretOut(
-            id=created.app.app_key, title=created.app.title, secret=created.secret
+            id=created.app.app_key,
+            number=created.app.id,
+            title=created.app.title,
+            secret=created.secret,
         )
 
     @router.get("", response_model=AppList)
     async def list_apps(account: Account = auth) -> AppList:
         """The account's apps, oldest first."""
         listed = await apps.list(account.id)
-        return AppList(apps=[AppOut(id=a.app.app_key, title=a.app.title) for a in listed])
+        return AppList(
+            apps=[AppOut(id=a.app.app_key, number=a.app.id, title=a.app.title) for a in listed]
+        )
 
     @router.get("/{app_id}", response_model=AppWithSecretOut)
     async def show_app(app_id: AppId, account: Account = auth) -> AppWithSecretOut:
@@ -105,6 +113,7 @@ def apps_router(apps: AppService, current_account: AccountDependency) -> APIRout
         settings = await apps.settings(account.id, app_id)
         return AppWithSecretOut(
             id=found.app.app_key,
+            number=found.app.id,
             title=found.app.title,
             secret=found.secret,
             frequency_cap=settings.frequency_cap,

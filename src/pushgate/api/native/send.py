@@ -29,6 +29,7 @@ from pushgate.domain.templates import MAX_MESSAGE_CHARS
 from pushgate.services.accounts import Account
 from pushgate.services.apps import App, AppService
 from pushgate.services.send import MAX_DATA_BYTES, SendCommand, SendService, fingerprint
+from pushgate.services.sendings import SendingService
 from pushgate.services.subscribers import SubscriberService
 from pushgate.web.body import no_nul, no_nul_inside
 from pushgate.web.route import GuardedRoute
@@ -79,6 +80,12 @@ class SendIn(BaseModel):
         description="When to send it (ISO 8601 with an offset, e.g. `2026-12-24T18:00:00Z`); "
         "default: now. Its TTL counts from then.",
     )
+    local_time: bool = Field(
+        False,
+        description="Send at `send_at`'s wall time in each device's own timezone (the device's, "
+        "else its subscriber's); devices without one use `send_at`'s offset. It answers the "
+        "`sending_id` (see /api/v1/sendings) instead of a notification id.",
+    )
 
     _no_nul = field_validator(
         "message", "title", "image_url", "deep_link", "sound", "collapse_key"
@@ -87,7 +94,10 @@ class SendIn(BaseModel):
 
 
 class SendOut(BaseModel):
-    id: int
+    id: int | None = Field(description="The notification's id (null for a local-time send).")
+    sending_id: int | None = Field(
+        None, description="A local-time send: the sending that holds it until each offset's time."
+    )
 
 
 async def send_command(
@@ -112,11 +122,19 @@ async def send_command(
             )
             ids, no_user, opted_out = targets.subscriber_ids, targets.no_user, targets.opted_out
         audience = body.audience.to_audience(ids)
-    due_ms = None
+    due_ms = offset_minutes = None
     if body.send_at is not None:
-        if body.send_at.tzinfo is None:
+        offset = body.send_at.utcoffset()
+        if offset is None:
             raise InvalidInput("send_at needs an offset, e.g. 2026-12-24T18:00:00Z")
         due_ms = int(body.send_at.timestamp() * 1000)
+        offset_minutes = int(offset.total_seconds() // 60)
+    if body.local_time and due_ms is None:
+        raise InvalidInput(
+            "local_time needs send_at: the wall time, e.g. 2026-12-24T09:00:00+01:00"
+        )
+    if body.local_time and idempotency_key is not None:
+        raise InvalidInput("a local_time send takes no Idempotency-Key")
     return SendCommand(
         app=app,
         title=body.title,
@@ -128,6 +146,7 @@ async def send_command(
         ttl_seconds=body.ttl_seconds,
         campaign=None if body.campaign is None else body.campaign.to_campaign(),
         due_ms=due_ms,
+        offset_minutes=offset_minutes,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint(body.model_dump(mode="json")),
         no_user=no_user,
@@ -141,6 +160,7 @@ def send_router(
     subscribers: SubscriberService,
     current_account: AccountDependency,
     accepted: Callable[[int], None],
+    sendings: SendingService,
 ) -> APIRouter:
     """``accepted(notification_id)`` is called for each notification it accepted."""
     router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=GuardedRoute)
@@ -167,6 +187,9 @@ def send_router(
             command = await send_command(body, app, subscribers, idempotency_key)
         except InvalidInput as exc:
             raise InvalidInput(f"Invalid request: {exc.message}") from exc
+        if body.local_time:
+            sending_id = await sendings.at_local_time(command, await send.campaign_id(command))
+            return SendOut(id=None, sending_id=sending_id)
         notification_id = await send.send(command)
         accepted(notification_id)
         return SendOut(id=notification_id)
