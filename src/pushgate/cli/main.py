@@ -22,6 +22,7 @@ from pushgate.cli.help_format import install as install_help_format
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
 from pushgate.cli.send import send
+from pushgate.cli.sendings import group_app, sending_app
 from pushgate.cli.server_check import occupant_note, on_every_address, server_url
 from pushgate.cli.subscribers import subscribers_app
 from pushgate.config import Settings, load_settings
@@ -42,6 +43,8 @@ app.add_typer(deliveries_app, name="deliveries")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
 app.add_typer(subscribers_app, name="subscribers")
+app.add_typer(sending_app, name="sending")
+app.add_typer(group_app, name="group")
 
 
 def _print_version(wanted: bool) -> None:
