@@ -219,3 +219,30 @@ async def test_the_native_api_and_the_cli_cancel_a_waiting_sending(
         run_cli_json, server, "sending", "cancel", str(made[1]), "--account", account
     )
     assert cancelled["state"] == "cancelled"
+
+
+async def test_the_cli_keeps_app_and_audience_groups(make_server: ServerFactory) -> None:
+    server = make_server()
+    async with client_for(server) as http:
+        tenant = await _tenant(http, server.data_dir, {})
+        app = await make_app(http, tenant)
+        number = (await http.get(f"/api/v1/apps/{app}", headers=tenant.bearer)).json()["number"]
+    account = str(tenant.account_id)
+
+    def cli(*args: str) -> Any:
+        return run_cli_json(server, "group", *args, "--account", account)
+
+    made = await asyncio.to_thread(cli, "create", "shops", str(number))
+    assert made["members"] == [number] and made["kind"] == "apps"
+    tags = await asyncio.to_thread(cli, "create", "vip", "gold", "platinum", "--kind", "audiences")
+    assert tags["members"] == ["gold", "platinum"]
+    changed = await asyncio.to_thread(cli, "set", str(tags["id"]), "gold", "--kind", "audiences")
+    assert changed["members"] == ["gold"]
+    listed = await asyncio.to_thread(cli, "list", "--kind", "audiences")
+    assert [g["name"] for g in listed] == ["vip"]
+    foreign = await asyncio.to_thread(
+        run_cli, ["group", "create", "x", "999999", "--account", account], server.data_dir
+    )
+    assert foreign.returncode == 1 and "No app 999999" in foreign.stderr
+    await asyncio.to_thread(cli, "delete", str(made["id"]))
+    assert await asyncio.to_thread(cli, "list") == []

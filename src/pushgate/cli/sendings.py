@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pushgate.cli.database import with_database
+from pushgate.cli.database import ACCOUNT_HELP, select_account, with_database
 from pushgate.domain.errors import NotFound, PushgateError
 from pushgate.domain.schedules import format_offset, wall_of
 from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.services.accounts import AccountService
 from pushgate.services.groups import KINDS, Group, GroupService
 from pushgate.services.sendings import SendingService, SendingView
 from pushgate.services.stats import StatsService
@@ -31,15 +32,21 @@ group_app = typer.Typer(
     no_args_is_help=True,
 )
 T = TypeVar("T")
-Account = Annotated[
-    int, typer.Option("--account", metavar="ID", help="The account (see `pushgate account list`).")
-]
+Account = Annotated[str | None, typer.Option("--account", metavar="ID|NAME", help=ACCOUNT_HELP)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+SendingId = Annotated[int, typer.Argument(help="The sending's id (see `pushgate sending list`).")]
+GroupId = Annotated[int, typer.Argument(help="The group's id (see `pushgate group list`).")]
 
 
-def _run(work: Callable[[Any, Any], Awaitable[T]]) -> T:
+def _run(wanted: str | None, work: Callable[[Any, int], Awaitable[T]]) -> T:
+    """``work(db, account_id)`` for the account the command names (or the only one)."""
+
+    async def run(db: Any, box: Any) -> T:
+        accounts = [account for account, _token in await AccountService(db, box).list()]
+        return await work(db, select_account(accounts, wanted).id)
+
     try:
-        return with_database(work)
+        return with_database(run)
     except PushgateError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(1 if isinstance(exc, NotFound) else 2) from exc
@@ -67,7 +74,7 @@ def sending_record(view: SendingView) -> dict[str, Any]:
 
 @sending_app.command("list")
 def list_sendings(
-    account_id: Account,
+    account: Account = None,
     state: Annotated[
         str | None,
         typer.Option(help="Only sendings in this state: waiting, running, done, cancelled."),
@@ -75,7 +82,7 @@ def list_sendings(
     as_json: AsJson = False,
 ) -> None:
     """The account's sendings, newest first."""
-    views = _run(lambda db, box: _sendings(db).list(account_id, state=state))
+    views = _run(account, lambda db, account_id: _sendings(db).list(account_id, state=state))
     if as_json:
         typer.echo(orjson.dumps([sending_record(v) for v in views]).decode())
         return
@@ -90,16 +97,18 @@ def list_sendings(
 
 
 @sending_app.command("show")
-def show_sending(sending_id: int, account_id: Account, as_json: AsJson = False) -> None:
+def show_sending(sending_id: SendingId, account: Account = None, as_json: AsJson = False) -> None:
     """One sending with its statistics, counted from its deliveries."""
-    view = _run(lambda db, box: _sendings(db).get(account_id, sending_id, counts=True))
+    view = _run(
+        account, lambda db, account_id: _sendings(db).get(account_id, sending_id, counts=True)
+    )
     typer.echo(orjson.dumps(sending_record(view), option=orjson.OPT_INDENT_2).decode())
 
 
 @sending_app.command("cancel")
-def cancel_sending(sending_id: int, account_id: Account, as_json: AsJson = False) -> None:
+def cancel_sending(sending_id: SendingId, account: Account = None, as_json: AsJson = False) -> None:
     """Cancel a sending that has not started: it sends nothing."""
-    view = _run(lambda db, box: _sendings(db).cancel(account_id, sending_id))
+    view = _run(account, lambda db, account_id: _sendings(db).cancel(account_id, sending_id))
     if as_json:
         typer.echo(orjson.dumps(sending_record(view)).decode())
         return
@@ -128,15 +137,17 @@ def _group_record(group: Group) -> dict[str, Any]:
 
 @group_app.command("create")
 def create_group(
-    name: str,
+    name: Annotated[str, typer.Argument(help="The group's name, unique per account and kind.")],
     members: Annotated[list[str], typer.Argument(help="App numbers, or tags.")],
-    account_id: Account,
+    account: Account = None,
     kind: Kind = "apps",
     as_json: AsJson = False,
 ) -> None:
     """Create a group: `pushgate group create europe 3 4 --account 1`."""
     given = _members(kind, members)
-    group = _run(lambda db, box: GroupService(db).create(account_id, kind, name, given))
+    group = _run(
+        account, lambda db, account_id: GroupService(db).create(account_id, kind, name, given)
+    )
     if as_json:
         typer.echo(orjson.dumps(_group_record(group)).decode())
         return
@@ -144,9 +155,9 @@ def create_group(
 
 
 @group_app.command("list")
-def list_groups(account_id: Account, kind: Kind = "apps", as_json: AsJson = False) -> None:
+def list_groups(account: Account = None, kind: Kind = "apps", as_json: AsJson = False) -> None:
     """The account's groups of a kind."""
-    groups = _run(lambda db, box: GroupService(db).list(account_id, kind))
+    groups = _run(account, lambda db, account_id: GroupService(db).list(account_id, kind))
     if as_json:
         typer.echo(orjson.dumps([_group_record(g) for g in groups]).decode())
         return
@@ -158,20 +169,28 @@ def list_groups(account_id: Account, kind: Kind = "apps", as_json: AsJson = Fals
 
 @group_app.command("set")
 def set_group(
-    group_id: int,
+    group_id: GroupId,
     members: Annotated[list[str], typer.Argument(help="The new members.")],
-    account_id: Account,
+    account: Account = None,
     kind: Kind = "apps",
     as_json: AsJson = False,
 ) -> None:
     """Replace a group's members."""
     given = _members(kind, members)
-    group = _run(lambda db, box: GroupService(db).update(account_id, kind, group_id, members=given))
+    group = _run(
+        account,
+        lambda db, account_id: GroupService(db).update(account_id, kind, group_id, members=given),
+    )
     typer.echo(orjson.dumps(_group_record(group)).decode())
 
 
 @group_app.command("delete")
-def delete_group(group_id: int, account_id: Account, kind: Kind = "apps") -> None:
+def delete_group(
+    group_id: GroupId, account: Account = None, kind: Kind = "apps", as_json: AsJson = False
+) -> None:
     """Delete a group."""
-    _run(lambda db, box: GroupService(db).delete(account_id, kind, group_id))
+    _run(account, lambda db, account_id: GroupService(db).delete(account_id, kind, group_id))
+    if as_json:
+        typer.echo(orjson.dumps({"id": group_id, "deleted": True}).decode())
+        return
     typer.echo(f"Group {group_id} deleted.")
