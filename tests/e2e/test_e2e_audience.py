@@ -28,7 +28,9 @@ async def test_apps_are_created_listed_renamed_and_deleted(
     tenant = new_account(server.data_dir)
     app_id = await make_app(http, tenant)
     listed = (await http.get("/api/v1/apps", headers=tenant.bearer)).json()
-    assert listed == {"apps": [{"id": app_id, "title": "shop"}]}
+    number = listed["apps"][0]["number"]
+    assert isinstance(number, int)
+    assert listed == {"apps": [{"id": app_id, "number": number, "title": "shop"}]}
     shown = (await http.get(f"/api/v1/apps/{app_id}", headers=tenant.bearer)).json()
     assert shown["secret"] == tenant.app_secret
     renamed = await http.patch(
@@ -36,6 +38,7 @@ async def test_apps_are_created_listed_renamed_and_deleted(
     )
     assert renamed.json() == {
         "id": app_id,
+        "number": number,
         "title": "store",
         "frequency_cap": None,
         "default_icon_url": None,

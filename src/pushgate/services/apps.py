@@ -32,7 +32,11 @@ _DELETE_APP = (
     "(SELECT id FROM subscribers WHERE app_id = :app)",
     "DELETE FROM subscriber_identifiers WHERE app_id = :app",
     "DELETE FROM subscribers WHERE app_id = :app",
+    "UPDATE pushes SET campaign_id = NULL WHERE campaign_id IN "
+    "(SELECT id FROM campaigns WHERE app_id = :app)",
     "DELETE FROM campaigns WHERE app_id = :app",
+    "DELETE FROM group_members WHERE member = CAST(:app AS VARCHAR(200)) AND group_id IN "
+    "(SELECT id FROM groups WHERE kind = 'apps')",
     "DELETE FROM events WHERE app_id = :app",
     "DELETE FROM app_credentials WHERE app_id = :app",
     "DELETE FROM api_keys WHERE app_id = :app",
@@ -209,7 +213,7 @@ class AppService:
     async def delete(self, account_id: int, app_key: str) -> None:
         """Delete the app with everything of it: devices and subscribers (with their
         profiles), notifications and their deliveries, events, campaigns, credentials and API
-        keys."""
+        keys; it leaves the app groups it was in. Sendings that named it no longer reach it."""
         async with self._db.write.begin() as conn:
             app_id = await owned_app_id(conn, account_id, app_key)
             for statement in _DELETE_APP:

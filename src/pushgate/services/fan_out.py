@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 FANOUT_BATCH = 64
 DAY_MS = 86_400_000
+EVERY_DEVICE_OF_APP = Audience()
+EVERY_DEVICE_AND_PERSONAL = Audience(personal=True)
 
 
 class FanOut:
@@ -96,13 +98,31 @@ class FanOut:
                 ],
             )
             engaged_since = now_ms() - self._unengaged_ms
-            # Sends to one user each (Insider's batch): many notifications in one statement.
             audiences = {
                 c.notification_id: Audience.from_json(row[11])
                 for c, row in zip(contents, rows, strict=True)
                 if row[11] is not None and row[10] is not None
             }
-            users = {n: a.single_user() for n, a in audiences.items()}
+            # Audiences with no rule but the app's (a sending to every device of an app):
+            # many notifications in one statement too.
+            everyone = {
+                n
+                for n, a in audiences.items()
+                if a in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL)
+            }
+            for personal in (False, True):
+                created += await self._writes.fan_out(
+                    conn,
+                    [
+                        (c.notification_id, c.account_id, row[10], c.created_ms)
+                        for c, row in zip(contents, rows, strict=True)
+                        if c.notification_id in everyone
+                        and audiences[c.notification_id].personal == personal
+                    ],
+                    personal=personal,
+                )
+            # Sends to one user each (Insider's batch): many notifications in one statement.
+            users = {n: a.single_user() for n, a in audiences.items() if n not in everyone}
             created += await self._writes.fan_out_users(
                 conn,
                 [
@@ -112,7 +132,7 @@ class FanOut:
                 ],
             )
             for content, row in zip(contents, rows, strict=True):
-                if content.notification_id in audiences and users[content.notification_id] is None:
+                if content.notification_id in users and users[content.notification_id] is None:
                     created += await self._writes.fan_out_audience(
                         conn,
                         content.notification_id,

@@ -142,17 +142,24 @@ class DeliveryWrites:
             )
 
     async def fan_out(
-        self, conn: AsyncConnection, audiences: Sequence[AudienceRow]
+        self, conn: AsyncConnection, audiences: Sequence[AudienceRow], *, personal: bool = True
     ) -> list[tuple[int, int, str]]:
         """Deliveries of notifications without an audience of their own: one queued delivery
-        per notification x enabled device of its app, and x personal (app-less) channel
-        device of its account. Deliveries that exist already are skipped (a fan-out that runs
-        twice adds nothing). Returns the new deliveries as (notification_id, device_id,
-        transport)."""
+        per notification x enabled device of its app, and (``personal``) x personal
+        (app-less) channel device of its account. Deliveries that exist already are skipped
+        (a fan-out that runs twice adds nothing). Returns the new deliveries as
+        (notification_id, device_id, transport)."""
         if not audiences:
             return []
         values = _values(len(audiences), _AUDIENCE_CASTS, self._postgres)
         enabled = self._enabled.replace("devices.", "d.")
+        personal_devices = (
+            "UNION ALL "
+            "SELECT v.column1, d.id, d.platform, v.column4 FROM v JOIN devices d "
+            f"ON d.account_id = v.column2 AND d.app_id IS NULL WHERE {enabled} "
+            if personal
+            else ""
+        )
         result: list[Any] = list(
             await conn.exec_driver_sql(
                 f"WITH v AS (SELECT * FROM {values}) "
@@ -161,10 +168,7 @@ class DeliveryWrites:
                 "SELECT x.n, x.id, 'queued', x.platform, 0, x.t, x.t FROM ("
                 "SELECT v.column1 AS n, d.id AS id, d.platform AS platform, v.column4 AS t "
                 f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {enabled} "
-                "UNION ALL "
-                "SELECT v.column1, d.id, d.platform, v.column4 FROM v JOIN devices d "
-                f"ON d.account_id = v.column2 AND d.app_id IS NULL WHERE {enabled}"
-                ") x WHERE 1 = 1 ORDER BY x.n, x.id "
+                f"{personal_devices}) x WHERE 1 = 1 ORDER BY x.n, x.id "
                 "ON CONFLICT (notification_id, device_id) DO NOTHING "
                 "RETURNING notification_id, device_id, transport",
                 _flat(audiences),
