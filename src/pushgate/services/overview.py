@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from pushgate.services.stats import STATUSES, reason_name
 from pushgate.storage.database import Database, now_ms
@@ -109,11 +109,12 @@ class OverviewService:
         async with self._db.read.connect() as conn:
             accepted = (
                 await conn.execute(
-                    select(_n.created_ms >= today_ms, func.count())
-                    .where(_n.account_id == account_id, _n.created_ms >= week_ms)
-                    .group_by(_n.created_ms >= today_ms)
+                    select(
+                        func.count(),
+                        func.coalesce(func.sum(case((_n.created_ms >= today_ms, 1), else_=0)), 0),
+                    ).where(_n.account_id == account_id, _n.created_ms >= week_ms)
                 )
-            ).all()
+            ).one()
             by_status = (
                 await conn.execute(
                     select(_d.status, func.count())
@@ -135,8 +136,7 @@ class OverviewService:
                     .group_by(devices.c.platform, devices.c.enabled)
                 )
             ).all()
-        today = sum(int(count) for is_today, count in accepted if is_today)
-        week = sum(int(count) for _is_today, count in accepted)
+        week, today = int(accepted[0]), int(accepted[1])
         statuses = dict.fromkeys(STATUSES, 0)
         for status, count in by_status:
             statuses[status] = int(count)
