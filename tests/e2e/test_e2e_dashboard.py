@@ -640,3 +640,83 @@ def test_overview_and_live_stream_show_only_the_own_account(
         after = client.get("/dashboard/").text
     today = re.compile(r'id="accepted-today">(\d+)<')
     assert int(today.search(after).group(1)) == int(today.search(before).group(1)) + 1  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- docs, proxies
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_docs_set_password_block_runs_as_written(
+    server: ServerProcess, tenants: tuple[Tenant, Tenant], tmp_path: Path
+) -> None:
+    """docs/dashboard.md's command, run as written; its e-mail and password then sign in."""
+    tenant, _other = tenants
+    (block,) = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "dashboard.md").read_text(), re.S)
+    env = cli_env(server.data_dir)
+    env.update(
+        ACCOUNT_ID=str(tenant.account_id),
+        DASHBOARD_PASSWORD=PASSWORD,
+        PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+    )
+    result = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + block],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with api(server) as client:
+        form = client.get("/dashboard/sign-in")
+        resp = client.post(
+            "/dashboard/sign-in",
+            data={"csrf": csrf_of(form.text), "email": "owner@example.com", "password": PASSWORD},
+        )
+        assert resp.status_code == 303, resp.text
+        assert "pushgate_session" in resp.headers["set-cookie"]
+
+
+def test_secure_cookie_behind_https_proxy_and_sign_in_throttle(make_server: Any) -> None:
+    srv = make_server(
+        env={
+            "PUSHGATE_TRUSTED_PROXIES": "127.0.0.1",
+            "PUSHGATE_AUTH_FAILURES_PER_MINUTE": "3",
+        }
+    )
+    account = create_account(srv.data_dir, unique("proxy"))
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
+    with api(srv) as client:
+        form = client.get("/dashboard/sign-in", headers=https)
+        assert "; secure" in form.headers["set-cookie"].lower()
+        client.cookies.set("pushgate_signin", form.cookies["pushgate_signin"])
+        resp = client.post(
+            "/dashboard/sign-in",
+            headers=https,
+            data={"csrf": csrf_of(form.text), "user_token": account["user_token"]},
+        )
+        assert resp.status_code == 303, resp.text
+        cookie = resp.headers["set-cookie"].lower()
+        assert "pushgate_session=" in cookie and "; secure" in cookie and "httponly" in cookie
+        assert "samesite=strict" in cookie
+
+    # Wrong tokens from one address: refused, then throttled (even the right one).
+    elsewhere = {"X-Forwarded-For": "198.51.100.8"}
+    with api(srv) as client:
+        csrf = csrf_of(client.get("/dashboard/sign-in", headers=elsewhere).text)
+        codes = [
+            client.post(
+                "/dashboard/sign-in", headers=elsewhere, data={"csrf": csrf, "user_token": "0" * 32}
+            ).status_code
+            for _ in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        resp = client.post(
+            "/dashboard/sign-in",
+            headers=elsewhere,
+            data={"csrf": csrf, "user_token": account["user_token"]},
+        )
+        assert resp.status_code == 429 and "Too many" in resp.text
