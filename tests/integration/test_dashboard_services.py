@@ -155,10 +155,10 @@ async def test_overview_feed_and_device_changes(db: Database) -> None:
     lines = await service.device_deliveries(acme.id, device.id)
     assert [line.reason for line in lines] == ["BadDeviceToken: gone"] * 2
     assert await service.device_deliveries(acme.id, their_device.id) == []
-    first, _moment = await service.feed_start(acme.id, now)
-    feed = await service.feed(acme.id, first, now - 1)
+    feed = await service.feed(acme.id, now - 1)
     assert [(line.device_id, line.status) for line in feed] == [(device.id, "failed")]
-    assert await service.feed(acme.id, first, now) == []
+    assert await service.feed(acme.id, now) == []
+    assert [line.device_id for line in await service.feed(other.id, now - 1)] == [their_device.id]
 
     # Disabled and enabled by hand, for its own account only.
     with pytest.raises(NotFound):

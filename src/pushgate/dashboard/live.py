@@ -2,9 +2,9 @@
 Events (``/dashboard/live/stream``) and drawn by ``static/live.js``.
 
 The stream polls the account's deliveries changed since its last look (``OverviewService
-.feed``) once a second. Each event's id is where the stream stands, so a browser that
-reconnects (``Last-Event-ID``) goes on from there. A stream ends after ``STREAM_SECONDS``
-(the browser reconnects) or when the server stops.
+.feed``: those of its latest notifications) once a second. Each event's id is the time of its
+change, so a browser that reconnects (``Last-Event-ID``) goes on from there. A stream ends
+after ``STREAM_SECONDS`` (the browser reconnects) or when the server stops.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from pushgate.dashboard.web import PREFIX, Dashboard, Page
 from pushgate.services.overview import DeliveryLine
+from pushgate.storage.database import now_ms
 from pushgate.web.timestamps import iso_ms
 
 POLL_SECONDS = 1.0
@@ -26,17 +27,14 @@ KEEPALIVE_SECONDS = 15.0
 STREAM_SECONDS = 300.0
 
 
-def _position(header: str | None) -> tuple[int, int] | None:
-    """``first:after`` of a ``Last-Event-ID``; None when it is not one."""
-    if not header or len(header) > 40:
+def _position(header: str | None) -> int | None:
+    """The time (ms) of a ``Last-Event-ID``; None when it is not one."""
+    if not header or not header.isdigit() or len(header) > 18:
         return None
-    first, _, after = header.partition(":")
-    if not (first.isdigit() and after.isdigit() and len(first) < 19 and len(after) < 19):
-        return None
-    return int(first), int(after)
+    return int(header)
 
 
-def _event(line: DeliveryLine, first: int) -> bytes:
+def _event(line: DeliveryLine) -> bytes:
     data = orjson.dumps(
         {
             "notification_id": line.notification_id,
@@ -51,7 +49,7 @@ def _event(line: DeliveryLine, first: int) -> bytes:
             "updated_at": iso_ms(line.updated_ms),
         }
     )
-    return b"id: %d:%d\nevent: delivery\ndata: %s\n\n" % (first, line.updated_ms, data)
+    return b"id: %d\nevent: delivery\ndata: %s\n\n" % (line.updated_ms, data)
 
 
 def routes(dash: Dashboard) -> list[Route]:
@@ -62,17 +60,17 @@ def routes(dash: Dashboard) -> list[Route]:
         account_id = page.account_id
         request = page.request
         position = _position(request.headers.get("last-event-id"))
-        first, after = position or await dash.overview.feed_start(account_id)
+        after = now_ms() if position is None else position
 
         async def events() -> AsyncIterator[bytes]:
             nonlocal after
             yield b"retry: 2000\n: connected\n\n"
             started = last_sent = time.monotonic()
             while not dash.rt.stopping and time.monotonic() - started < STREAM_SECONDS:
-                lines = await dash.overview.feed(account_id, first, after)
+                lines = await dash.overview.feed(account_id, after)
                 for line in lines:
                     after = max(after, line.updated_ms)
-                    yield _event(line, first)
+                    yield _event(line)
                 if lines:
                     last_sent = time.monotonic()
                 elif time.monotonic() - last_sent > KEEPALIVE_SECONDS:
