@@ -58,6 +58,7 @@ class Tenant:
     device_id: int = 0
     key_id: int = 0
     external_id: str = ""
+    notification_id: int = 0
 
     @property
     def bearer(self) -> dict[str, str]:
@@ -100,7 +101,7 @@ def make_tenant(server: ServerProcess) -> Tenant:
         assert resp.status_code == 201, resp.text
         tenant.device_id = resp.json()["id"]
         tenant.subscriber_id = resp.json()["subscriber_id"]
-        send(client, tenant, "first")
+        tenant.notification_id = send(client, tenant, "first")
         resp = client.post(
             "/v1/events/add",
             headers={
@@ -406,6 +407,31 @@ def test_click_through_every_page(
     page.click(f"#toggle-device-{tenant.device_id}")
     assert page.inner_text(f"#device-{tenant.device_id}-state") == "enabled"
 
+    # Send: refused with the field to fix, then sent; its statistics and deliveries.
+    page.click("nav >> text=Send")
+    page.select_option("#send select[name=app_id]", tenant.app_key)
+    page.fill("#send input[name=title]", "From the dashboard")
+    page.click("#send button[type=submit]")
+    assert "required" in page.inner_text("#send #error-message").lower()
+    assert page.input_value("#send input[name=title]") == "From the dashboard"
+    page.fill("#send textarea[name=message]", "sent by hand")
+    page.click("#send button[type=submit]")
+    page.wait_for_url(re.compile(r".*/dashboard/notifications/\d+$"))
+    sent_id = int(page.inner_text("#notification-id"))
+    deadline = time.monotonic() + 10
+    while page.inner_text("#targeted") != "1" and time.monotonic() < deadline:
+        page.wait_for_timeout(200)  # the fan-out runs after the answer
+        page.reload()
+    assert page.inner_text("#targeted") == "1"
+    assert str(tenant.device_id) in page.inner_text("#deliveries")
+    with api(server) as client:
+        listed = client.get("/api/v1/notifications", headers=tenant.bearer).json()
+    assert listed["notifications"][0]["id"] == sent_id
+    assert listed["notifications"][0]["message"] == "sent by hand"
+    page.click("nav >> text=Send")
+    page.click(f"#notifications >> text={sent_id}")
+    page.wait_for_url(f"**/dashboard/notifications/{sent_id}")
+
     # Live: a notification sent now shows as it is delivered (queued for the device).
     page.click("nav >> text=Live")
     page.wait_for_selector("#live-state >> text=connected")
@@ -481,6 +507,8 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(
         f"/dashboard/apps/{tenant.app_key}/events",
         f"/dashboard/subscribers?app={tenant.app_key}",
         f"/dashboard/subscribers/{tenant.subscriber_id}",
+        "/dashboard/send",
+        f"/dashboard/notifications/{tenant.notification_id}",
         "/dashboard/live",
     ]
     with closing(client):
@@ -532,6 +560,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         "subscriber_id": str(theirs.subscriber_id),
         "device_id": str(theirs.device_id),
         "key_id": str(theirs.key_id),
+        "notification_id": str(theirs.notification_id),
         "platform": "huawei",
     }
     # What each POST sends besides the CSRF token (enough to act, were the ids mine).
@@ -551,6 +580,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         "/dashboard/keys/{key_id:int}/update": {"ip_allowlist": "10.0.0.0/8", "per_minute": "1"},
         "/dashboard/subscribers/{subscriber_id:int}/delete": {"confirm": "yes"},
         "/dashboard/keys": {"kind": "push-api-v2", "app": theirs.app_key},
+        "/dashboard/send": {"app_id": theirs.app_key, "message": "hijacked"},
     }
     # Pages without ids in the path: what they take from the query or the form instead.
     queries = {"/dashboard/subscribers": f"?app={theirs.app_key}&q={theirs.external_id}"}
@@ -567,6 +597,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("GET", "/dashboard/keys"),
         ("GET", "/dashboard/live"),
         ("GET", "/dashboard/live/stream"),
+        ("GET", "/dashboard/send"),
     }
     with_ids = {
         ("GET", "/dashboard/apps/{app_key}"),
@@ -586,6 +617,8 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("POST", "/dashboard/subscribers/{subscriber_id:int}/delete"),
         ("POST", "/dashboard/devices/{device_id:int}/disable"),
         ("POST", "/dashboard/devices/{device_id:int}/enable"),
+        ("POST", "/dashboard/send"),
+        ("GET", "/dashboard/notifications/{notification_id:int}"),
     }
     # A new dashboard URL must be added to one of the two sets (and so be tried here).
     assert dashboard_paths() == whole_account | with_ids
