@@ -432,6 +432,23 @@ def test_click_through_every_page(
     page.click(f"#notifications >> text={sent_id}")
     page.wait_for_url(f"**/dashboard/notifications/{sent_id}")
 
+    # Campaigns of the app: counted from their deliveries.
+    with api(server) as client:
+        resp = client.post(
+            "/api/v1/notifications",
+            headers=tenant.bearer,
+            json={
+                "app_id": tenant.app_key,
+                "message": "sale",
+                "campaign": {"id": "winter-sale", "name": "Winter sale"},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+    page.goto(f"/dashboard/apps/{tenant.app_key}")
+    page.click("text=Campaigns")
+    row = page.locator("#campaigns tr", has_text="winter-sale")
+    assert "Winter sale" in row.inner_text()
+
     # Live: a notification sent now shows as it is delivered (queued for the device).
     page.click("nav >> text=Live")
     page.wait_for_selector("#live-state >> text=connected")
@@ -505,6 +522,7 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(
         f"/dashboard/apps/{tenant.app_key}",
         "/dashboard/keys",
         f"/dashboard/apps/{tenant.app_key}/events",
+        f"/dashboard/apps/{tenant.app_key}/campaigns",
         f"/dashboard/subscribers?app={tenant.app_key}",
         f"/dashboard/subscribers/{tenant.subscriber_id}",
         "/dashboard/send",
@@ -606,6 +624,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("POST", "/dashboard/apps/{app_key}/credentials/web/generate"),
         ("POST", "/dashboard/apps/{app_key}/credentials/{platform}"),
         ("GET", "/dashboard/apps/{app_key}/events"),
+        ("GET", "/dashboard/apps/{app_key}/campaigns"),
         ("POST", "/dashboard/apps/{app_key}/events"),
         ("POST", "/dashboard/apps/{app_key}/events/preview"),
         ("POST", "/dashboard/apps/{app_key}/events/delete"),

@@ -1,5 +1,6 @@
 """Apps: list and create, rename, the secret revealed on demand, provider credentials
-(uploaded through ``CredentialService``: its checks, its messages) and the VAPID public key.
+(uploaded through ``CredentialService``: its checks, its messages), the VAPID public key, and
+the app's campaigns with their statistics (``StatsService``).
 
 A credential the service refuses is shown again with the message next to the field it names
 (or above the form when it names none)."""
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from pushgate.dashboard.web import PREFIX, Dashboard, Page, redirect
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.services.apps import AppChanges
+from pushgate.services.stats import STATUSES
 
 # The fields of each upload form, in the order their names are looked for in a message.
 FIELDS = {
@@ -129,6 +131,17 @@ def routes(dash: Dashboard) -> list[Route]:
             return await app_page(page, app_key, 400, errors=errors, form=form)
         return await app_page(page, app_key, saved=f"{platform} credentials saved.")
 
+    async def campaigns(page: Page) -> Response:
+        app_key = page.request.path_params["app_key"]
+        found = await rt.apps.get(page.account_id, app_key)
+        return dash.show(
+            page,
+            "campaigns.html",
+            app=found.app,
+            campaigns=await rt.stats.campaigns(page.account_id, app_key),
+            statuses=STATUSES,
+        )
+
     async def generate_vapid(page: Page) -> Response:
         app_key = page.request.path_params["app_key"]
         await rt.credentials.generate_vapid(page.account_id, app_key, None)
@@ -141,6 +154,7 @@ def routes(dash: Dashboard) -> list[Route]:
         Route(base + "/{app_key}", dash.page(show_app), methods=["GET"]),
         Route(base + "/{app_key}/rename", dash.page(rename), methods=["POST"]),
         Route(base + "/{app_key}/secret", dash.page(secret), methods=["POST"]),
+        Route(base + "/{app_key}/campaigns", dash.page(campaigns), methods=["GET"]),
         Route(
             base + "/{app_key}/credentials/web/generate",
             dash.page(generate_vapid),
