@@ -168,7 +168,19 @@ async def test_overview_feed_and_device_changes(db: Database) -> None:
     assert (await service.overview(acme.id, now)).disabled_devices == 1
     on = await devices.set_enabled(acme.id, device.id, True)
     assert (on.enabled, on.disabled_reason) == (True, None)
-    assert [d.id for d in await devices.of_subscriber(acme.id, device.subscriber_id)] == [device.id]
+    # Enabling by hand keeps to the most enabled devices a subscriber may have.
+    capped = DeviceService(db, BOX, EgressPolicy.from_setting(()), max_per_subscriber=1)
+    await capped.set_enabled(acme.id, device.id, False)
+    second = await capped.register(
+        acme.id, DeviceRegistration("channel", mine.app.app_key, external_id="u1", name="new")
+    )
+    assert second.device.subscriber_id == device.subscriber_id
+    with pytest.raises(Conflict):
+        await capped.set_enabled(acme.id, device.id, True)
+    await capped.set_enabled(acme.id, second.device.id, False)
+    assert (await capped.set_enabled(acme.id, device.id, True)).enabled
+    mine_now = await devices.of_subscriber(acme.id, device.subscriber_id)
+    assert [(d.id, d.enabled) for d in mine_now] == [(device.id, True), (second.device.id, False)]
     assert await devices.of_subscriber(other.id, device.subscriber_id) == []
 
 
@@ -190,8 +202,17 @@ async def test_events_delete_and_subscriber_lookup(db: Database) -> None:
         Identifiers(email="ann@example.com", external_id="A-1", custom=(("member_no", "M7"),)),
         Profile(),
     )
-    for value in ("ann@example.com", "A-1", "M7", str(view.id)):
+    for value in (
+        "ann@example.com",
+        " A-1",
+        "member_no=M7",
+        "email = ann@example.com",
+        str(view.id),
+    ):
         assert [found.id for found in await subscribers.lookup(acme.id, app.app_key, value)] == [
             view.id
         ], value
-    assert await subscribers.lookup(acme.id, app.app_key, "nobody") == []
+    for value in ("nobody", "M7", "member_no=M8", "=", "phone_number=not a number"):
+        assert await subscribers.lookup(acme.id, app.app_key, value) == [], value
+    with pytest.raises(NotFound):
+        await subscribers.lookup(acme.id + 1, app.app_key, "A-1")

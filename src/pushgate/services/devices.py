@@ -441,17 +441,23 @@ class DeviceService:
         self, account_id: int, device_id: int, enabled: bool, reason: str = "disabled by its owner"
     ) -> Device:
         """Enable or disable one of the account's devices (by hand, e.g. from the dashboard);
-        enabling clears the reason. NotFound for another account's device."""
+        enabling clears the reason, and is a Conflict when its subscriber already has as many
+        enabled devices as allowed. NotFound for another account's device."""
         values: dict[str, object] = {"enabled": enabled}
         values["disabled_reason"] = None if enabled else reason[:DISABLED_REASON_MAX]
         async with self._db.write.begin() as conn:
-            changed = await conn.execute(
-                update(devices)
-                .where(devices.c.id == device_id, devices.c.account_id == account_id)
-                .values(**values)
-            )
-        if not changed.rowcount:
-            raise NotFound(f"No device {device_id} in this account")
+            subscriber_id = (
+                await conn.execute(
+                    select(devices.c.subscriber_id).where(
+                        devices.c.id == device_id, devices.c.account_id == account_id
+                    )
+                )
+            ).scalar()
+            if subscriber_id is None:
+                raise NotFound(f"No device {device_id} in this account")
+            if enabled:
+                await self._check_room(conn, subscriber_id, device_id)
+            await conn.execute(update(devices).where(devices.c.id == device_id).values(**values))
         return await self.get(account_id, device_id)
 
     async def get(self, account_id: int, device_id: int) -> Device:

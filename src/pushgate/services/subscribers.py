@@ -347,11 +347,14 @@ class SubscriberService:
             return [await subscriber_view(conn, int(sid)) for sid in ids]
 
     async def lookup(self, account_id: int, app_key: str, value: str) -> list[SubscriberView]:
-        """The app's subscribers that ``value`` names as any identifier: a subscriber id, an
-        external id, user id, uuid, e-mail or phone number, or a custom identifier's value."""
+        """The app's subscribers that ``value`` names: as its id, external id, user id, uuid,
+        e-mail or phone number, or, given as ``key=value``, as that identifier (a custom one
+        too, e.g. ``member_no=A-17``)."""
         value = value.strip()
-        if not value or len(value) > 320:
+        if not value or len(value) > 400:
             return []
+        key, equals, named = value.partition("=")
+        wanted = [{key.strip(): named.strip()}] if equals else [{n: value} for n in STANDARD]
         async with self._db.read.connect() as conn:
             scope = await self._scope(conn, account_id, app_key)
             ids: list[int] = []
@@ -365,25 +368,14 @@ class SubscriberService:
                         )
                     ).scalars()
                 )
-            for name in STANDARD:
+            for raw in wanted:
                 try:
-                    identifiers = parse_identifiers({name: value}, field="", lenient=True)
+                    identifiers = parse_identifiers(raw, field="", lenient=True)
                 except InvalidInput:
                     continue
-                if identifiers:
-                    found = await find(conn, scope, identifiers)
-                    if found is not None:
-                        ids.append(found)
-            ids.extend(
-                (
-                    await conn.execute(
-                        select(subscriber_identifiers.c.subscriber_id).where(
-                            subscriber_identifiers.c.app_id == scope.app_id,
-                            subscriber_identifiers.c.value == value,
-                        )
-                    )
-                ).scalars()
-            )
+                found = await find(conn, scope, identifiers) if identifiers else None
+                if found is not None:
+                    ids.append(found)
             return [await subscriber_view(conn, int(sid)) for sid in dict.fromkeys(ids)]
 
     async def delete(self, account_id: int, subscriber_id: int) -> int:
