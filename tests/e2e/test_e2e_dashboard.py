@@ -4,6 +4,7 @@ isolation of every dashboard URL."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,7 +18,9 @@ from typing import Any
 
 import httpx2
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from e2e_support import unique
+from provider_support import pem, service_account
 
 from pushgate.testing.server import ServerProcess, cli_env, create_account
 
@@ -348,6 +351,37 @@ def test_click_through_every_page(
     assert "huawei credentials saved" in page.inner_text("#saved")
     assert "101234567" in page.inner_text("#credential-huawei")
     assert "s3cret" not in page.content()
+    p8 = pem(ec.generate_private_key(ec.SECP256R1()))
+    page.set_input_files(
+        "#upload-ios input[name=private_key]",
+        files=[{"name": "AuthKey.p8", "mimeType": "text/plain", "buffer": p8.encode()}],
+    )
+    page.fill("#upload-ios input[name=key_id]", "ABC123DEFG")
+    page.fill("#upload-ios input[name=team_id]", "DEF123GHIJ")
+    page.fill("#upload-ios input[name=topic]", "com.example.app")
+    page.select_option("#upload-ios select[name=environment]", "sandbox")
+    page.click("#upload-ios button[type=submit]")
+    assert "ios credentials saved" in page.inner_text("#saved")
+    assert "sandbox" in page.inner_text("#credential-ios")
+    page.set_input_files(
+        "#upload-android input[name=service_account]",
+        files=[{"name": "sa.json", "mimeType": "application/json", "buffer": b"{not json"}],
+    )
+    page.click("#upload-android button[type=submit]")
+    assert "not JSON" in page.inner_text("#upload-android #error-service_account")
+    account_file = json.dumps(
+        service_account(pem(rsa.generate_private_key(65537, 2048)))["service_account"]
+    )
+    page.set_input_files(
+        "#upload-android input[name=service_account]",
+        files=[
+            {"name": "sa.json", "mimeType": "application/json", "buffer": account_file.encode()}
+        ],
+    )
+    page.click("#upload-android button[type=submit]")
+    assert "android credentials saved" in page.inner_text("#saved")
+    assert "my-project" in page.inner_text("#credential-android")
+    assert "PRIVATE KEY" not in page.content()
     page.click("#generate-vapid")
     page.wait_for_selector("#vapid-key")
     assert page.inner_text("#vapid-key") != vapid
