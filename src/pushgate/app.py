@@ -35,6 +35,7 @@ from pushgate.api.native.subscribers import subscribers_router
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
+from pushgate.dashboard import dashboard_routes
 from pushgate.data_identity import data_id
 from pushgate.observability.exposition import metrics_listener, metrics_route
 from pushgate.observability.health import readiness_checks, ready_route
@@ -204,6 +205,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(groups_router(rt.groups, current_account))
     app.include_router(sendings_router(rt.sendings, current_account))
     app.include_router(channel_router(rt))
+    app.router.routes.extend(dashboard_routes(rt))
     app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))
     app.add_middleware(

@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         "credentials supply: Web Push endpoints and service accounts' token_uri. Comma-"
         "separated in the environment. Empty: public addresses only.",
     )
+    dashboard_session_seconds: int = Field(
+        8 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="How long a dashboard sign-in lasts before the user signs in again.",
+    )
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Addresses or CIDR ranges of reverse proxies in front of Pushgate: for a "

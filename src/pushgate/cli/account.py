@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -11,11 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pushgate.cli.database import with_database
+from pushgate.cli.database import ACCOUNT_HELP, select_account, with_database
 from pushgate.cli.server_check import mismatch_note, server_url
 from pushgate.config import load_settings
+from pushgate.crypto import SecretBox
 from pushgate.domain.errors import PushgateError
-from pushgate.services.accounts import AccountService
+from pushgate.services.accounts import Account, AccountService
+from pushgate.services.dashboard_auth import DashboardAuth
+from pushgate.storage.database import Database
 from pushgate.web.timestamps import iso_ms
 
 account_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
@@ -91,3 +95,37 @@ def list_accounts(
             str(account.id), escape(account.name), iso_ms(account.created_ms), token_text(token)
         )
     Console().print(table)
+
+
+@account_app.command("set-password")
+def set_password(
+    email: Annotated[
+        str, typer.Option("--email", help="The e-mail address to sign in to the dashboard with.")
+    ],
+    account: Annotated[str | None, typer.Option("--account", help=ACCOUNT_HELP)] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from standard input."),
+    ] = False,
+) -> None:
+    """Let the account sign in to the dashboard (/dashboard) with an e-mail and password
+    (at least 12 characters; asked for, or read from stdin). Ends its open sessions."""
+    password = (
+        sys.stdin.readline().rstrip("\n")
+        if password_stdin
+        else typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    )
+
+    async def work(db: Database, box: SecretBox) -> Account:
+        found = select_account(
+            [row for row, _token in await AccountService(db, box).list()], account
+        )
+        await DashboardAuth(db, box, 60).set_password(found.id, email, password)
+        return found
+
+    try:
+        found = with_database(work)
+    except PushgateError as exc:
+        typer.secho(exc.message, fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"Account {found.id} ({found.name}) signs in to the dashboard as {email}.")

@@ -14,6 +14,7 @@ of adding a second one.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.crypto import SecretBox, new_token
 from pushgate.domain import addresses
-from pushgate.domain.errors import Conflict, InvalidInput
+from pushgate.domain.errors import Conflict, InvalidInput, NotFound
 from pushgate.domain.subscribers import STANDARD, Identifiers, parse_identifiers
 from pushgate.egress import EgressPolicy, EgressRefused
 from pushgate.services.apps import owned_app_id
@@ -435,6 +436,59 @@ class DeviceService:
                 )
             ).scalar()
         return account_id is not None
+
+    async def set_enabled(
+        self, account_id: int, device_id: int, enabled: bool, reason: str = "disabled by its owner"
+    ) -> Device:
+        """Enable or disable one of the account's devices (by hand, e.g. from the dashboard);
+        enabling clears the reason, and is a Conflict when its subscriber already has as many
+        enabled devices as allowed. NotFound for another account's device."""
+        values: dict[str, object] = {"enabled": enabled}
+        values["disabled_reason"] = None if enabled else reason[:DISABLED_REASON_MAX]
+        async with self._db.write.begin() as conn:
+            subscriber_id = (
+                await conn.execute(
+                    select(devices.c.subscriber_id).where(
+                        devices.c.id == device_id, devices.c.account_id == account_id
+                    )
+                )
+            ).scalar()
+            if subscriber_id is None:
+                raise NotFound(f"No device {device_id} in this account")
+            if enabled:
+                await self._check_room(conn, subscriber_id, device_id)
+            await conn.execute(update(devices).where(devices.c.id == device_id).values(**values))
+        return await self.get(account_id, device_id)
+
+    async def get(self, account_id: int, device_id: int) -> Device:
+        """One of the account's devices; NotFound for another account's."""
+        async with self._db.read.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_device_columns)
+                    .select_from(_device_join)
+                    .where(devices.c.id == device_id, devices.c.account_id == account_id)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"No device {device_id} in this account")
+        return self._device(row)
+
+    async def of_subscriber(self, account_id: int, subscriber_id: int) -> builtins.list[Device]:
+        """The devices of one of the account's subscribers."""
+        async with self._db.read.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(*_device_columns)
+                    .select_from(_device_join)
+                    .where(
+                        devices.c.subscriber_id == subscriber_id,
+                        devices.c.account_id == account_id,
+                    )
+                    .order_by(devices.c.id)
+                )
+            ).all()
+        return [self._device(row) for row in rows]
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[Sequence[int]]:

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from pushgate.cache import TTLCache
-from pushgate.domain.errors import Conflict, InvalidInput
+from pushgate.domain.errors import Conflict, InvalidInput, NotFound
 from pushgate.domain.templates import Template, parse_template, validate_trackers
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import events
@@ -89,3 +89,13 @@ class EventService:
         event = _event_from_row(row.id, row.app_id, row.title, row.trackers, row.message)
         self._cache.put((app_id, title), event)
         return event
+
+    async def delete(self, app_id: int, title: str) -> None:
+        """Remove the app's event: posts naming it are refused from then on."""
+        async with self._db.write.begin() as conn:
+            result = await conn.execute(
+                delete(events).where(events.c.app_id == app_id, events.c.title == title)
+            )
+        self._cache.discard((app_id, title))
+        if not result.rowcount:
+            raise NotFound(f"No event {title!r} in this app")

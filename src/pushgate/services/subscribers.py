@@ -30,6 +30,7 @@ from pushgate.domain.subscribers import (
     Identifiers,
     Profile,
     attribute_value,
+    parse_identifiers,
 )
 from pushgate.services.apps import App, owned_app_id
 from pushgate.storage.database import Database, now_ms
@@ -344,6 +345,38 @@ class SubscriberService:
                     ).scalars()
                 )
             return [await subscriber_view(conn, int(sid)) for sid in ids]
+
+    async def lookup(self, account_id: int, app_key: str, value: str) -> list[SubscriberView]:
+        """The app's subscribers that ``value`` names: as its id, external id, user id, uuid,
+        e-mail or phone number, or, given as ``key=value``, as that identifier (a custom one
+        too, e.g. ``member_no=A-17``)."""
+        value = value.strip()
+        if not value or len(value) > 400:
+            return []
+        key, equals, named = value.partition("=")
+        wanted = [{key.strip(): named.strip()}] if equals else [{n: value} for n in STANDARD]
+        async with self._db.read.connect() as conn:
+            scope = await self._scope(conn, account_id, app_key)
+            ids: list[int] = []
+            if value.isdigit() and len(value) < 19:
+                ids.extend(
+                    (
+                        await conn.execute(
+                            select(subscribers.c.id).where(
+                                scope.where(), subscribers.c.id == int(value)
+                            )
+                        )
+                    ).scalars()
+                )
+            for raw in wanted:
+                try:
+                    identifiers = parse_identifiers(raw, field="", lenient=True)
+                except InvalidInput:
+                    continue
+                found = await find(conn, scope, identifiers) if identifiers else None
+                if found is not None:
+                    ids.append(found)
+            return [await subscriber_view(conn, int(sid)) for sid in dict.fromkeys(ids)]
 
     async def delete(self, account_id: int, subscriber_id: int) -> int:
         """Erase the subscriber with its devices, their deliveries, and everything its profile

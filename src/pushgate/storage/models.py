@@ -416,6 +416,30 @@ idempotency_keys = Table(
     Column("created_ms", BigInteger, nullable=False, index=True),
 )
 
+# Dashboard sign-in by e-mail and password, set by the operator's CLI (``pushgate account
+# set-password``): one login per account. ``password_hash`` is an scrypt hash with its
+# parameters and salt (services/dashboard_auth.py).
+dashboard_logins = Table(
+    "dashboard_logins",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Signed-in dashboard sessions, found by a keyed hash of the cookie's token (the token itself
+# is never stored). A session ends at ``expires_ms`` or when its user signs out.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False, index=True),
+)
+
 # Jobs for a queue engine outside the database (Redis), written in the transaction that makes
 # them and published after it commits, by the outbox relay.
 outbox = Table(

@@ -30,6 +30,7 @@ li {{ margin: .25rem 0; }}
 <p>A self-hosted push-notification gateway. This server is running.</p>
 <h2>API</h2>
 <ul>
+<li><a href="/dashboard/">Dashboard</a> (sign in with an account's user token)</li>
 <li><a href="/docs">API reference</a> (the native API, tried out in the browser)</li>
 <li><a href="/openapi.json">OpenAPI description</a> (<code>/openapi.json</code>)</li>
 <li><a href="/api/v1/health">Health</a> (<code>/api/v1/health</code>)</li>
