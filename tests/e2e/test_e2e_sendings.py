@@ -143,8 +143,7 @@ async def test_two_server_processes_on_postgresql_run_each_sending_once(
 async def test_local_time_reaches_each_offset_at_its_moment(make_server: ServerFactory) -> None:
     """Offsets a minute apart (fixed offsets may have any minutes): +00:01 has passed when
     the sending is made, so it runs at once; +00:00 (and the devices without a timezone, whose
-    fallback offset it is) at the next minute; -00:01 a minute later, which the test does not
-    wait for."""
+    fallback offset it is) at the next minute; -00:01 a minute later."""
     server = make_server()
     async with client_for(server) as http:
         tenant = await _tenant(http, server.data_dir, {})
@@ -188,6 +187,16 @@ async def test_local_time_reaches_each_offset_at_its_moment(make_server: ServerF
         # Running: it can no longer be cancelled.
         refused = await http.post(f"/api/v1/sendings/{sending_id}/cancel", headers=tenant.bearer)
         assert refused.status_code == 409, refused.text
+        behind = wall + timedelta(minutes=1)
+        await asyncio.sleep(max(0.0, (behind - datetime.now(UTC)).total_seconds()) - 1.0)
+        assert await got("behind") == []  # a second early
+        await asyncio.sleep(2.5)
+        assert await got("behind") == ["Good morning"]
+        view = (await http.get(f"/api/v1/sendings/{sending_id}", headers=tenant.bearer)).json()
+        assert view["state"] == "done"
+        assert view["counts"]["notifications"] == 3 and view["counts"]["targeted"] == 4
+        for name in ("ahead", "utc", "none"):
+            assert await got(name) == []  # each offset got it once
 
 
 async def test_the_native_api_and_the_cli_cancel_a_waiting_sending(

@@ -94,7 +94,7 @@ class SendIn(BaseModel):
 
 
 class SendOut(BaseModel):
-    id: int | None = Field(description="The notification's id (null for a local-time send).")
+    id: int | None = Field(None, description="The notification's id (not for a local-time send).")
     sending_id: int | None = Field(
         None, description="A local-time send: the sending that holds it until each offset's time."
     )
@@ -166,7 +166,9 @@ def send_router(
     router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=GuardedRoute)
     auth = Depends(current_account)
 
-    @router.post("/notifications", response_model=SendOut, status_code=201)
+    @router.post(
+        "/notifications", response_model=SendOut, status_code=201, response_model_exclude_none=True
+    )
     async def send_notification(
         body: SendIn,
         idempotency_key: Annotated[
