@@ -4,7 +4,6 @@ by every process within a second; on both databases."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
@@ -15,19 +14,10 @@ from pushgate.services.accounts import AccountService
 from pushgate.services.api_keys import CACHE_SECONDS, ApiKeyService
 from pushgate.services.apps import AppService
 from pushgate.services.quotas import Quotas
-from pushgate.storage.database import Database, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database
 from pushgate.storage.models import api_keys
 
 BOX = SecretBox("test-secret-" * 4)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
 
 
 async def test_keys_are_shown_once_and_stored_encrypted(db: Database) -> None:

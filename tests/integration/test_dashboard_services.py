@@ -4,8 +4,6 @@ identifier; each for one account only."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import select, update
 
@@ -20,20 +18,11 @@ from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.events import EventService
 from pushgate.services.overview import OverviewService, day_starts
 from pushgate.services.subscribers import SubscriberService
-from pushgate.storage.database import Database, now_ms, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import dashboard_logins, dashboard_sessions, deliveries, notifications
 
 BOX = SecretBox("test-secret-" * 4)
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
 
 
 def test_password_hashes_are_salted_and_checked() -> None:

@@ -3,8 +3,6 @@ XML element, one Principal, throttled failures; on both databases."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from starlette.requests import Request
 
@@ -15,20 +13,11 @@ from pushgate.services.accounts import AccountService
 from pushgate.services.api_keys import ApiKeyService
 from pushgate.services.apps import AppService
 from pushgate.services.quotas import Quotas
-from pushgate.storage.database import Database, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database
 from pushgate.throttle import AuthThrottle
 from pushgate.web.documents import parse_document
 
 BOX = SecretBox("test-secret-" * 4)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
 
 
 def request(headers: dict[str, str], address: str = "127.0.0.1") -> Request:

@@ -6,11 +6,9 @@ race make each part once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import insert, select, update
 
 from pushgate.crypto import SecretBox
@@ -22,8 +20,7 @@ from pushgate.services.apps import App, AppService
 from pushgate.services.scheduler import Scheduler
 from pushgate.services.sendings import NewSending, PushContent, SendingService
 from pushgate.services.stats import StatsService
-from pushgate.storage.database import Database, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database
 from pushgate.storage.models import devices, jobs, notifications, subscribers
 
 BOX = SecretBox("test-secret-" * 4)
@@ -31,14 +28,6 @@ HOUR = 3_600_000
 # 09:00 on a winter day: Berlin is at +01:00, New York at -05:00.
 WALL = wall_ms(datetime(2027, 1, 15, 9, 0))
 FALLBACK = 3 * 60
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
 
 
 class Clock:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import insert, select
 
@@ -12,8 +10,7 @@ from pushgate.domain.errors import NotFound
 from pushgate.services.accounts import AccountService
 from pushgate.services.apps import AppService
 from pushgate.services.stats import StatsService, reason_name
-from pushgate.storage.database import Database, now_ms, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import campaigns, deliveries, devices, notifications, subscribers
 
 BOX = SecretBox("test-secret-" * 4)
@@ -29,14 +26,6 @@ ROWS = {
     8: ("expired", None),
     9: ("capped", "capped: at most 1 notifications per subscriber per day"),
 }
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
 
 
 async def _campaign(db: Database) -> tuple[int, str, int]:

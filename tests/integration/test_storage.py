@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -16,18 +15,9 @@ from pushgate.services.accounts import AccountService
 from pushgate.services.apps import AppService
 from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.events import EventService
-from pushgate.storage.database import Database, open_database
+from pushgate.storage.database import Database
 from pushgate.storage.migrate import migrate
 from pushgate.storage.models import accounts, apps, metadata
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
-
 
 BOX = SecretBox("test-secret-" * 4)
 

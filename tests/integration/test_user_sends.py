@@ -4,7 +4,6 @@ one user's target, and report attributes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,19 +17,10 @@ from pushgate.services.apps import App, AppService
 from pushgate.services.subscriber_reports import SubscriberReports
 from pushgate.services.subscribers import Scope, SubscriberService, find_many
 from pushgate.services.user_sends import UserSendService, _capped, _optins_and_devices
-from pushgate.storage.database import Database, now_ms, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import deliveries, devices, notifications
 
 BOX = SecretBox("test-secret-" * 4)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    yield database
-    await database.dispose()
 
 
 class World:

@@ -119,19 +119,9 @@ class GroupService:
     async def get(self, account_id: int, kind: str, group_id: int) -> Group:
         checked = _kind(kind)
         async with self._db.read.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(groups.c.name).where(
-                        groups.c.id == group_id,
-                        groups.c.account_id == account_id,
-                        groups.c.kind == checked,
-                    )
-                )
-            ).first()
-            if row is None:
-                raise NotFound(f"No {kind} group {group_id} in this account")
+            name = await _owned(conn, account_id, checked, group_id)
             found = await _members_of(conn, [group_id])
-        return Group(group_id, checked, row.name, found.get(group_id, ()))
+        return Group(group_id, checked, name, found.get(group_id, ()))
 
     async def update(
         self,
@@ -146,17 +136,7 @@ class GroupService:
         checked = _kind(kind)
         try:
             async with self._db.write.begin() as conn:
-                owner = (
-                    await conn.execute(
-                        select(groups.c.id).where(
-                            groups.c.id == group_id,
-                            groups.c.account_id == account_id,
-                            groups.c.kind == checked,
-                        )
-                    )
-                ).scalar()
-                if owner is None:
-                    raise NotFound(f"No {kind} group {group_id} in this account")
+                await _owned(conn, account_id, checked, group_id)
                 if name is not None:
                     await conn.execute(
                         update(groups).where(groups.c.id == group_id).values(name=_name(name))
@@ -178,19 +158,23 @@ class GroupService:
     async def delete(self, account_id: int, kind: str, group_id: int) -> None:
         checked = _kind(kind)
         async with self._db.write.begin() as conn:
-            owner = (
-                await conn.execute(
-                    select(groups.c.id).where(
-                        groups.c.id == group_id,
-                        groups.c.account_id == account_id,
-                        groups.c.kind == checked,
-                    )
-                )
-            ).scalar()
-            if owner is None:
-                raise NotFound(f"No {kind} group {group_id} in this account")
+            await _owned(conn, account_id, checked, group_id)
             await conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
             await conn.execute(delete(groups).where(groups.c.id == group_id))
+
+
+async def _owned(conn: AsyncConnection, account_id: int, kind: GroupKind, group_id: int) -> str:
+    """The name of the account's group of this kind; ``NotFound`` for any other group."""
+    name = (
+        await conn.execute(
+            select(groups.c.name).where(
+                groups.c.id == group_id, groups.c.account_id == account_id, groups.c.kind == kind
+            )
+        )
+    ).scalar()
+    if name is None:
+        raise NotFound(f"No {kind} group {group_id} in this account")
+    return str(name)
 
 
 async def owned_apps(conn: AsyncConnection, account_id: int, numbers: Iterable[int]) -> set[int]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from pushgate.api.native.deps import AccountDependency
+from pushgate.api.native.stats import StatsOut, stats_out
 from pushgate.domain.errors import MAX_ID
 from pushgate.domain.schedules import format_offset, wall_of
 from pushgate.services.accounts import Account
@@ -25,11 +26,8 @@ SendingId = Annotated[int, Path(ge=1, le=MAX_ID)]
 State = Literal["waiting", "running", "done", "cancelled"]
 
 
-class CountsOut(BaseModel):
-    targeted: int
-    statuses: dict[str, int]
-    failed_by_reason: dict[str, int]
-    notifications: int
+class CountsOut(StatsOut):
+    notifications: int = Field(description="Notifications made: one per app, push and offset.")
 
 
 class SendingOut(BaseModel):
@@ -55,12 +53,7 @@ class SendingList(BaseModel):
 
 
 def _counts(counts: Counts) -> CountsOut:
-    return CountsOut(
-        targeted=counts.targeted,
-        statuses=counts.statuses,
-        failed_by_reason=counts.failed_by_reason,
-        notifications=counts.notifications,
-    )
+    return CountsOut(**stats_out(counts).model_dump(), notifications=counts.notifications)
 
 
 def sending_out(view: SendingView) -> SendingOut:
