@@ -22,6 +22,7 @@ from pushgate.api.docs import api_docs_routes
 from pushgate.api.errors import install_error_handlers
 from pushgate.api.native import face as native_face
 from pushgate.api.native.apps import apps_router
+from pushgate.api.native.bulk import bulk_router
 from pushgate.api.native.credentials import credentials_router
 from pushgate.api.native.deps import user_auth
 from pushgate.api.native.devices import devices_router
@@ -203,6 +204,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         )
     )
     app.include_router(groups_router(rt.groups, current_account))
+    app.include_router(bulk_router(rt.apps, rt.subscriber_import, current_account))
     app.include_router(sendings_router(rt.sendings, current_account))
     app.include_router(channel_router(rt))
     app.router.routes.extend(dashboard_routes(rt))

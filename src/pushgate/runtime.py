@@ -33,6 +33,7 @@ from pushgate.services.scheduler import Scheduler
 from pushgate.services.send import SendService
 from pushgate.services.sendings import SENDING_QUEUE, SendingService
 from pushgate.services.stats import StatsService
+from pushgate.services.subscriber_import import SubscriberImport
 from pushgate.services.subscriber_reports import SubscriberReports
 from pushgate.services.subscribers import SubscriberService
 from pushgate.services.user_sends import UserSendService
@@ -70,6 +71,7 @@ class Runtime:
     reports: SubscriberReports
     sendings: SendingService
     groups: GroupService
+    subscriber_import: SubscriberImport
     metrics: Metrics
     # Set when the process was told to stop: readiness then answers 503.
     stopping: bool = False
@@ -239,6 +241,7 @@ def build_runtime(
         stats=stats,
         sendings=SendingService(db, jobs, stats, settings.notification_ttl_seconds),
         groups=GroupService(db),
+        subscriber_import=SubscriberImport(db, box, egress, settings.max_devices_per_subscriber),
         metrics=metrics,
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(

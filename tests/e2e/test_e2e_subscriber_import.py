@@ -370,3 +370,41 @@ def test_an_import_stopped_by_the_database_is_completed_by_running_it_again(
     assert completed.returncode == 0, completed.stderr
     assert summary(completed)["subscribers"] == {"new": 4, "updated": 0, "unchanged": 2}
     assert summary(completed)["devices"] == {"new": 4, "updated": 0, "unchanged": 2}
+
+
+async def test_the_bulk_endpoint_registers_up_to_a_thousand_devices_once(
+    http: httpx2.AsyncClient, server: ServerProcess, tenant: Tenant
+) -> None:
+    app_id = tenant.app_id
+    entries: list[dict[str, Any]] = [
+        {
+            "identifiers": {"external_id": f"bulk-{n}"},
+            "language": "de",
+            "tags": ["bulk"],
+            "devices": [{"platform": "ios", "token": f"{n:064x}"}],
+        }
+        for n in range(1000)
+    ]
+    entries[7] = {"identifiers": {"email": "not-an-address"}}
+    path = f"/api/v1/apps/{app_id}/subscribers/import"
+    resp = await http.post(path, headers=tenant.bearer, json={"entries": entries})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["entries"] == 1000
+    assert body["subscribers"] == {"new": 999, "updated": 0, "unchanged": 0}
+    assert body["devices"] == {"new": 999, "updated": 0, "unchanged": 0}
+    assert [r["entry"] for r in body["rejected"]] == [7]
+    assert "email" in body["rejected"][0]["reason"]
+    again = (await http.post(path, headers=tenant.bearer, json={"entries": entries})).json()
+    assert again["devices"] == {"new": 0, "updated": 0, "unchanged": 999}
+    found = await http.get(
+        f"/api/v1/apps/{app_id}/subscribers",
+        headers=tenant.bearer,
+        params={"external_id": "bulk-3"},
+    )
+    assert found.status_code == 200, found.text
+    too_many = await http.post(path, headers=tenant.bearer, json={"entries": entries + entries})
+    assert too_many.status_code == 400
+    stranger = new_account(server.data_dir)
+    foreign = await http.post(path, headers=stranger.bearer, json={"entries": entries[:1]})
+    assert foreign.status_code == 404

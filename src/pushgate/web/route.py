@@ -58,6 +58,9 @@ def _capped(receive: Receive, limit: int) -> Receive:
 
 
 class GuardedRoute(APIRoute):
+    #: The largest body of the route's requests; None: the server's ``max_body_bytes``.
+    body_bytes: int | None = None
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         first: list[Callable[[Request], Awaitable[Any]]] = [
@@ -70,7 +73,9 @@ class GuardedRoute(APIRoute):
         async def guarded(request: Request) -> Response:
             for authenticate in first:
                 await authenticate(request)
-            limit: int = request.app.state.runtime.settings.max_body_bytes
+            limit: int = max(
+                self.body_bytes or 0, request.app.state.runtime.settings.max_body_bytes
+            )
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise PayloadTooLarge(f"Request body too large: the limit is {limit} bytes")
@@ -81,3 +86,10 @@ class GuardedRoute(APIRoute):
             return await handler(reading)
 
         return guarded
+
+
+class BulkRoute(GuardedRoute):
+    """A route that takes many items in one request: bodies up to 8 MiB (or the server's
+    ``max_body_bytes`` when larger)."""
+
+    body_bytes = 8 * 1024 * 1024
