@@ -21,7 +21,7 @@ from pushgate.services.scheduler import Scheduler
 from pushgate.services.sendings import NewSending, PushContent, SendingService
 from pushgate.services.stats import StatsService
 from pushgate.storage.database import Database
-from pushgate.storage.models import devices, jobs, notifications, subscribers
+from pushgate.storage.models import devices, jobs, notifications, subscriber_tags, subscribers
 
 BOX = SecretBox("test-secret-" * 4)
 HOUR = 3_600_000
@@ -246,3 +246,35 @@ async def test_racing_schedulers_make_each_part_once(db: Database) -> None:
             )
         ]
     assert len(pushes_made) == len(set(pushes_made)) == 80
+
+
+async def test_only_the_audiences_offsets_run(db: Database) -> None:
+    app = await _app(db)
+    made = await _devices(db, app, {"tokyo": "Asia/Tokyo", "berlin": "Europe/Berlin"})
+    async with db.write.begin() as conn:
+        owner = (
+            await conn.execute(select(devices.c.subscriber_id).where(devices.c.id == made["tokyo"]))
+        ).scalar_one()
+        await conn.execute(insert(subscriber_tags), {"subscriber_id": owner, "tag": "vip"})
+    jobs_ = EmbeddedQueue(db)
+    service = SendingService(db, jobs_, StatsService(db), 3600)
+    clock = Clock()
+    scheduler = Scheduler(db, jobs_, 3600, clock=clock)
+    sending_id, _ = await service.create(
+        app.account_id,
+        NewSending(
+            "vip", WALL, 0, True, AppSelection(include=(app.id,)), audience=Audience(tags=("vip",))
+        ),
+        [PushContent(message="x")],
+    )
+    for offset in (9 * 60, 60, 0):
+        clock.now = moment_ms(WALL, offset)
+        await _due_now(db)
+        await scheduler.step()
+    made_parts = await _made(db, sending_id)
+    # Tokyo, then the fallback offset (devices without a timezone): Berlin has no VIP.
+    assert [(due, a.timezones, a.tags) for due, a in made_parts] == [
+        (moment_ms(WALL, 9 * 60), ("Asia/Tokyo",), ("vip",)),
+        (moment_ms(WALL, 0), (), ("vip",)),
+    ]
+    assert await _state(service, app, sending_id) == "done"

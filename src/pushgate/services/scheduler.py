@@ -40,9 +40,10 @@ from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
 from pushgate.services.groups import groups_of_account
 from pushgate.services.sendings import SENDING_QUEUE, sending_payload, translations_of
+from pushgate.storage.audience_sql import Params, select_timezones
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow
-from pushgate.storage.models import apps, devices, pushes, sendings, subscribers
+from pushgate.storage.models import apps, pushes, sendings
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,9 @@ class Scheduler:
         if not row.local_time:
             return [_Part(row.audience, moment_ms(wall, offset))], NO_OFFSET_RUN, None
         audience = Audience.from_json(row.audience) if row.audience else Audience()
-        timezones = await _timezones(conn, int(row.account_id), app_ids)
+        timezones = await _timezones(
+            conn, int(row.account_id), app_ids, audience, not self._db.is_sqlite
+        )
         run = local_run(offset_groups(timezones, wall, offset), wall, int(row.cursor), now)
         parts = [
             _Part(
@@ -306,17 +309,13 @@ async def _apps_by_account(conn: AsyncConnection, account_ids: set[int]) -> dict
 
 
 async def _timezones(
-    conn: AsyncConnection, account_id: int, app_ids: list[int]
+    conn: AsyncConnection, account_id: int, app_ids: list[int], audience: Audience, postgres: bool
 ) -> list[str | None]:
-    """The timezones of the enabled devices of these apps (the device's, else its
-    subscriber's)."""
-    if not app_ids:
-        return []
-    d, s = devices.c, subscribers.c
-    rows = await conn.execute(
-        select(func.coalesce(d.timezone, s.timezone))
-        .select_from(devices.join(subscribers, s.id == d.subscriber_id))
-        .where(d.account_id == account_id, d.app_id.in_(app_ids), d.enabled.is_(True))
-        .distinct()
-    )
-    return [row[0] for row in rows]
+    """The timezones of the devices the audience selects in these apps (the device's, else
+    its subscriber's)."""
+    found: set[str | None] = set()
+    for app_id in app_ids:
+        p = Params(postgres)
+        sql = select_timezones(p, audience, app_id=app_id, account_id=account_id)
+        found.update(row[0] for row in await conn.exec_driver_sql(sql, tuple(p.values)))
+    return list(found)

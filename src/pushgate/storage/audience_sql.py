@@ -213,3 +213,15 @@ def select_devices(
         f"{base}"
     )
     return f"SELECT r.id AS id, r.platform AS platform FROM ({ranked}) r WHERE r.rank = 1"
+
+
+def select_timezones(p: Params, audience: Audience, *, app_id: int, account_id: int) -> str:
+    """``SELECT DISTINCT`` the timezones (the device's, else its subscriber's) of the devices
+    the audience selects; the engagement rule is left out (a local-time sending reads which
+    offsets it must run at: leaving it out can only add an offset nobody is at)."""
+    chosen = select_devices(p, audience, app_id=app_id, account_id=account_id, engaged_since_ms=0)
+    return (
+        "SELECT DISTINCT coalesce(d.timezone, s.timezone) FROM devices d "
+        "JOIN subscribers s ON s.id = d.subscriber_id "
+        f"WHERE d.id IN (SELECT c.id FROM ({chosen}) c)"
+    )
