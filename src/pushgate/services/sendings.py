@@ -38,6 +38,8 @@ from pushgate.storage.models import push_translations, pushes, sendings
 
 SENDING_QUEUE = "sending"
 MAX_PUSHES_PER_SENDING = 100
+# A sending due this recently (the current minute of a time given to the minute) runs at once.
+LATE_MS = 60_000
 MAX_NAME = 200
 
 
@@ -287,7 +289,7 @@ class SendingService:
         now = now_ms()
         first = first_moment_ms(sending.wall_ms, sending.offset_minutes, sending.local_time)
         last = moment_ms(sending.wall_ms, sending.offset_minutes)
-        if not sending.local_time and last <= now:
+        if not sending.local_time and last < now - LATE_MS:
             raise InvalidInput("the sending's date and time have passed")
         if first - now > MAX_DELAY_MS:
             raise InvalidInput("a sending can be scheduled at most a year ahead")
