@@ -51,6 +51,15 @@ class Settings(BaseSettings):
     notification_ttl_seconds: int = Field(
         86_400, ge=1, description="How long an undelivered notification is kept for a device."
     )
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        le=36_500,
+        description="Deliveries in a final status (delivered, opened, failed, expired, capped) "
+        "of notifications whose TTL ran out more than this many days ago are deleted, then "
+        "those notifications and idempotency keys older than that; queued and sent deliveries "
+        "are kept. Servers and workers sweep every 10 minutes. 0: keep everything.",
+    )
     queue_url: str | None = Field(
         None,
         description="Queue engine for delivery jobs: unset for the embedded engine (a table in "

@@ -28,6 +28,7 @@ from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.quotas import Quotas
+from pushgate.services.retention import Retention, RetentionLoop
 from pushgate.services.send import SendService
 from pushgate.services.stats import StatsService
 from pushgate.services.subscriber_reports import SubscriberReports
@@ -66,6 +67,7 @@ class Runtime:
     user_sends: UserSendService
     reports: SubscriberReports
     metrics: Metrics
+    retention: RetentionLoop
     # Set when the process was told to stop: readiness then answers 503.
     stopping: bool = False
     stop_deadline: float = 0.0
@@ -103,6 +105,7 @@ class Runtime:
             self.pipeline.start()
         if working:
             self.workers.start()
+        self.retention.start()
 
     def begin_stop(self) -> None:
         """Told to stop (SIGTERM): readiness answers 503, workers take no new jobs. The
@@ -116,6 +119,7 @@ class Runtime:
         """Workers finish the jobs in hand (until the deadline; the rest come back to the
         queue), status writes are flushed, connections closed."""
         self.begin_stop()
+        await self.retention.stop()
         await self.workers.stop(max(1.0, self.stop_deadline - time.monotonic()))
         await self.pipeline.stop()
         await self.broadcast.close()
@@ -229,6 +233,7 @@ def build_runtime(
         subscribers=SubscriberService(db),
         stats=StatsService(db),
         metrics=metrics,
+        retention=RetentionLoop(Retention(db), settings.retention_days),
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,
