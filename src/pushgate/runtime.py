@@ -28,7 +28,7 @@ from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.quotas import Quotas
-from pushgate.services.retention import Retention, RetentionLoop
+from pushgate.services.retention import FIRST_SWEEP_SECONDS, Retention, RetentionLoop
 from pushgate.services.send import SendService
 from pushgate.services.stats import StatsService
 from pushgate.services.subscriber_reports import SubscriberReports
@@ -233,7 +233,12 @@ def build_runtime(
         subscribers=SubscriberService(db),
         stats=StatsService(db),
         metrics=metrics,
-        retention=RetentionLoop(Retention(db), settings.retention_days),
+        retention=RetentionLoop(
+            Retention(db),
+            settings.retention_days,
+            interval=settings.retention_interval_seconds,
+            first=min(FIRST_SWEEP_SECONDS, settings.retention_interval_seconds),
+        ),
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,

@@ -30,8 +30,8 @@ database_app = typer.Typer(
     no_args_is_help=True,
 )
 
-PRUNE_HELP = """Delete the history older than DAYS now, as servers do every 10 minutes by
-retention_days (PUSHGATE_RETENTION_DAYS): the deliveries in a final status (delivered,
+PRUNE_HELP = """Delete the history older than DAYS now, as servers and workers do in the
+background by retention_days (PUSHGATE_RETENTION_DAYS): the deliveries in a final status (delivered,
 opened, failed, expired, capped) of notifications whose TTL ran out more than DAYS days ago,
 those notifications once no delivery of theirs is left (the newest notification is always
 kept), and idempotency keys older than DAYS. Queued and sent deliveries are never deleted.
@@ -82,7 +82,8 @@ def prune(
             metavar="DAYS",
             min=0,
             max=36_500,
-            help="Retention age in days (fractions allowed; default: retention_days).",
+            help="Retention age in days (fractions allowed; 0: every notification whose TTL has "
+            "run out; default: retention_days).",
         ),
     ] = None,
     quiet: Annotated[
@@ -93,7 +94,7 @@ def prune(
     ] = False,
 ) -> None:
     days = load_settings().retention_days if older_than is None else older_than
-    if days <= 0:
+    if older_than is None and days <= 0:
         typer.secho(
             "Retention is off (retention_days = 0): give the age with --older-than DAYS.",
             fg="red",

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 # The batch size follows the measured lock hold time, towards this target.
-TARGET_HOLD_SECONDS = 0.02
+TARGET_HOLD_SECONDS = 0.01
 MAX_HOLD_SECONDS = 0.05
 MIN_BATCH = 16
 MAX_BATCH = 20_000
@@ -64,6 +64,9 @@ class Report:
     # The longest time one batch held the write lock, and the largest batch (in rows).
     max_hold_seconds: float = 0.0
     max_batch: int = 0
+    # The latest batch's hold time and size.
+    last_hold_seconds: float = 0.0
+    last_batch: int = 0
     seconds: float = 0.0
     # Another sweep held the PostgreSQL advisory lock: nothing was done.
     skipped: bool = False
@@ -116,12 +119,14 @@ class Retention:
     @contextlib.asynccontextmanager
     async def _write(self, report: Report, batch: _Batch) -> AsyncIterator[AsyncConnection]:
         """One batch's write transaction, timed from the lock taken (``BEGIN IMMEDIATE`` on
-        SQLite) to its commit; then the pause before the next batch."""
-        async with self._db.write.begin() as conn:
+        SQLite) to its commit, never at the same time as a WAL checkpoint of this process
+        (``Database.maintenance``); then the pause before the next batch."""
+        async with self._db.maintenance, self._db.write.begin() as conn:
             started = time.perf_counter()
             yield conn
         held = time.perf_counter() - started
         report.batches += 1
+        report.last_hold_seconds, report.last_batch = held, batch.rows
         report.max_hold_seconds = max(report.max_hold_seconds, held)
         report.max_batch = max(report.max_batch, batch.rows)
         if batch.full:  # a short batch says little about a full one

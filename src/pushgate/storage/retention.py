@@ -63,36 +63,20 @@ class RetentionQueries:
         )
         return [(int(expires), int(id_)) for expires, id_ in rows]
 
-    def _range(self, ids: Sequence[int], after: DeliveryKey, upto: DeliveryKey | None) -> str:
-        """The deliveries of ``ids`` after ``after`` and up to ``upto`` (if given); its
-        parameters are ``_range_params``."""
-        n = len(ids)
-        a_n, a_d = self._marks(2, n + 1)
-        where = f"notification_id IN ({self._list(1, n)}) AND (notification_id, device_id) > "
-        where += f"({a_n}, {a_d})"
-        if upto is not None:
-            u_n, u_d = self._marks(2, n + 3)
-            where += f" AND (notification_id, device_id) <= ({u_n}, {u_d})"
-        return where
-
-    @staticmethod
-    def _range_params(
-        ids: Sequence[int], after: DeliveryKey, upto: DeliveryKey | None
-    ) -> tuple[int, ...]:
-        return (*ids, *after, *(upto or ()))
-
     async def delivery_boundary(
         self, conn: AsyncConnection, ids: Sequence[int], after: DeliveryKey, count: int
     ) -> DeliveryKey | None:
-        """The key of the ``count``-th delivery of ``ids`` after ``after`` (in primary-key
-        order, whatever its status); None when fewer are left."""
-        where = self._range(ids, after, None)
-        (offset,) = self._marks(1, len(ids) + 3)
+        """The key of the ``count``-th delivery of ``ids`` (ascending) after ``after``, in
+        primary-key order and whatever its status; None when fewer are left."""
+        size = len(ids)
+        a_n, a_d, offset = self._marks(3, size + 1)
         row: Any = (
             await conn.exec_driver_sql(
-                f"SELECT notification_id, device_id FROM deliveries WHERE {where} "
+                "SELECT notification_id, device_id FROM deliveries "
+                f"WHERE notification_id IN ({self._list(1, size)}) "
+                f"AND (notification_id, device_id) > ({a_n}, {a_d}) "
                 f"ORDER BY notification_id, device_id LIMIT 1 OFFSET {offset}",
-                (*self._range_params(ids, after, None), count - 1),
+                (*ids, *after, count - 1),
             )
         ).first()
         return None if row is None else (int(row[0]), int(row[1]))
@@ -104,12 +88,32 @@ class RetentionQueries:
         after: DeliveryKey,
         upto: DeliveryKey | None,
     ) -> int:
-        """Delete the deliveries in a final status of ``ids`` in ``(after, upto]``; how many."""
-        result = await conn.exec_driver_sql(
-            f"DELETE FROM deliveries WHERE {self._range(ids, after, upto)} AND status IN {_FINAL}",
-            self._range_params(ids, after, upto),
-        )
-        return int(result.rowcount or 0)
+        """Delete the deliveries in a final status of ``ids`` (ascending) in ``(after,
+        upto]``; how many. Up to three statements, each an index range of the primary key:
+        the rest of ``after``'s notification, the notifications wholly inside, and the start
+        of ``upto``'s (one statement, when both are the same notification)."""
+        first, from_device = after
+        last = None if upto is None else upto[0]
+        inside = [i for i in ids if i > first and (last is None or i < last)]
+        parts: list[tuple[str, tuple[int, ...]]] = []
+        n, d, e = self._marks(3)
+        if upto is not None and first == last:
+            where = f"notification_id = {n} AND device_id > {d} AND device_id <= {e}"
+            parts.append((where, (first, from_device, upto[1])))
+        else:
+            if first in ids:
+                parts.append((f"notification_id = {n} AND device_id > {d}", after))
+            if inside:
+                parts.append((f"notification_id IN ({self._list(1, len(inside))})", tuple(inside)))
+            if upto is not None:
+                parts.append((f"notification_id = {n} AND device_id <= {d}", upto))
+        deleted = 0
+        for where, params in parts:
+            result = await conn.exec_driver_sql(
+                f"DELETE FROM deliveries WHERE {where} AND status IN {_FINAL}", params
+            )
+            deleted += int(result.rowcount or 0)
+        return deleted
 
     async def delete_notifications(
         self, conn: AsyncConnection, ids: Sequence[int], cutoff: int
