@@ -242,3 +242,27 @@ async def test_the_background_loop_sweeps_by_the_setting(db: Database) -> None:
     off.start()  # 0 days: retention is off, no task at all
     await off.stop()
     assert off.last is None
+
+
+async def test_a_cancelled_sweep_leaves_no_lock_behind(db: Database) -> None:
+    store = Store(db)
+    for _ in range(30):
+        await store.notification(OLD, statuses=["delivered"] * 4)
+    await store.notification(NOW)
+    started = asyncio.Event()
+    stopped = Retention(db, batch=1, min_pause_seconds=0.05)
+    task = asyncio.create_task(stopped.sweep(CUTOFF, lambda _report: started.set()))
+    await asyncio.wait_for(started.wait(), 10)
+    advisory = "SELECT objid FROM pg_locks WHERE locktype = 'advisory'"
+    if not db.is_sqlite:
+        assert len(await store.rows(advisory)) == 1  # held while it sweeps
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    if not db.is_sqlite:  # no session holds the advisory lock any more
+        assert await store.rows(advisory) == []
+
+    report = await Retention(db).sweep(CUTOFF)  # not skipped
+
+    assert not report.skipped and report.deliveries > 0
+    assert await store.deliveries() == []

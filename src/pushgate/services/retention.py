@@ -148,10 +148,16 @@ class Retention:
                 yield bool(got)
             finally:
                 if got:
-                    await conn.exec_driver_sql(
-                        "SELECT pg_advisory_unlock($1)", (ADVISORY_LOCK_KEY,)
-                    )
-                    await conn.commit()
+                    try:
+                        await conn.exec_driver_sql(
+                            "SELECT pg_advisory_unlock($1)", (ADVISORY_LOCK_KEY,)
+                        )
+                        await conn.commit()
+                    except BaseException:
+                        # Never back into the pool holding the lock: closing the session
+                        # releases it.
+                        await conn.invalidate()
+                        raise
 
     async def count(self, cutoff: int) -> int:
         """How many deliveries a sweep with this cut-off would delete now."""
