@@ -58,6 +58,23 @@ class Settings(BaseSettings):
         description="A Push.express instant send is a one-time sending due this many seconds "
         "after the request (the vendor's 2 minutes by default).",
     )
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        le=36_500,
+        description="Deliveries in a final status (delivered, opened, failed, expired, capped) "
+        "of notifications whose TTL ran out more than this many days ago are deleted, then "
+        "those notifications and idempotency keys older than that; queued and sent deliveries "
+        "are kept. Servers and workers sweep every retention_interval_seconds. 0: keep "
+        "everything.",
+    )
+    retention_interval_seconds: float = Field(
+        600.0,
+        ge=1,
+        le=86_400,
+        description="Seconds between two retention sweeps of a server or worker process (the "
+        "first one comes a minute after the start, or sooner when this is shorter).",
+    )
     queue_url: str | None = Field(
         None,
         description="Queue engine for delivery jobs: unset for the embedded engine (a table in "

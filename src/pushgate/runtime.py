@@ -29,6 +29,7 @@ from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
 from pushgate.services.push_delivery import PushDelivery
 from pushgate.services.quotas import Quotas
+from pushgate.services.retention import FIRST_SWEEP_SECONDS, Retention, RetentionLoop
 from pushgate.services.scheduler import Scheduler
 from pushgate.services.send import SendService
 from pushgate.services.sendings import SENDING_QUEUE, SendingService
@@ -73,6 +74,7 @@ class Runtime:
     groups: GroupService
     subscriber_import: SubscriberImport
     metrics: Metrics
+    retention: RetentionLoop
     # Set when the process was told to stop: readiness then answers 503.
     stopping: bool = False
     stop_deadline: float = 0.0
@@ -110,6 +112,7 @@ class Runtime:
             self.pipeline.start()
         if working:
             self.workers.start()
+        self.retention.start()
 
     def begin_stop(self) -> None:
         """Told to stop (SIGTERM): readiness answers 503, workers take no new jobs. The
@@ -123,6 +126,7 @@ class Runtime:
         """Workers finish the jobs in hand (until the deadline; the rest come back to the
         queue), status writes are flushed, connections closed."""
         self.begin_stop()
+        await self.retention.stop()
         await self.workers.stop(max(1.0, self.stop_deadline - time.monotonic()))
         await self.pipeline.stop()
         await self.broadcast.close()
@@ -243,6 +247,12 @@ def build_runtime(
         groups=GroupService(db),
         subscriber_import=SubscriberImport(db, box, egress, settings.max_devices_per_subscriber),
         metrics=metrics,
+        retention=RetentionLoop(
+            Retention(db),
+            settings.retention_days,
+            interval=settings.retention_interval_seconds,
+            first=min(FIRST_SWEEP_SECONDS, settings.retention_interval_seconds),
+        ),
         keys=ApiKeyService(db, box, Quotas(settings.queue_url, settings.queue_prefix)),
         throttle=AuthThrottle(
             per_address=settings.auth_failures_per_minute,

@@ -1,5 +1,5 @@
 """``pushgate``: serve, worker, migrate, send, listen, and the account, app, credentials, key,
-deliveries and subscribers groups."""
+deliveries, database and subscribers groups."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pushgate.cli.doctor import doctor
 from pushgate.cli.help_format import install as install_help_format
 from pushgate.cli.keys import key_app
 from pushgate.cli.listen import listen
+from pushgate.cli.prune import database_app
 from pushgate.cli.send import send
 from pushgate.cli.sendings import group_app, sending_app
 from pushgate.cli.server_check import occupant_note, on_every_address, server_url
@@ -40,6 +41,7 @@ app = typer.Typer(
 app.add_typer(account_app, name="account")
 app.add_typer(app_app, name="app")
 app.add_typer(deliveries_app, name="deliveries")
+app.add_typer(database_app, name="database")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(key_app, name="key")
 app.add_typer(subscribers_app, name="subscribers")

@@ -7,10 +7,11 @@ deferred transactions so they never wait for the write lock.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
@@ -32,6 +33,9 @@ class Database:
     url: str
     write: AsyncEngine
     read: AsyncEngine
+    # Held by a WAL checkpoint and by each retention batch (services/retention.py) of this
+    # process, so that the two never overlap.
+    maintenance: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def is_sqlite(self) -> bool:
@@ -42,7 +46,7 @@ class Database:
         blocking the writer (PASSIVE). A no-op on PostgreSQL."""
         if not self.is_sqlite:
             return
-        async with self.read.connect() as conn:
+        async with self.maintenance, self.read.connect() as conn:
             driver = (await conn.get_raw_connection()).driver_connection
             assert driver is not None
             await driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
