@@ -107,6 +107,7 @@ def set_password(
         bool,
         typer.Option("--password-stdin", help="Read the password from standard input."),
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Let the account sign in to the dashboard (/dashboard) with an e-mail and password
     (at least 12 characters; asked for, or read from stdin). Ends its open sessions."""
@@ -128,4 +129,9 @@ def set_password(
     except PushgateError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(
+            orjson.dumps({"account_id": found.id, "name": found.name, "email": email}).decode()
+        )
+        return
     typer.echo(f"Account {found.id} ({found.name}) signs in to the dashboard as {email}.")
