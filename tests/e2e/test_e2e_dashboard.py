@@ -676,6 +676,60 @@ def test_a_notification_composed_reaches_a_channel_device_and_the_live_page(
     assert browsing.problems == []
 
 
+# --------------------------------------------------------------------------- accessibility
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+def axe_problems(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page (axe is injected by the test
+    through the browser's devtools protocol, which the page's CSP does not govern)."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text())
+    results = page.evaluate("window.axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{page.url}: {v['id']} ({v['impact']}): {v['help']}: "
+        + "; ".join(node["target"][0] for node in v["nodes"][:5])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_no_serious_accessibility_violation_on_any_page(
+    browsing: Browsing, tenants: tuple[Tenant, Tenant]
+) -> None:
+    tenant, _other = tenants
+    page = browsing.page
+    page.goto("/dashboard/sign-in")
+    problems = axe_problems(page)
+    sign_in(page, tenant.user_token)
+    paths = [
+        "/dashboard/",
+        "/dashboard/apps",
+        f"/dashboard/apps/{tenant.app_key}",
+        "/dashboard/keys",
+        f"/dashboard/apps/{tenant.app_key}/events",
+        f"/dashboard/apps/{tenant.app_key}/campaigns",
+        "/dashboard/subscribers",
+        f"/dashboard/subscribers?app={tenant.app_key}",
+        f"/dashboard/subscribers/{tenant.subscriber_id}",
+        "/dashboard/send",
+        f"/dashboard/notifications/{tenant.notification_id}",
+        "/dashboard/sendings",
+        f"/dashboard/sendings/{tenant.sending_id}",
+        "/dashboard/live",
+        "/dashboard/notifications/999999999",  # the error page
+    ]
+    for path in paths:
+        page.goto(path)
+        if path == "/dashboard/send":
+            page.wait_for_selector("#matched")
+            page.wait_for_selector("#preview-list .preview-language")
+        problems += axe_problems(page)
+    assert problems == [], "\n".join(problems)
+
+
 # --------------------------------------------------------------------------- CSRF and CSP
 
 
