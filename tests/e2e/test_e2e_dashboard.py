@@ -676,6 +676,39 @@ def test_a_notification_composed_reaches_a_channel_device_and_the_live_page(
     assert browsing.problems == []
 
 
+def test_the_try_page_receives_a_notification_in_the_browser(
+    browsing: Browsing, server: ServerProcess
+) -> None:
+    tenant = make_tenant(server)
+    page = browsing.page
+    browsing.context.grant_permissions(["notifications"], origin=server.url)
+    sign_in(page, tenant.user_token)
+    page.goto(f"/dashboard/apps/{tenant.app_key}")
+    page.click("#try-link")
+    page.wait_for_url(f"**/dashboard/apps/{tenant.app_key}/try")
+    page.click("#try-permission")
+    page.wait_for_selector("#try-permission >> text=Browser notifications on")
+    page.click("#try-subscribe")
+    page.wait_for_selector("#try-state >> text=connected")
+    device_id = int(page.get_attribute("#try-device", "data-device") or 0)
+    with api(server) as client:
+        devices = client.get("/api/v1/devices", headers=tenant.bearer).json()["devices"]
+        (tried,) = [d for d in devices if d["id"] == device_id]
+        assert tried["platform"] == "channel" and tried["app_id"] == tenant.app_key
+        notification_id = send(client, tenant, "to the try page")
+    row = page.wait_for_selector(f"#try-received tr[data-notification='{notification_id}']")
+    assert "to the try page" in row.inner_text() and "Hi" in row.inner_text()
+    # The page acknowledged it: its delivery to the browser's device is delivered.
+    page.goto(f"/dashboard/notifications/{notification_id}")
+    deadline = time.monotonic() + 10
+    while "delivered" not in page.inner_text("#deliveries") and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        page.reload()
+    cells = [row.split("\t") for row in page.inner_text("#deliveries tbody").splitlines()]
+    assert [c[2] for c in cells if c[0] == str(device_id)] == ["delivered"]
+    assert browsing.problems == []
+
+
 # --------------------------------------------------------------------------- accessibility
 
 
@@ -718,6 +751,7 @@ def test_no_serious_accessibility_violation_on_any_page(
         f"/dashboard/notifications/{tenant.notification_id}",
         "/dashboard/sendings",
         f"/dashboard/sendings/{tenant.sending_id}",
+        f"/dashboard/apps/{tenant.app_key}/try",
         "/dashboard/live",
         "/dashboard/notifications/999999999",  # the error page
     ]
@@ -781,6 +815,7 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(
         "/dashboard/live",
         "/dashboard/sendings",
         f"/dashboard/sendings/{tenant.sending_id}",
+        f"/dashboard/apps/{tenant.app_key}/try",
     ]
     with closing(client):
         with api(server) as signed_out:
@@ -903,6 +938,8 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("POST", "/dashboard/sendings/{sending_id:int}/cancel"),
         ("POST", "/dashboard/sendings/{sending_id:int}/pushes"),
         ("POST", "/dashboard/sendings/{sending_id:int}/pushes/new"),
+        ("GET", "/dashboard/apps/{app_key}/try"),
+        ("POST", "/dashboard/apps/{app_key}/try/device"),
     }
     # A new dashboard URL must be added to one of the two sets (and so be tried here).
     assert dashboard_paths() == whole_account | with_ids
@@ -927,6 +964,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         assert subscriber.status_code == 200
         devices = plain.get("/api/v1/devices", headers=theirs.bearer).json()["devices"]
         assert [d["enabled"] for d in devices if d["id"] == theirs.device_id] == [True]
+        assert len(devices) == 1  # the try page registered nothing in their app
         keys = plain.get("/api/v1/keys", headers=theirs.bearer).json()["keys"]
         (key,) = [k for k in keys if k["id"] == theirs.key_id]
         assert key["revoked_at"] is None and key["per_minute"] is None

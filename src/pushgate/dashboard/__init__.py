@@ -17,6 +17,7 @@ from pushgate.dashboard import (
     sendings,
     sign_in,
     subscribers,
+    try_page,
 )
 from pushgate.dashboard.web import HERE, PREFIX, Dashboard
 from pushgate.runtime import Runtime
@@ -27,6 +28,17 @@ def dashboard_routes(rt: Runtime) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
     ]
-    for module in (sign_in, overview, apps, keys, events, subscribers, send, sendings, live):
+    for module in (
+        sign_in,
+        overview,
+        apps,
+        keys,
+        events,
+        subscribers,
+        send,
+        sendings,
+        try_page,
+        live,
+    ):
         routes.extend(module.routes(dash))
     return routes

@@ -1,0 +1,299 @@
+"""The browser SDK against a real server process: its scripts (content types, the service
+worker's scope header), the public browser key's endpoints (CORS, identities signed with the
+app's secret, "opened" reports by device token), and the SDK's channel client run in
+Chromium on a page of another origin (docs/browser.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx2
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from e2e_support import unique
+
+from pushgate.testing.server import ServerProcess, create_account
+
+SITE = "https://site.example"
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def identity(secret: str, identifiers: dict[str, str]) -> str:
+    """What the site's server computes (docs/browser.md)."""
+    message = "\n".join(f"{k}={identifiers[k]}" for k in sorted(identifiers))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+class Site:
+    """An account with an app, a browser key of it and a native bearer."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        account = create_account(server.data_dir, unique("sdk"))
+        self.bearer = {"Authorization": f"Bearer {account['user_token']}"}
+        with http(server) as client:
+            app = client.post("/api/v1/apps", headers=self.bearer, json={"title": "Site"})
+            assert app.status_code == 201, app.text
+            self.app_key, self.secret = app.json()["id"], app.json()["secret"]
+            key = client.post(
+                "/api/v1/keys",
+                headers=self.bearer,
+                json={"kind": "browser", "app_id": self.app_key, "name": "site pages"},
+            )
+            assert key.status_code == 201, key.text
+            self.key = key.json()["key"]
+
+
+def http(server: ServerProcess) -> httpx2.Client:
+    return httpx2.Client(base_url=server.url, timeout=10.0, trust_env=False)
+
+
+@pytest.fixture(scope="module")
+def site(server: ServerProcess) -> Site:
+    return Site(server)
+
+
+def register(client: httpx2.Client, body: dict[str, Any]) -> httpx2.Response:
+    """As the SDK does: a text/plain POST (no preflight) with the key in the body."""
+    return client.post(
+        "/sdk/v1/devices",
+        content=json.dumps(body),
+        headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": SITE},
+    )
+
+
+def test_scripts_are_served_with_their_headers(server: ServerProcess) -> None:
+    with http(server) as client:
+        sdk = client.get("/sdk/pushgate.js")
+        worker = client.get("/sdk/pushgate-sw.js")
+    for resp in (sdk, worker):
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "Pushgate" in sdk.text and "subscribeWebPush" in sdk.text
+    assert "notificationclick" in worker.text
+    assert worker.headers["service-worker-allowed"] == "/"
+    assert "service-worker-allowed" not in sdk.headers
+
+
+def test_the_browser_key_registers_browsers_and_nothing_more(
+    server: ServerProcess, site: Site
+) -> None:
+    with http(server) as client:
+        preflight = client.options(
+            "/sdk/v1/devices",
+            headers={"Origin": SITE, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert "x-pushgate-key" in preflight.headers["access-control-allow-headers"]
+
+        vapid = client.get("/sdk/v1/vapid", params={"key": site.key})
+        assert vapid.status_code == 200 and vapid.headers["access-control-allow-origin"] == "*"
+        shown = client.get(f"/api/v1/apps/{site.app_key}/web-push/public-key", headers=site.bearer)
+        assert vapid.json()["vapid_public_key"] == shown.json()["public_key"]
+
+        # Anonymous: a device of its own subscriber.
+        resp = register(client, {"key": site.key, "platform": "channel", "language": "nl"})
+        assert resp.status_code == 201, resp.text
+        assert resp.headers["access-control-allow-origin"] == "*"
+        anonymous = resp.json()
+        assert anonymous["device_token"].startswith("dvt_")
+
+        # A web subscription, with the key in a header.
+        point = (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        )
+        subscription = {
+            "endpoint": f"https://push.example.com/wpush/v2/{secrets.token_urlsafe(32)}",
+            "keys": {"p256dh": b64(point), "auth": b64(secrets.token_bytes(16))},
+        }
+        resp = client.post(
+            "/sdk/v1/devices",
+            headers={"X-Pushgate-Key": site.key},
+            json={"platform": "web", "subscription": subscription},
+        )
+        assert resp.status_code == 201, resp.text
+        web = resp.json()
+        assert web["platform"] == "web"
+
+        # Naming a subscriber takes the identity the site's server signed.
+        ids = {"external_id": unique("member")}
+        for wrong in (None, "0" * 64, identity("not the secret", ids)):
+            body = {"key": site.key, "platform": "channel", "identifiers": ids}
+            if wrong is not None:
+                body["identity"] = wrong
+            resp = register(client, body)
+            assert resp.status_code == 403, resp.text
+            assert "identity" in resp.json()["error"]["message"]
+        resp = register(
+            client, {"key": site.key, "platform": "channel", "attributes": {"c_plan": "pro"}}
+        )
+        assert resp.status_code == 400 and "identifiers" in resp.text
+        resp = register(
+            client,
+            {
+                "key": site.key,
+                "platform": "channel",
+                "identifiers": ids,
+                "identity": identity(site.secret, ids),
+                "attributes": {"c_plan": "pro"},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        subscriber = client.get(
+            f"/api/v1/subscribers/{resp.json()['subscriber_id']}", headers=site.bearer
+        ).json()
+        assert subscriber["identifiers"]["external_id"] == ids["external_id"]
+        assert subscriber["attributes"]["c_plan"] == "pro"
+
+        # Nothing else: not iOS, no unknown fields, no other key kind, no key.
+        assert register(client, {"key": site.key, "platform": "ios"}).status_code == 400
+        assert register(client, {"key": site.key, "app_id": "x"}).status_code == 400
+        native = client.post(
+            "/api/v1/keys", headers=site.bearer, json={"kind": "native", "name": "server"}
+        ).json()["key"]
+        for key in (native, "pgk_" + "0" * 40, None):
+            resp = register(client, {"key": key, "platform": "channel"})
+            assert resp.status_code == 401, resp.text
+            assert resp.headers["access-control-allow-origin"] == "*"
+        # The browser key does not open the native API.
+        listed = client.get("/api/v1/devices", headers={"Authorization": f"Bearer {site.key}"})
+        assert listed.status_code == 401
+
+        # "opened" by the device's token.
+        sent = client.post(
+            "/api/v1/notifications",
+            headers=site.bearer,
+            json={"app_id": site.app_key, "message": "opened later"},
+        )
+        notification_id = sent.json()["id"]
+        deadline = time.monotonic() + 10
+        opened = 0
+        while opened == 0 and time.monotonic() < deadline:
+            resp = client.post(
+                "/sdk/v1/opened",
+                content=json.dumps({"device_token": web["device_token"], "ids": [notification_id]}),
+                headers={"Content-Type": "text/plain"},
+            )
+            assert resp.status_code == 200, resp.text
+            opened = resp.json()["opened"]
+            time.sleep(0.1)  # until the fan-out made the delivery
+        assert opened == 1
+        deliveries = client.get(
+            f"/api/v1/notifications/{notification_id}/deliveries", headers=site.bearer
+        ).json()["deliveries"]
+        assert [d["status"] for d in deliveries if d["device_id"] == web["id"]] == ["opened"]
+        bad = client.post(
+            "/sdk/v1/opened", json={"device_token": "dvt_" + "0" * 40, "ids": [notification_id]}
+        )
+        assert bad.status_code == 401
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from test_e2e_dashboard import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def test_a_page_of_another_origin_receives_through_the_sdk_channel(
+    browser: Any, server: ServerProcess, site: Site
+) -> None:
+    """The site's page (another origin) loads /sdk/pushgate.js, registers as a named
+    subscriber's channel device and receives what is sent to that subscriber. The page is
+    served by a server of the test on another port: another origin on the same loopback."""
+    html = f'<!doctype html><title>Site</title><script src="{server.url}/sdk/pushgate.js"></script>'
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    pages = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=pages.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{pages.server_address[1]}"
+    context = browser.new_context()
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto(origin + "/")
+        ids = {"external_id": unique("reader")}
+        page.evaluate(
+            """async ([key, ids, identity]) => {
+                window.received = [];
+                const pg = Pushgate.init({key: key});
+                window.states = [];
+                window.channel = await pg.connectChannel({
+                    identifiers: ids, identity: identity,
+                    onNotification: n => window.received.push(n),
+                    onState: s => window.states.push(s),
+                });
+            }""",
+            [site.key, ids, identity(site.secret, ids)],
+        )
+        page.wait_for_function("window.states.includes('connected')")
+        with http(server) as client:
+            sent = client.post(
+                "/api/v1/notifications",
+                headers=site.bearer,
+                json={
+                    "app_id": site.app_key,
+                    "title": "For you",
+                    "message": "only this reader",
+                    "audience": {"subscribers": [ids]},
+                },
+            )
+            assert sent.status_code == 201, sent.text
+            notification_id = sent.json()["id"]
+            page.wait_for_function("window.received.length > 0")
+            received = page.evaluate("window.received")
+            assert [(n["id"], n["message"]) for n in received] == [
+                (notification_id, "only this reader")
+            ]
+            page.evaluate(f"window.channel.opened({notification_id})")
+            deadline = time.monotonic() + 10
+            statuses: list[str] = []
+            while statuses != ["opened"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+                deliveries = client.get(
+                    f"/api/v1/notifications/{notification_id}/deliveries", headers=site.bearer
+                ).json()["deliveries"]
+                statuses = [d["status"] for d in deliveries]
+        assert statuses == ["opened"]
+        assert problems == []
+    finally:
+        context.close()
+        pages.shutdown()
+        pages.server_close()
