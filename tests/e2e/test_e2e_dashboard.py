@@ -260,6 +260,17 @@ def sign_in(page: Any, token: str) -> None:
     page.wait_for_url("**/dashboard/")
 
 
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
+
+
+def screenshot(page: Any, name: str) -> None:
+    """With PUSHGATE_SCREENSHOTS=1: the page as docs/dashboard/NAME.png (docs/dashboard.md
+    shows them); otherwise nothing, so that a test run leaves the repository as it was."""
+    if os.environ.get("PUSHGATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
 # --------------------------------------------------------------------------- sign-in
 
 
@@ -586,6 +597,7 @@ def test_compose_a_local_time_sending_then_change_and_cancel_it(
     assert "Guten Morgen" in german.locator(".mock-ios").inner_text()
     assert "Hallo" in german.locator(".mock-android").inner_text()
     assert "img.example.com" in previews.nth(0).locator(".mock-web").inner_text()
+    screenshot(page, "send-composed")
 
     # At that time in each timezone: refused without a date, then a sending.
     page.check("#when input[name=when][value=local]")
@@ -603,6 +615,7 @@ def test_compose_a_local_time_sending_then_change_and_cancel_it(
     assert in_a_week().replace("T", " ") in due and "local time" in due and "+01:00" in due
     (first,) = page.locator("#pushes tbody tr").all()
     assert "Good morning" in first.inner_text() and "Guten Morgen" in first.inner_text()
+    screenshot(page, "sending-waiting")
 
     # Its pushes: one added, then only that one kept; a wrong id refused.
     page.fill("#new-push input[name=title]", "Second")
@@ -673,6 +686,7 @@ def test_a_notification_composed_reaches_a_channel_device_and_the_live_page(
     row = live.wait_for_selector(f"#live tr[data-notification='{sent_id}']")
     assert "typed in the dashboard" in row.inner_text()
     assert str(tenant.device_id) in row.inner_text()
+    screenshot(live, "live")
     assert browsing.problems == []
 
 
@@ -698,6 +712,7 @@ def test_the_try_page_receives_a_notification_in_the_browser(
         notification_id = send(client, tenant, "to the try page")
     row = page.wait_for_selector(f"#try-received tr[data-notification='{notification_id}']")
     assert "to the try page" in row.inner_text() and "Hi" in row.inner_text()
+    screenshot(page, "try")
     # The page acknowledged it: its delivery to the browser's device is delivered.
     page.goto(f"/dashboard/notifications/{notification_id}")
     deadline = time.monotonic() + 10
@@ -736,31 +751,34 @@ def test_no_serious_accessibility_violation_on_any_page(
     page = browsing.page
     page.goto("/dashboard/sign-in")
     problems = axe_problems(page)
+    screenshot(page, "sign-in")
     sign_in(page, tenant.user_token)
-    paths = [
-        "/dashboard/",
-        "/dashboard/apps",
-        f"/dashboard/apps/{tenant.app_key}",
-        "/dashboard/keys",
-        f"/dashboard/apps/{tenant.app_key}/events",
-        f"/dashboard/apps/{tenant.app_key}/campaigns",
-        "/dashboard/subscribers",
-        f"/dashboard/subscribers?app={tenant.app_key}",
-        f"/dashboard/subscribers/{tenant.subscriber_id}",
-        "/dashboard/send",
-        f"/dashboard/notifications/{tenant.notification_id}",
-        "/dashboard/sendings",
-        f"/dashboard/sendings/{tenant.sending_id}",
-        f"/dashboard/apps/{tenant.app_key}/try",
-        "/dashboard/live",
-        "/dashboard/notifications/999999999",  # the error page
-    ]
-    for path in paths:
+    paths = {
+        "/dashboard/": "overview",
+        "/dashboard/apps": "apps",
+        f"/dashboard/apps/{tenant.app_key}": "app",
+        "/dashboard/keys": "keys",
+        f"/dashboard/apps/{tenant.app_key}/events": "events",
+        f"/dashboard/apps/{tenant.app_key}/campaigns": "campaigns",
+        "/dashboard/subscribers": "",
+        f"/dashboard/subscribers?app={tenant.app_key}": "subscribers",
+        f"/dashboard/subscribers/{tenant.subscriber_id}": "subscriber",
+        "/dashboard/send": "",  # shown composed: send-composed
+        f"/dashboard/notifications/{tenant.notification_id}": "notification",
+        "/dashboard/sendings": "sendings",
+        f"/dashboard/sendings/{tenant.sending_id}": "",  # shown with pushes: sending-waiting
+        f"/dashboard/apps/{tenant.app_key}/try": "",
+        "/dashboard/live": "",
+        "/dashboard/notifications/999999999": "",  # the error page
+    }
+    for path, name in paths.items():
         page.goto(path)
         if path == "/dashboard/send":
             page.wait_for_selector("#matched")
             page.wait_for_selector("#preview-list .preview-language")
         problems += axe_problems(page)
+        if name:
+            screenshot(page, name)
     assert problems == [], "\n".join(problems)
 
 
