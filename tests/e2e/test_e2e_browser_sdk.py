@@ -20,7 +20,7 @@ import httpx2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e_support import unique
+from e2e_support import NO_THROTTLE, unique
 
 from pushgate.testing.server import ServerProcess, create_account
 
@@ -54,6 +54,14 @@ class Site:
             )
             assert key.status_code == 201, key.text
             self.key = key.json()["key"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """This module's server takes web subscriptions of browsers on push.example.com only."""
+    env = {**NO_THROTTLE, "PUSHGATE_BROWSER_PUSH_HOSTS": "push.example.com"}
+    with ServerProcess(tmp_path_factory.mktemp("pushgate-data"), env) as srv:
+        yield srv
 
 
 def http(server: ServerProcess) -> httpx2.Client:
@@ -122,6 +130,10 @@ def test_the_browser_key_registers_browsers_and_nothing_more(
             "endpoint": f"https://push.example.com/wpush/v2/{secrets.token_urlsafe(32)}",
             "keys": {"p256dh": b64(point), "auth": b64(secrets.token_bytes(16))},
         }
+        # Only on the push services of browser_push_hosts.
+        elsewhere = {**subscription, "endpoint": "https://collector.example.net/x"}
+        resp = register(client, {"key": site.key, "platform": "web", "subscription": elsewhere})
+        assert resp.status_code == 400 and "browser_push_hosts" in resp.text, resp.text
         resp = client.post(
             "/sdk/v1/devices",
             headers={"X-Pushgate-Key": site.key},

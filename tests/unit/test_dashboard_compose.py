@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from pushgate.api.native.send import SendIn
-from pushgate.browser import identity_of
+from pushgate.browser import identity_of, push_host_allowed
+from pushgate.config import BROWSER_PUSH_HOSTS
 from pushgate.dashboard.compose import (
     FLAGS,
     TEXTS,
@@ -153,3 +154,19 @@ def test_identity_is_the_hmac_of_sorted_identifier_lines() -> None:
     assert identity_of("s3cret", ids) == expected
     assert identity_of("s3cret", dict(reversed(list(ids.items())))) == expected
     assert identity_of("other", ids) != expected
+
+
+def test_web_subscriptions_from_browsers_only_on_push_services() -> None:
+    def on(url: str, hosts: tuple[str, ...] = BROWSER_PUSH_HOSTS) -> bool:
+        return push_host_allowed({"endpoint": url}, hosts)
+
+    assert on("https://fcm.googleapis.com/fcm/send/abc")
+    assert on("https://updates.push.services.mozilla.com/wpush/v2/abc")
+    assert on("https://wns2-par02p.notify.windows.com/w/?token=abc")
+    assert on("https://web.push.apple.com/abc")
+    assert on("https://FCM.googleapis.com./fcm/send/abc")
+    assert not on("https://evil.example/fcm.googleapis.com/abc")
+    assert not on("https://fcm.googleapis.com.evil.example/abc")
+    assert not on("https://notfcm.googleapis.comx/abc")
+    assert on("https://anything.example/abc", ())
+    assert push_host_allowed("not a subscription", BROWSER_PUSH_HOSTS)  # refused elsewhere

@@ -12,7 +12,8 @@ above. It is rate limited like any key (600 requests a minute unless set) and re
 a stranger holding it can do is bounded (docs/browser.md, "Abuse"):
 
 - register devices of that app: anonymous ones (a new subscriber each, reached only by sends
-  to the whole app or by an audience that matches their own attributes);
+  to the whole app or by an audience that matches their own attributes), web ones only on the
+  browsers' push services (setting ``browser_push_hosts``);
 - name a subscriber (identifiers, and set its attributes) only with an ``identity``: the
   HMAC-SHA256 of the identifiers under the app's secret, which the site's server computes
   (``identity_of``), so that no page can attach its browser to someone else's subscriber.
@@ -25,6 +26,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import Request
@@ -70,6 +72,20 @@ REGISTRATION_KEYS = frozenset(
     {"platform", "subscription", "identifiers", "identity", "attributes", "language",
      "timezone", "country", "name"}
 )  # fmt: skip
+
+
+def push_host_allowed(subscription: object, hosts: tuple[str, ...]) -> bool:
+    """Whether a subscription's endpoint is on one of these push services (a host or one
+    under it); any host when ``hosts`` is empty. One that is no subscription passes: the
+    registration itself refuses it, naming what is wrong."""
+    if not hosts or not isinstance(subscription, dict):
+        return True
+    endpoint = subscription.get("endpoint")
+    host = urlsplit(endpoint).hostname if isinstance(endpoint, str) else None
+    if host is None:
+        return True
+    host = host.rstrip(".").lower()
+    return any(host == h.lower() or host.endswith("." + h.lower()) for h in hosts)
 
 
 def identity_message(identifiers: Mapping[str, str]) -> bytes:
@@ -153,6 +169,12 @@ def browser_routes(rt: Runtime) -> list[BaseRoute]:
         platform = body.get("platform", "web")
         if platform not in ("web", "channel"):
             raise InvalidInput('platform must be "web" or "channel"')
+        hosts = rt.settings.browser_push_hosts
+        if platform == "web" and not push_host_allowed(body.get("subscription"), hosts):
+            raise InvalidInput(
+                "subscription.endpoint is not on a push service this server takes from "
+                f"browsers ({', '.join(hosts)}: setting browser_push_hosts)"
+            )
         raw_ids = body.get("identifiers") or {}
         if not isinstance(raw_ids, dict) or not all(isinstance(v, str) for v in raw_ids.values()):
             raise InvalidInput("identifiers must be an object of strings")
