@@ -309,3 +309,69 @@ def test_a_page_of_another_origin_receives_through_the_sdk_channel(
         context.close()
         pages.shutdown()
         pages.server_close()
+
+
+def test_the_service_worker_shows_a_web_push_with_its_notification_id(
+    browser: Any, server: ServerProcess
+) -> None:
+    """/sdk/pushgate-sw.js registered for a whole origin (its Service-Worker-Allowed header
+    lets a worker under /sdk/ take scope /), given a push message in the Web Push payload's
+    format through Chromium's devtools protocol (no push service is reachable here): it shows
+    the notification with the title, body and link, and keeps the notification id for the
+    "opened" report."""
+    context = browser.new_context()
+    context.grant_permissions(["notifications"], origin=server.url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(server.url + "/")
+        scope = page.evaluate(
+            """async () => {
+                const worker = "/sdk/pushgate-sw.js";
+                const r = await navigator.serviceWorker.register(worker, {scope: "/"});
+                await navigator.serviceWorker.ready;
+                return r.scope;
+            }"""
+        )
+        assert scope == server.url + "/"
+        cdp = context.new_cdp_session(page)
+        registrations: list[dict[str, Any]] = []
+        cdp.on(
+            "ServiceWorker.workerRegistrationUpdated",
+            lambda event: registrations.extend(event["registrations"]),
+        )
+        cdp.send("ServiceWorker.enable")
+        deadline = time.monotonic() + 10
+        while not registrations and time.monotonic() < deadline:
+            page.wait_for_timeout(100)  # events arrive while Playwright waits
+        payload = {
+            "title": "Order shipped",
+            "body": "It arrives tomorrow",
+            "url": "https://shop.example/orders/7",
+            "data": {"pushgate_notification_id": "4242", "order": "7"},
+        }
+        cdp.send(
+            "ServiceWorker.deliverPushMessage",
+            {
+                "origin": server.url,
+                "registrationId": registrations[0]["registrationId"],
+                "data": json.dumps(payload),
+            },
+        )
+        shown: list[Any] = []
+        deadline = time.monotonic() + 10
+        while not shown and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+            shown = page.evaluate(
+                """async () => {
+                    const r = await navigator.serviceWorker.ready;
+                    return (await r.getNotifications()).map(n => [n.title, n.body, n.data]);
+                }"""
+            )
+        assert shown == [
+            ["Order shipped", "It arrives tomorrow", {"id": "4242", "url": payload["url"]}]
+        ]
+        assert errors == []
+    finally:
+        context.close()
