@@ -311,14 +311,34 @@ def test_a_page_of_another_origin_receives_through_the_sdk_channel(
         pages.server_close()
 
 
-def test_the_service_worker_shows_a_web_push_with_its_notification_id(
-    browser: Any, server: ServerProcess
+def test_the_service_worker_shows_a_web_push_and_reports_its_click(
+    browser: Any, server: ServerProcess, site: Site
 ) -> None:
     """/sdk/pushgate-sw.js registered for a whole origin (its Service-Worker-Allowed header
     lets a worker under /sdk/ take scope /), given a push message in the Web Push payload's
     format through Chromium's devtools protocol (no push service is reachable here): it shows
-    the notification with the title, body and link, and keeps the notification id for the
-    "opened" report."""
+    the notification with the title, body and link; a click on it (dispatched in the worker:
+    no devtools command clicks a notification) reports it opened with the device token that
+    the SDK keeps in the origin's IndexedDB."""
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    )
+    subscription = {
+        "endpoint": f"https://push.example.com/wpush/v2/{secrets.token_urlsafe(32)}",
+        "keys": {"p256dh": b64(point), "auth": b64(secrets.token_bytes(16))},
+    }
+    with http(server) as client:
+        resp = register(client, {"key": site.key, "platform": "web", "subscription": subscription})
+        assert resp.status_code == 201, resp.text
+        device = resp.json()
+        sent = client.post(
+            "/api/v1/notifications",
+            headers=site.bearer,
+            json={"app_id": site.app_key, "title": "Order shipped", "message": "Tomorrow"},
+        )
+        notification_id = sent.json()["id"]
     context = browser.new_context()
     context.grant_permissions(["notifications"], origin=server.url)
     page = context.new_page()
@@ -349,7 +369,7 @@ def test_the_service_worker_shows_a_web_push_with_its_notification_id(
             "title": "Order shipped",
             "body": "It arrives tomorrow",
             "url": "https://shop.example/orders/7",
-            "data": {"pushgate_notification_id": "4242", "order": "7"},
+            "data": {"pushgate_notification_id": str(notification_id), "order": "7"},
         }
         cdp.send(
             "ServiceWorker.deliverPushMessage",
@@ -370,8 +390,44 @@ def test_the_service_worker_shows_a_web_push_with_its_notification_id(
                 }"""
             )
         assert shown == [
-            ["Order shipped", "It arrives tomorrow", {"id": "4242", "url": payload["url"]}]
+            [
+                "Order shipped",
+                "It arrives tomorrow",
+                {"id": str(notification_id), "url": payload["url"]},
+            ]
         ]
+        # What subscribeWebPush stores for the worker, then a click in the worker.
+        page.evaluate(
+            """([server, token]) => new Promise((resolve, reject) => {
+                const open = indexedDB.open("pushgate", 1);
+                open.onupgradeneeded = () => open.result.createObjectStore("state");
+                open.onsuccess = () => {
+                    const tx = open.result.transaction("state", "readwrite");
+                    tx.objectStore("state").put({server, token}, "device");
+                    tx.oncomplete = resolve;
+                    tx.onerror = () => reject(tx.error);
+                };
+            })""",
+            [server.url, device["device_token"]],
+        )
+        (worker,) = context.service_workers
+        worker.evaluate(
+            """async () => {
+                const [shown] = await self.registration.getNotifications();
+                const click = new NotificationEvent("notificationclick", {notification: shown});
+                self.dispatchEvent(click);  // its link's window needs a real click: refused
+            }"""
+        )
+        with http(server) as client:
+            deadline = time.monotonic() + 10
+            statuses: list[str] = []
+            while statuses != ["opened"] and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+                deliveries = client.get(
+                    f"/api/v1/notifications/{notification_id}/deliveries", headers=site.bearer
+                ).json()["deliveries"]
+                statuses = [d["status"] for d in deliveries if d["device_id"] == device["id"]]
+        assert statuses == ["opened"]
         assert errors == []
     finally:
         context.close()
