@@ -67,6 +67,7 @@ SCRIPT_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "public, max-age=300",
 }
+TEXT_FIELDS = ("name", "language", "timezone", "country")
 # What a page may send; anything else is refused by name.
 REGISTRATION_KEYS = frozenset(
     {"platform", "subscription", "identifiers", "identity", "attributes", "language",
@@ -89,7 +90,8 @@ def push_host_allowed(subscription: object, hosts: tuple[str, ...]) -> bool:
 
 
 def identity_message(identifiers: Mapping[str, str]) -> bytes:
-    """What an identity signs: ``key=value`` lines, keys in sorted order."""
+    """What an identity signs: ``key=value`` lines, keys in sorted order (unambiguous: a key
+    holds no ``=``, and nothing a line break; the registration refuses those)."""
     return "\n".join(f"{key}={identifiers[key]}" for key in sorted(identifiers)).encode()
 
 
@@ -175,9 +177,14 @@ def browser_routes(rt: Runtime) -> list[BaseRoute]:
                 "subscription.endpoint is not on a push service this server takes from "
                 f"browsers ({', '.join(hosts)}: setting browser_push_hosts)"
             )
+        for name in TEXT_FIELDS:
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise InvalidInput(f"{name} must be text")
         raw_ids = body.get("identifiers") or {}
         if not isinstance(raw_ids, dict) or not all(isinstance(v, str) for v in raw_ids.values()):
             raise InvalidInput("identifiers must be an object of strings")
+        if any("=" in k or "\n" in k + v for k, v in raw_ids.items()):
+            raise InvalidInput("identifiers: no '=' in a key, no line break anywhere")
         attributes = body.get("attributes")
         if raw_ids or attributes:
             if not raw_ids:
@@ -185,7 +192,9 @@ def browser_routes(rt: Runtime) -> list[BaseRoute]:
             secret = (await rt.apps.get(found.account_id, app.app_key)).secret
             given = body.get("identity")
             expected = identity_of(secret, raw_ids)
-            if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+            if not isinstance(given, str) or not hmac.compare_digest(
+                given.encode(), expected.encode()
+            ):
                 raise Forbidden(
                     "identity does not match the identifiers: the site's server computes it "
                     "with the app's secret (docs/browser.md)"
