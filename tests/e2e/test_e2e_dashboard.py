@@ -606,6 +606,7 @@ def test_compose_a_local_time_sending_then_change_and_cancel_it(
     page.check("#when input[name=when][value=local]")
     page.click("#send button[type=submit]")
     assert "date" in page.inner_text("#when #error-when")
+    assert axe_problems(page) == []  # with its refusal shown
     assert page.input_value("#send input[name=t0_message]") == "Guten Morgen"
     assert page.is_checked("#audience input[name=platforms][value=channel]")
     page.fill("#when input[name=send_date]", in_a_week())
@@ -630,6 +631,7 @@ def test_compose_a_local_time_sending_then_change_and_cancel_it(
     page.fill("#bind-pushes input[name=pushes]", "not-a-push")
     page.click("#bind-pushes button[type=submit]")
     assert "not a push id" in page.inner_text("#sending-error")
+    assert axe_problems(page) == []
     page.fill("#bind-pushes input[name=pushes]", second_id)
     page.click("#bind-pushes button[type=submit]")
     page.wait_for_url(f"**/dashboard/sendings/{sending_id}")
@@ -721,6 +723,7 @@ def test_a_notification_composed_reaches_a_channel_device_and_the_live_page(
     assert "typed in the dashboard" in row.inner_text()
     assert str(tenant.device_id) in row.inner_text()
     screenshot(live, "live")
+    assert axe_problems(live) == []  # with rows
     assert browsing.problems == []
 
 
@@ -747,6 +750,7 @@ def test_the_try_page_receives_a_notification_in_the_browser(
     row = page.wait_for_selector(f"#try-received tr[data-notification='{notification_id}']")
     assert "to the try page" in row.inner_text() and "Hi" in row.inner_text()
     screenshot(page, "try")
+    assert axe_problems(page) == []  # with what arrived
     # The page acknowledged it: its delivery to the browser's device is delivered.
     page.goto(f"/dashboard/notifications/{notification_id}")
     deadline = time.monotonic() + 10
