@@ -61,8 +61,12 @@ TEXTS = (
     *(f"t{n}_{name}" for n in range(TRANSLATION_ROWS) for name in ("language", "title", "message")),
 )
 # Where an error is shown: a field of the form, or one of its groups.
-GROUPS = {"audience": "audience", "translations": "translations", "send_at": "when"}
-GROUPS["local_time"] = "when"
+GROUPS = {
+    "audience": "audience",
+    "translations": "translations",
+    "send_at": "when",
+    "local_time": "when",
+}
 FIELDS = ("app_id", "title", "message", "image_url", "deep_link", "priority", "campaign")
 OFFSETS = tuple(format_offset(m) for m in range(MIN_OFFSET, MAX_OFFSET + 1, 15))
 _NUMBER = re.compile(r"-?\d+(\.\d+)?")
