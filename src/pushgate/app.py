@@ -33,6 +33,7 @@ from pushgate.api.native.send import send_router
 from pushgate.api.native.sendings import sendings_router
 from pushgate.api.native.stats import stats_router
 from pushgate.api.native.subscribers import subscribers_router
+from pushgate.browser import browser_routes
 from pushgate.channel.routes import channel_router
 from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
 from pushgate.config import Settings
@@ -208,6 +209,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(sendings_router(rt.sendings, current_account))
     app.include_router(channel_router(rt))
     app.router.routes.extend(dashboard_routes(rt))
+    app.router.routes.extend(browser_routes(rt))
     app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
     app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))
     app.add_middleware(

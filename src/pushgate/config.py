@@ -25,6 +25,14 @@ from pushgate.observability.logs import parse_levels
 
 SECRET_FILE_NAME = "secret.key"
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "pushgate"
+# The browsers' push services: Chrome (FCM), Firefox (Mozilla autopush), Edge (WNS), Safari.
+BROWSER_PUSH_HOSTS = (
+    "fcm.googleapis.com",
+    "android.googleapis.com",
+    "push.services.mozilla.com",
+    "notify.windows.com",
+    "push.apple.com",
+)
 
 
 class Settings(BaseSettings):
@@ -182,6 +190,13 @@ class Settings(BaseSettings):
         "besides Google's token endpoint, which is the only one allowed by default (e.g. a "
         "local FakeFcm in tests). Comma-separated in the environment.",
     )
+    browser_push_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        BROWSER_PUSH_HOSTS,
+        description="Push services that a web subscription registered with a browser key (the "
+        "browser SDK, docs/browser.md) may name: its endpoint's host is one of these or under "
+        "one. The default: the push services of Chrome, Firefox, Edge and Safari. "
+        "Comma-separated in the environment; empty: any host (the egress policy still applies).",
+    )
     unengaged_after_days: float = Field(
         30.0,
         gt=0,
@@ -286,7 +301,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "egress_allow", "fcm_token_hosts", "trusted_proxies", "log_levels", mode="before"
+        "egress_allow",
+        "fcm_token_hosts",
+        "browser_push_hosts",
+        "trusted_proxies",
+        "log_levels",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -62,6 +62,8 @@ class Tenant:
     key_id: int = 0
     external_id: str = ""
     notification_id: int = 0
+    device_token: str = ""
+    sending_id: int = 0
 
     @property
     def bearer(self) -> dict[str, str]:
@@ -104,6 +106,7 @@ def make_tenant(server: ServerProcess) -> Tenant:
         assert resp.status_code == 201, resp.text
         tenant.device_id = resp.json()["id"]
         tenant.subscriber_id = resp.json()["subscriber_id"]
+        tenant.device_token = resp.json()["device_token"]
         tenant.notification_id = send(client, tenant, "first")
         resp = client.post(
             "/v1/events/add",
@@ -121,7 +124,30 @@ def make_tenant(server: ServerProcess) -> Tenant:
         )
         assert resp.status_code == 201, resp.text
         tenant.key_id = resp.json()["id"]
+        tenant.sending_id = send_later(client, tenant, "later")
     return tenant
+
+
+def in_a_week() -> str:
+    """A wall time a week ahead (a local-time sending due then has not started)."""
+    return time.strftime("%Y-%m-%dT09:00", time.gmtime(time.time() + 7 * 86_400))
+
+
+def send_later(client: httpx2.Client, tenant: Tenant, message: str) -> int:
+    """A local-time send a week ahead: a sending that waits."""
+    resp = client.post(
+        "/api/v1/notifications",
+        headers=tenant.bearer,
+        json={
+            "app_id": tenant.app_key,
+            "message": message,
+            "send_at": in_a_week() + ":00+01:00",
+            "local_time": True,
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    sending_id: int = resp.json()["sending_id"]
+    return sending_id
 
 
 def set_password(
@@ -204,9 +230,12 @@ def browsing(browser: Any, server: ServerProcess) -> Iterator[Browsing]:
     # Answers of 4xx (a refused sign-in, a refused upload) are logged as errors too: those
     # are tested where they happen; anything else (a CSP violation, a script error) is not.
     expected = "Failed to load resource: the server responded with a status of 4"
+    # htmx logs a request that a page change cut short (the Send page's count or preview,
+    # typed just before the form is sent) as these two; a failed answer is htmx:responseError.
+    cut_short = ("htmx:sendAbort", "htmx:afterRequest")
 
     def console(message: Any) -> None:
-        if message.type == "error" and not message.text.startswith(expected):
+        if message.type == "error" and not message.text.startswith((expected, *cut_short)):
             problems.append(message.text)
 
     page.on("console", console)
@@ -232,6 +261,17 @@ def sign_in(page: Any, token: str) -> None:
     page.fill("#token-sign-in input[name=user_token]", token)
     page.click("#token-sign-in button[type=submit]")
     page.wait_for_url("**/dashboard/")
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
+
+
+def screenshot(page: Any, name: str) -> None:
+    """With PUSHGATE_SCREENSHOTS=1: the page as docs/dashboard/NAME.png (docs/dashboard.md
+    shows them); otherwise nothing, so that a test run leaves the repository as it was."""
+    if os.environ.get("PUSHGATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -513,6 +553,273 @@ def test_click_through_every_page(
     assert browsing.problems == []
 
 
+def matched(page: Any, expected: str) -> None:
+    """Wait until the Send page's live count shows ``expected`` devices."""
+    page.wait_for_selector(f"#audience-count #matched >> text='{expected}'")
+
+
+def test_compose_a_local_time_sending_then_change_and_cancel_it(
+    browsing: Browsing, server: ServerProcess
+) -> None:
+    """The Send page's audience (with its live count), translations (with their previews)
+    and local-time schedule make a sending; its page changes its pushes and cancels it."""
+    tenant = make_tenant(server)  # its own: exactly one device (a channel one of the app)
+    page = browsing.page
+    sign_in(page, tenant.user_token)
+    page.click("nav >> text=Send")
+    page.select_option("#send select[name=app_id]", tenant.app_key)
+    matched(page, "1")
+    page.check("#audience input[name=platforms][value=ios]")
+    matched(page, "0")
+    page.uncheck("#audience input[name=platforms][value=ios]")
+    page.check("#audience input[name=platforms][value=channel]")
+    matched(page, "1")
+    page.fill("#audience input[name=countries]", "Atlantis")
+    assert "countries" in page.wait_for_selector("#count-error").inner_text()
+    page.fill("#audience input[name=countries]", "")
+    page.fill("#audience textarea[name=subscribers]", f"external_id={tenant.external_id}")
+    matched(page, "1")
+    page.fill("#audience textarea[name=subscribers]", "external_id=nobody-at-all")
+    matched(page, "0")
+    assert "named nobody" in page.inner_text("#audience-count")
+    page.fill("#audience textarea[name=subscribers]", "")
+    matched(page, "1")
+
+    page.fill("#send input[name=title]", "Hello")
+    page.fill("#send textarea[name=message]", "Good morning")
+    page.fill("#send input[name=image_url]", "https://img.example.com/sale.png")
+    page.fill("#send input[name=default_language]", "en")
+    page.fill("#send input[name=t0_language]", "de")
+    page.fill("#send input[name=t0_title]", "Hallo")
+    page.fill("#send input[name=t0_message]", "Guten Morgen")
+    page.wait_for_selector("#preview-list section[aria-label='Preview in de']")
+    previews = page.locator("#preview-list .preview-language")
+    assert previews.count() == 2
+    german = previews.nth(1)
+    assert german.locator(".mock").count() == 3  # iOS, Android, web
+    assert "Guten Morgen" in german.locator(".mock-ios").inner_text()
+    assert "Hallo" in german.locator(".mock-android").inner_text()
+    assert "img.example.com" in previews.nth(0).locator(".mock-web").inner_text()
+    screenshot(page, "send-composed")
+
+    # At that time in each timezone: refused without a date, then a sending.
+    page.check("#when input[name=when][value=local]")
+    page.click("#send button[type=submit]")
+    assert "date" in page.inner_text("#when #error-when")
+    assert axe_problems(page) == []  # with its refusal shown
+    assert page.input_value("#send input[name=t0_message]") == "Guten Morgen"
+    assert page.is_checked("#audience input[name=platforms][value=channel]")
+    page.fill("#when input[name=send_date]", in_a_week())
+    page.select_option("#when select[name=send_offset]", "+01:00")
+    page.click("#send button[type=submit]")
+    page.wait_for_url(re.compile(r".*/dashboard/sendings/\d+$"))
+    sending_id = int(page.inner_text("#sending-id"))
+    assert page.inner_text("#sending-state") == "waiting"
+    due = page.inner_text("#sending-due")
+    assert in_a_week().replace("T", " ") in due and "local time" in due and "+01:00" in due
+    (first,) = page.locator("#pushes tbody tr").all()
+    assert "Good morning" in first.inner_text() and "Guten Morgen" in first.inner_text()
+    screenshot(page, "sending-waiting")
+
+    # Its pushes: one added, then only that one kept; a wrong id refused.
+    page.fill("#new-push input[name=title]", "Second")
+    page.fill("#new-push textarea[name=message]", "another push")
+    page.click("#new-push button[type=submit]")
+    page.wait_for_selector("#pushes >> text=another push")
+    assert page.locator("#pushes tbody tr").count() == 2
+    second_id = page.locator("#pushes tbody tr").nth(1).locator("td").first.inner_text()
+    page.fill("#bind-pushes input[name=pushes]", "not-a-push")
+    page.click("#bind-pushes button[type=submit]")
+    assert "not a push id" in page.inner_text("#sending-error")
+    assert axe_problems(page) == []
+    page.fill("#bind-pushes input[name=pushes]", second_id)
+    page.click("#bind-pushes button[type=submit]")
+    page.wait_for_url(f"**/dashboard/sendings/{sending_id}")
+    assert page.locator("#pushes tbody tr").count() == 1
+    assert "another push" in page.inner_text("#pushes")
+
+    # Listed under Sendings; cancelled from its page.
+    page.click("nav >> text=Sendings")
+    row = page.locator(f"#sending-{sending_id}")
+    assert "waiting" in row.inner_text()
+    page.click("#states >> text=waiting")
+    row.locator("a").click()
+    page.wait_for_url(f"**/dashboard/sendings/{sending_id}")
+    page.click("#cancel-sending button[type=submit]")
+    page.wait_for_selector("#sending-state >> text=cancelled")
+    assert page.locator("#cancel-sending").count() == 0
+    assert page.locator("#bind-pushes").count() == 0
+    with api(server) as client:
+        shown = client.get(f"/api/v1/sendings/{sending_id}", headers=tenant.bearer).json()
+    assert shown["state"] == "cancelled" and shown["pushes"] == [int(second_id)]
+    # Cancelling again: refused, shown on the page.
+    client, csrf = signed_in_client(server, tenant)
+    with closing(client):
+        resp = client.post(f"/dashboard/sendings/{sending_id}/cancel", data={"csrf": csrf})
+    assert resp.status_code == 409 and "only a waiting sending" in resp.text
+    assert browsing.problems == []
+
+
+def test_send_at_a_time_holds_the_notification_until_then(
+    server: ServerProcess, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """The Send page's "at this date and time": the native send's ``send_at`` at the chosen
+    offset (its TTL counts from then); a wrong date or offset is refused next to "When"."""
+    tenant, _other = tenants
+    client, csrf = signed_in_client(server, tenant)
+    form = {
+        "csrf": csrf,
+        "app_id": tenant.app_key,
+        "message": "held for a week",
+        "personal": "on",
+        "when": "at",
+        "send_date": in_a_week(),
+        "send_offset": "+02:00",
+    }
+    with closing(client):
+        for wrong in ({"send_date": "next week"}, {"send_offset": "+25:00"}):
+            resp = client.post("/dashboard/send", data={**form, **wrong})
+            assert resp.status_code == 400 and 'id="error-when"' in resp.text, resp.text
+        resp = client.post("/dashboard/send", data=form)
+        assert resp.status_code == 303, resp.text
+        notification_id = int(resp.headers["location"].rsplit("/", 1)[1])
+    with api(server) as plain:
+        listed = plain.get("/api/v1/notifications", headers=tenant.bearer).json()
+    (shown,) = [n for n in listed["notifications"] if n["id"] == notification_id]
+    due = time.mktime(time.strptime(in_a_week(), "%Y-%m-%dT%H:%M")) - time.timezone - 7200
+    expires = time.mktime(time.strptime(shown["expires_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert expires - time.timezone > due  # the TTL counts from the chosen time
+
+
+def test_a_notification_composed_reaches_a_channel_device_and_the_live_page(
+    browsing: Browsing, server: ServerProcess
+) -> None:
+    from websockets.sync.client import connect
+
+    tenant = make_tenant(server)
+    page = browsing.page
+    sign_in(page, tenant.user_token)
+    live = browsing.context.new_page()
+    live.on("pageerror", lambda e: browsing.problems.append(str(e)))
+    live.goto("/dashboard/live")
+    live.wait_for_selector("#live-state >> text=connected")
+    url = server.url.replace("http://", "ws://", 1) + "/api/v1/channel/ws"
+    with connect(f"{url}?token={tenant.device_token}", open_timeout=10, proxy=None) as ws:
+        while json.loads(ws.recv(timeout=10)).get("type") != "ready":
+            pass  # the backlog (the tenant's first notification)
+        page.click("nav >> text=Send")
+        page.select_option("#send select[name=app_id]", tenant.app_key)
+        page.check("#audience input[name=platforms][value=channel]")
+        matched(page, "1")
+        page.fill("#send input[name=title]", "Composed")
+        page.fill("#send textarea[name=message]", "typed in the dashboard")
+        page.click("#send button[type=submit]")
+        page.wait_for_url(re.compile(r".*/dashboard/notifications/\d+$"))
+        sent_id = int(page.inner_text("#notification-id"))
+        message = json.loads(ws.recv(timeout=10))
+    assert message["type"] == "notification" and message["id"] == sent_id
+    assert (message["title"], message["message"]) == ("Composed", "typed in the dashboard")
+    row = live.wait_for_selector(f"#live tr[data-notification='{sent_id}']")
+    assert "typed in the dashboard" in row.inner_text()
+    assert str(tenant.device_id) in row.inner_text()
+    screenshot(live, "live")
+    assert axe_problems(live) == []  # with rows
+    assert browsing.problems == []
+
+
+def test_the_try_page_receives_a_notification_in_the_browser(
+    browsing: Browsing, server: ServerProcess
+) -> None:
+    tenant = make_tenant(server)
+    page = browsing.page
+    browsing.context.grant_permissions(["notifications"], origin=server.url)
+    sign_in(page, tenant.user_token)
+    page.goto(f"/dashboard/apps/{tenant.app_key}")
+    page.click("#try-link")
+    page.wait_for_url(f"**/dashboard/apps/{tenant.app_key}/try")
+    page.click("#try-permission")
+    page.wait_for_selector("#try-permission >> text=Browser notifications on")
+    page.click("#try-subscribe")
+    page.wait_for_selector("#try-state >> text=connected")
+    device_id = int(page.get_attribute("#try-device", "data-device") or 0)
+    with api(server) as client:
+        devices = client.get("/api/v1/devices", headers=tenant.bearer).json()["devices"]
+        (tried,) = [d for d in devices if d["id"] == device_id]
+        assert tried["platform"] == "channel" and tried["app_id"] == tenant.app_key
+        notification_id = send(client, tenant, "to the try page")
+    row = page.wait_for_selector(f"#try-received tr[data-notification='{notification_id}']")
+    assert "to the try page" in row.inner_text() and "Hi" in row.inner_text()
+    screenshot(page, "try")
+    assert axe_problems(page) == []  # with what arrived
+    # The page acknowledged it: its delivery to the browser's device is delivered.
+    page.goto(f"/dashboard/notifications/{notification_id}")
+    deadline = time.monotonic() + 10
+    while "delivered" not in page.inner_text("#deliveries") and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        page.reload()
+    cells = [row.split("\t") for row in page.inner_text("#deliveries tbody").splitlines()]
+    assert [c[2] for c in cells if c[0] == str(device_id)] == ["delivered"]
+    assert browsing.problems == []
+
+
+# --------------------------------------------------------------------------- accessibility
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core" / "axe.min.js"
+
+
+def axe_problems(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page (axe is injected by the test
+    through the browser's devtools protocol, which the page's CSP does not govern)."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE.read_text())
+    results = page.evaluate("window.axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{page.url}: {v['id']} ({v['impact']}): {v['help']}: "
+        + "; ".join(node["target"][0] for node in v["nodes"][:5])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_no_serious_accessibility_violation_on_any_page(
+    browsing: Browsing, tenants: tuple[Tenant, Tenant]
+) -> None:
+    tenant, _other = tenants
+    page = browsing.page
+    page.goto("/dashboard/sign-in")
+    problems = axe_problems(page)
+    screenshot(page, "sign-in")
+    sign_in(page, tenant.user_token)
+    paths = {
+        "/dashboard/": "overview",
+        "/dashboard/apps": "apps",
+        f"/dashboard/apps/{tenant.app_key}": "app",
+        "/dashboard/keys": "keys",
+        f"/dashboard/apps/{tenant.app_key}/events": "events",
+        f"/dashboard/apps/{tenant.app_key}/campaigns": "campaigns",
+        "/dashboard/subscribers": "",
+        f"/dashboard/subscribers?app={tenant.app_key}": "subscribers",
+        f"/dashboard/subscribers/{tenant.subscriber_id}": "subscriber",
+        "/dashboard/send": "",  # shown composed: send-composed
+        f"/dashboard/notifications/{tenant.notification_id}": "notification",
+        "/dashboard/sendings": "sendings",
+        f"/dashboard/sendings/{tenant.sending_id}": "",  # shown with pushes: sending-waiting
+        f"/dashboard/apps/{tenant.app_key}/try": "",
+        "/dashboard/live": "",
+        "/dashboard/notifications/999999999": "",  # the error page
+    }
+    for path, name in paths.items():
+        page.goto(path)
+        if path == "/dashboard/send":
+            page.wait_for_selector("#matched")
+            page.wait_for_selector("#preview-list .preview-language")
+        problems += axe_problems(page)
+        if name:
+            screenshot(page, name)
+    assert problems == [], "\n".join(problems)
+
+
 # --------------------------------------------------------------------------- CSRF and CSP
 
 
@@ -562,6 +869,9 @@ def test_pages_carry_a_strict_csp_and_no_inline_script(
         "/dashboard/send",
         f"/dashboard/notifications/{tenant.notification_id}",
         "/dashboard/live",
+        "/dashboard/sendings",
+        f"/dashboard/sendings/{tenant.sending_id}",
+        f"/dashboard/apps/{tenant.app_key}/try",
     ]
     with closing(client):
         with api(server) as signed_out:
@@ -613,6 +923,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         "device_id": str(theirs.device_id),
         "key_id": str(theirs.key_id),
         "notification_id": str(theirs.notification_id),
+        "sending_id": str(theirs.sending_id),
         "platform": "huawei",
     }
     # What each POST sends besides the CSRF token (enough to act, were the ids mine).
@@ -633,6 +944,10 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         "/dashboard/subscribers/{subscriber_id:int}/delete": {"confirm": "yes"},
         "/dashboard/keys": {"kind": "push-api-v2", "app": theirs.app_key},
         "/dashboard/send": {"app_id": theirs.app_key, "message": "hijacked"},
+        "/dashboard/send/count": {"app_id": theirs.app_key},
+        "/dashboard/send/preview": {"app_id": theirs.app_key, "message": "peek"},
+        "/dashboard/sendings/{sending_id:int}/pushes": {"pushes": ""},
+        "/dashboard/sendings/{sending_id:int}/pushes/new": {"message": "hijacked"},
     }
     # Pages without ids in the path: what they take from the query or the form instead.
     queries = {"/dashboard/subscribers": f"?app={theirs.app_key}&q={theirs.external_id}"}
@@ -650,6 +965,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("GET", "/dashboard/live"),
         ("GET", "/dashboard/live/stream"),
         ("GET", "/dashboard/send"),
+        ("GET", "/dashboard/sendings"),
     }
     with_ids = {
         ("GET", "/dashboard/apps/{app_key}"),
@@ -672,6 +988,14 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("POST", "/dashboard/devices/{device_id:int}/enable"),
         ("POST", "/dashboard/send"),
         ("GET", "/dashboard/notifications/{notification_id:int}"),
+        ("POST", "/dashboard/send/count"),
+        ("POST", "/dashboard/send/preview"),
+        ("GET", "/dashboard/sendings/{sending_id:int}"),
+        ("POST", "/dashboard/sendings/{sending_id:int}/cancel"),
+        ("POST", "/dashboard/sendings/{sending_id:int}/pushes"),
+        ("POST", "/dashboard/sendings/{sending_id:int}/pushes/new"),
+        ("GET", "/dashboard/apps/{app_key}/try"),
+        ("POST", "/dashboard/apps/{app_key}/try/device"),
     }
     # A new dashboard URL must be added to one of the two sets (and so be tried here).
     assert dashboard_paths() == whole_account | with_ids
@@ -696,9 +1020,18 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         assert subscriber.status_code == 200
         devices = plain.get("/api/v1/devices", headers=theirs.bearer).json()["devices"]
         assert [d["enabled"] for d in devices if d["id"] == theirs.device_id] == [True]
+        assert len(devices) == 1  # the try page registered nothing in their app
         keys = plain.get("/api/v1/keys", headers=theirs.bearer).json()["keys"]
         (key,) = [k for k in keys if k["id"] == theirs.key_id]
         assert key["revoked_at"] is None and key["per_minute"] is None
+        sending = plain.get(f"/api/v1/sendings/{theirs.sending_id}", headers=theirs.bearer).json()
+        assert sending["state"] == "waiting" and len(sending["pushes"]) == 1
+    # The sendings list shows only the own account's.
+    client, _csrf = signed_in_client(server, mine)
+    with closing(client):
+        listed = client.get("/dashboard/sendings").text
+    assert f'id="sending-{mine.sending_id}"' in listed
+    assert f'id="sending-{theirs.sending_id}"' not in listed
 
 
 def test_overview_and_live_stream_show_only_the_own_account(

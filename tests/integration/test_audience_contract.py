@@ -21,7 +21,7 @@ from pushgate.domain.audience import (
     one_user,
     select,
 )
-from pushgate.storage.audience_sql import Params, select_devices
+from pushgate.storage.audience_sql import Params, count_devices, select_devices
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.storage.migrate import migrate
@@ -295,6 +295,13 @@ async def _selected(db: Database, audience: Audience, since: int) -> set[int]:
         return {int(row[0]) for row in rows}
 
 
+async def _counted(db: Database, audience: Audience, since: int) -> int:
+    p = Params(db.write.dialect.name == "postgresql")
+    sql = count_devices(p, audience, app_id=APP, account_id=ACCOUNT, engaged_since_ms=since)
+    async with db.read.connect() as conn:
+        return int((await conn.exec_driver_sql(sql, tuple(p.values))).scalar_one())
+
+
 @settings(
     max_examples=40,
     deadline=None,
@@ -313,6 +320,7 @@ def test_sql_selects_what_the_reference_selects(
             audience, world.devices, app_id=APP, account_id=ACCOUNT, engaged_since_ms=since
         )
         assert runner.run(_selected(runner.db, audience, since)) == expected, audience
+        assert runner.run(_counted(runner.db, audience, since)) == len(expected), audience
 
 
 def test_everything_of_the_app_and_nothing_else(runner: Runner) -> None:

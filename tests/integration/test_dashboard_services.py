@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import select, update
 
 from pushgate.crypto import SecretBox
+from pushgate.domain.audience import Audience
 from pushgate.domain.errors import Conflict, InvalidInput, NotFound
 from pushgate.domain.subscribers import Identifiers, Profile
 from pushgate.egress import EgressPolicy
 from pushgate.services.accounts import AccountService
 from pushgate.services.apps import AppService
+from pushgate.services.audience_count import AudienceCount
 from pushgate.services.dashboard_auth import DashboardAuth, hash_password, password_matches
 from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.events import EventService
@@ -205,3 +207,27 @@ async def test_events_delete_and_subscriber_lookup(db: Database) -> None:
         assert await subscribers.lookup(acme.id, app.app_key, value) == [], value
     with pytest.raises(NotFound):
         await subscribers.lookup(acme.id + 1, app.app_key, "A-1")
+
+
+async def test_audience_count_counts_what_the_fan_out_would_select(db: Database) -> None:
+    accounts = AccountService(db, BOX)
+    acme = (await accounts.create("acme")).account
+    other = (await accounts.create("other")).account
+    apps = AppService(db, BOX)
+    devices = DeviceService(db, BOX, EgressPolicy.from_setting(()))
+    mine = (await apps.create(acme.id, "shop")).app
+    theirs = (await apps.create(other.id, "shop")).app
+    for n in range(3):
+        await devices.register(
+            acme.id, DeviceRegistration("channel", mine.app_key, external_id=f"u{n}")
+        )
+    await devices.register(other.id, DeviceRegistration("channel", theirs.app_key, external_id="x"))
+    personal = await devices.register(acme.id, DeviceRegistration("channel", None))
+    count = AudienceCount(db)
+    assert await count.devices(acme.id, mine.id, Audience()) == 3
+    assert await count.devices(acme.id, mine.id, Audience(personal=True)) == 4
+    assert await count.devices(acme.id, mine.id, Audience(platforms=("ios",))) == 0
+    # Another account's app counts none of its devices.
+    assert await count.devices(acme.id, theirs.id, Audience()) == 0
+    await devices.set_enabled(acme.id, personal.device.id, False)
+    assert await count.devices(acme.id, mine.id, Audience(personal=True)) == 3

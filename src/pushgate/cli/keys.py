@@ -59,7 +59,7 @@ def create(
         typer.Option(
             "--app",
             metavar="APP_ID",
-            help="The app the key acts for (insider-mobile, insider-web, push-api-v2).",
+            help="The app the key acts for (insider-mobile, insider-web, push-api-v2, browser).",
         ),
     ] = None,
     account_id: Annotated[

@@ -7,7 +7,18 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from pushgate.dashboard import apps, events, keys, live, overview, send, sign_in, subscribers
+from pushgate.dashboard import (
+    apps,
+    events,
+    keys,
+    live,
+    overview,
+    send,
+    sendings,
+    sign_in,
+    subscribers,
+    try_page,
+)
 from pushgate.dashboard.web import HERE, PREFIX, Dashboard
 from pushgate.runtime import Runtime
 
@@ -17,6 +28,17 @@ def dashboard_routes(rt: Runtime) -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
     ]
-    for module in (sign_in, overview, apps, keys, events, subscribers, send, live):
+    for module in (
+        sign_in,
+        overview,
+        apps,
+        keys,
+        events,
+        subscribers,
+        send,
+        sendings,
+        try_page,
+        live,
+    ):
         routes.extend(module.routes(dash))
     return routes

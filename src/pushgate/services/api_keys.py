@@ -31,9 +31,10 @@ from pushgate.storage.database import Database, now_ms
 from pushgate.storage.models import api_keys, apps
 from pushgate.web.timestamps import iso_ms
 
-KINDS = ("native", "insider-mobile", "insider-web", "push-api-v2", "push-express")
+KINDS = ("native", "insider-mobile", "insider-web", "push-api-v2", "push-express", "browser")
 # Kinds whose key belongs to one app, and kinds whose key acts for the whole account.
-APP_KINDS = ("insider-mobile", "insider-web", "push-api-v2")
+# A browser key is public (pages hold it): it only registers browsers (pushgate/browser).
+APP_KINDS = ("insider-mobile", "insider-web", "push-api-v2", "browser")
 ACCOUNT_KINDS = ("native", "push-express")
 # Requests per minute when a key names no quota of its own: the vendors' documented limits.
 DEFAULT_PER_MINUTE = {
@@ -42,6 +43,7 @@ DEFAULT_PER_MINUTE = {
     "insider-web": 6000,
     "push-api-v2": 6000,
     "push-express": 6000,
+    "browser": 600,
 }
 # A new key of these kinds allows only these addresses until it is edited (the vendor does).
 DEFAULT_ALLOWLIST = {"insider-mobile": ("127.0.0.1/32",)}

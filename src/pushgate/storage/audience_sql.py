@@ -225,3 +225,14 @@ def select_timezones(p: Params, audience: Audience, *, app_id: int, account_id: 
         "JOIN subscribers s ON s.id = d.subscriber_id "
         f"WHERE d.id IN (SELECT c.id FROM ({chosen}) c)"
     )
+
+
+def count_devices(
+    p: Params, audience: Audience, *, app_id: int, account_id: int, engaged_since_ms: int
+) -> str:
+    """``SELECT count(*)`` of the devices the audience selects: one query, the selection of
+    ``select_devices`` counted by the database."""
+    devices_sql = select_devices(
+        p, audience, app_id=app_id, account_id=account_id, engaged_since_ms=engaged_since_ms
+    )
+    return f"SELECT count(*) FROM ({devices_sql}) x"

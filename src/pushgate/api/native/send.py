@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pushgate.api.native.audience import AudienceIn, CampaignIn, TranslationsIn
 from pushgate.api.native.deps import AccountDependency
+from pushgate.domain.audience import Audience
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.domain.push_options import PushOptions
 from pushgate.domain.templates import MAX_MESSAGE_CHARS
@@ -100,6 +101,21 @@ class SendOut(BaseModel):
     )
 
 
+async def resolve_audience(
+    given: AudienceIn, app: App, subscribers: SubscriberService
+) -> tuple[Audience, int, int]:
+    """The core's ``Audience`` of a request's audience (its subscribers' identifiers looked
+    up in the app), with how many identifiers named nobody and how many opted out."""
+    ids = None
+    no_user = opted_out = 0
+    if given.subscribers is not None:
+        targets = await subscribers.targets(
+            app, given.identifiers(), optin_required=given.optin_required
+        )
+        ids, no_user, opted_out = targets.subscriber_ids, targets.no_user, targets.opted_out
+    return given.to_audience(ids), no_user, opted_out
+
+
 async def send_command(
     body: SendIn, app: App, subscribers: SubscriberService, idempotency_key: str | None
 ) -> SendCommand:
@@ -115,13 +131,7 @@ async def send_command(
     audience = None
     no_user = opted_out = 0
     if body.audience is not None:
-        ids = None
-        if body.audience.subscribers is not None:
-            targets = await subscribers.targets(
-                app, body.audience.identifiers(), optin_required=body.audience.optin_required
-            )
-            ids, no_user, opted_out = targets.subscriber_ids, targets.no_user, targets.opted_out
-        audience = body.audience.to_audience(ids)
+        audience, no_user, opted_out = await resolve_audience(body.audience, app, subscribers)
     due_ms = offset_minutes = None
     if body.send_at is not None:
         offset = body.send_at.utcoffset()
