@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ class Tenant:
     notification_id: int = 0
     device_token: str = ""
     sending_id: int = 0
+    campaign_id: int = 0
 
     @property
     def bearer(self) -> dict[str, str]:
@@ -108,6 +110,22 @@ def make_tenant(server: ServerProcess) -> Tenant:
         tenant.subscriber_id = resp.json()["subscriber_id"]
         tenant.device_token = resp.json()["device_token"]
         tenant.notification_id = send(client, tenant, "first")
+        resp = client.post(
+            "/api/v1/notifications",
+            headers=tenant.bearer,
+            json={
+                "app_id": tenant.app_key,
+                "message": "welcome",
+                "campaign": {"id": "welcome", "name": "Welcome"},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        with closing(sqlite3.connect(server.data_dir / "pushgate.db")) as db:
+            (tenant.campaign_id,) = db.execute(
+                "SELECT c.id FROM campaigns c JOIN apps a ON a.id = c.app_id "
+                "WHERE a.app_key = ? AND c.external_id = 'welcome'",
+                (tenant.app_key,),
+            ).fetchone()
         resp = client.post(
             "/v1/events/add",
             headers={
@@ -522,6 +540,12 @@ def test_click_through_every_page(
     page.click("text=Campaigns")
     row = page.locator("#campaigns tr", has_text="winter-sale")
     assert "Winter sale" in row.inner_text()
+    # A campaign over time: its deliveries by status, drawn and as a table.
+    page.click("#campaigns >> text=welcome")
+    page.wait_for_url(f"**/dashboard/apps/{tenant.app_key}/campaigns/{tenant.campaign_id}")
+    page.wait_for_selector("#timeline circle.series-targeted")
+    assert page.inner_text("#campaign-targeted") == "1"
+    assert "1" in page.inner_text("#timeline-table tbody")
 
     # Live: a notification sent now shows as it is delivered (queued for the device).
     page.click("nav >> text=Live")
@@ -798,6 +822,7 @@ def test_no_serious_accessibility_violation_on_any_page(
         "/dashboard/keys": "keys",
         f"/dashboard/apps/{tenant.app_key}/events": "events",
         f"/dashboard/apps/{tenant.app_key}/campaigns": "campaigns",
+        f"/dashboard/apps/{tenant.app_key}/campaigns/{tenant.campaign_id}": "",
         "/dashboard/subscribers": "",
         f"/dashboard/subscribers?app={tenant.app_key}": "subscribers",
         f"/dashboard/subscribers/{tenant.subscriber_id}": "subscriber",
@@ -924,6 +949,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         "key_id": str(theirs.key_id),
         "notification_id": str(theirs.notification_id),
         "sending_id": str(theirs.sending_id),
+        "campaign_id": str(theirs.campaign_id),
         "platform": "huawei",
     }
     # What each POST sends besides the CSRF token (enough to act, were the ids mine).
@@ -975,6 +1001,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
         ("POST", "/dashboard/apps/{app_key}/credentials/{platform}"),
         ("GET", "/dashboard/apps/{app_key}/events"),
         ("GET", "/dashboard/apps/{app_key}/campaigns"),
+        ("GET", "/dashboard/apps/{app_key}/campaigns/{campaign_id:int}"),
         ("POST", "/dashboard/apps/{app_key}/events"),
         ("POST", "/dashboard/apps/{app_key}/events/preview"),
         ("POST", "/dashboard/apps/{app_key}/events/delete"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from pushgate.crypto import SecretBox
 from pushgate.domain.errors import NotFound
@@ -171,3 +171,44 @@ def test_reason_names() -> None:
     assert reason_name("BadDeviceToken: x") == "BadDeviceToken"
     assert reason_name(None) == "unknown"
     assert reason_name(" : x") == "unknown"
+
+
+async def test_a_campaign_over_time_counts_each_delivery_where_it_last_changed(
+    db: Database,
+) -> None:
+    account_id, app_key, first = await _campaign(db)
+    stats = StatsService(db)
+    view = (await stats.campaigns(account_id, app_key))[0]
+    assert (await stats.campaign_by_id(account_id, app_key, view.id)).counts == view.counts
+    # Two hours later, three deliveries of the first notification changed again.
+    async with db.write.begin() as conn:
+        later = (
+            (
+                await conn.execute(
+                    select(deliveries.c.device_id)
+                    .where(deliveries.c.notification_id == first)
+                    .order_by(deliveries.c.device_id)
+                    .limit(3)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.notification_id == first, deliveries.c.device_id.in_(later))
+            .values(status="opened", updated_ms=deliveries.c.updated_ms + 2 * 3_600_000)
+        )
+    timeline = await stats.timeline(view.id)
+    # 2 hours in 5-minute buckets (the smallest size that fits), empty ones included.
+    assert (timeline.bucket_ms, len(timeline.buckets)) == (300_000, 25)
+    assert [b.counts["targeted"] for b in timeline.buckets] == [18] + [0] * 24
+    assert timeline.buckets[-1].counts["opened"] == 3
+    assert sum(b.counts["failed"] for b in timeline.buckets) <= 8
+    total = sum(sum(v for k, v in b.counts.items() if k != "targeted") for b in timeline.buckets)
+    assert total == 18
+    other = (await AccountService(db, BOX).create("other")).account
+    with pytest.raises(NotFound):
+        await stats.campaign_by_id(other.id, app_key, view.id)
+    with pytest.raises(NotFound, match="no campaign"):
+        await stats.campaign_by_id(account_id, app_key, view.id + 1000)

@@ -13,6 +13,7 @@ import orjson
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from pushgate.dashboard.charts import timeline_chart
 from pushgate.dashboard.web import PREFIX, Dashboard, Page, redirect
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.services.apps import AppChanges
@@ -142,6 +143,20 @@ def routes(dash: Dashboard) -> list[Route]:
             statuses=STATUSES,
         )
 
+    async def campaign(page: Page) -> Response:
+        app_key = page.request.path_params["app_key"]
+        campaign_id = int(page.request.path_params["campaign_id"])
+        found = await rt.apps.get(page.account_id, app_key)
+        view = await rt.stats.campaign_by_id(page.account_id, app_key, campaign_id)
+        return dash.show(
+            page,
+            "campaign.html",
+            app=found.app,
+            campaign=view,
+            chart=timeline_chart(await rt.stats.timeline(campaign_id)),
+            statuses=STATUSES,
+        )
+
     async def generate_vapid(page: Page) -> Response:
         app_key = page.request.path_params["app_key"]
         await rt.credentials.generate_vapid(page.account_id, app_key, None)
@@ -155,6 +170,9 @@ def routes(dash: Dashboard) -> list[Route]:
         Route(base + "/{app_key}/rename", dash.page(rename), methods=["POST"]),
         Route(base + "/{app_key}/secret", dash.page(secret), methods=["POST"]),
         Route(base + "/{app_key}/campaigns", dash.page(campaigns), methods=["GET"]),
+        Route(
+            base + "/{app_key}/campaigns/{campaign_id:int}", dash.page(campaign), methods=["GET"]
+        ),
         Route(
             base + "/{app_key}/credentials/web/generate",
             dash.page(generate_vapid),

@@ -51,6 +51,38 @@ class CampaignView:
     counts: Counts
 
 
+@dataclass(frozen=True, slots=True)
+class TimelineBucket:
+    start_ms: int
+    # "targeted" (deliveries made) and each status (deliveries that reached it then)
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    start_ms: int
+    bucket_ms: int
+    buckets: tuple[TimelineBucket, ...]
+
+
+HOUR_MS = 3_600_000
+MAX_BUCKETS = 48
+# Bucket sizes a timeline chooses from: the smallest that fits the span in MAX_BUCKETS.
+BUCKET_SIZES_MS = (60_000, 300_000, 900_000, HOUR_MS, 6 * HOUR_MS, 24 * HOUR_MS, 7 * 24 * HOUR_MS)
+
+
+def bucket_span(first_ms: int, last_ms: int, buckets: int = MAX_BUCKETS) -> tuple[int, int]:
+    """(start, size) of the buckets that cover ``first_ms`` to ``last_ms`` in at most
+    ``buckets`` buckets (the last size when none is large enough); the start is a multiple of
+    the size."""
+    for size in BUCKET_SIZES_MS:
+        start = first_ms // size * size
+        if (last_ms - start) // size < buckets:
+            return start, size
+    size = BUCKET_SIZES_MS[-1]
+    return first_ms // size * size, size
+
+
 def reason_name(reason: str | None) -> str:
     """The name a failure reason starts with (``BadDeviceToken: ...`` -> ``BadDeviceToken``)."""
     if not reason:
@@ -150,6 +182,64 @@ class StatsService:
         campaign_id, external, name, created = found[0]
         counts = await self._count(_n.campaign_id == campaign_id)
         return CampaignView(campaign_id, external, name, created, counts)
+
+    async def campaign_by_id(self, account_id: int, app_key: str, campaign_id: int) -> CampaignView:
+        """A campaign of the app by its own id (``CampaignView.id``), with its counts."""
+        found = [c for c in await self._campaigns(account_id, app_key) if c[0] == campaign_id]
+        if not found:
+            raise NotFound(f"App {app_key} has no campaign {campaign_id}")
+        _, external, name, created = found[0]
+        counts = await self._count(_n.campaign_id == campaign_id)
+        return CampaignView(campaign_id, external, name, created, counts)
+
+    async def timeline(self, campaign_id: int, buckets: int = MAX_BUCKETS) -> Timeline:
+        """A campaign's deliveries over time: per time bucket, how many were made (targeted)
+        and how many reached each status then (a delivery counts where it last changed).
+        Check the campaign's owner first (``campaign_by_id``)."""
+        ids = select(_n.id).where(_n.campaign_id == campaign_id)
+        async with self._db.read.connect() as conn:
+            span = (
+                await conn.execute(
+                    select(func.min(_d.created_ms), func.max(_d.updated_ms)).where(
+                        _d.notification_id.in_(ids)
+                    )
+                )
+            ).one()
+            if span[0] is None:
+                return Timeline(0, HOUR_MS, ())
+            start, size = bucket_span(int(span[0]), int(span[1]), buckets)
+            made = (_d.created_ms - start) // size
+            moved = (_d.updated_ms - start) // size
+            targeted: dict[int, int] = {
+                int(bucket): int(count)
+                for bucket, count in await conn.execute(
+                    select(made, func.count()).where(_d.notification_id.in_(ids)).group_by(made)
+                )
+            }
+            changed = (
+                await conn.execute(
+                    select(moved, _d.status, func.count())
+                    .where(_d.notification_id.in_(ids))
+                    .group_by(moved, _d.status)
+                )
+            ).all()
+        rows: dict[int, dict[str, int]] = {}
+        for bucket, count in targeted.items():
+            rows.setdefault(int(bucket), dict.fromkeys(("targeted", *STATUSES), 0))["targeted"] = (
+                int(count)
+            )
+        for bucket, status, count in changed:
+            rows.setdefault(int(bucket), dict.fromkeys(("targeted", *STATUSES), 0))[status] = int(
+                count
+            )
+        empty = dict.fromkeys(("targeted", *STATUSES), 0)
+        return Timeline(
+            start,
+            size,
+            tuple(
+                TimelineBucket(start + b * size, rows.get(b, empty)) for b in range(max(rows) + 1)
+            ),
+        )
 
     async def campaigns(self, account_id: int, app_key: str) -> list[CampaignView]:
         """The app's campaigns, oldest first, each with its counts."""
