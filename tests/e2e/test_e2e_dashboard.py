@@ -387,6 +387,24 @@ def test_click_through_every_page(
     page.wait_for_selector("#copy-vapid >> text=Copied")
     assert page.evaluate("navigator.clipboard.readText()") == vapid
 
+    # Settings: the frequency cap and the default web push icon; a refusal next to its field.
+    page.fill("#frequency-cap", "5")
+    page.fill("#default-icon-url", "http://shop.example/icon.png")
+    page.click("#settings-form button[type=submit]")
+    error = page.wait_for_selector("#error-default_icon_url").inner_text()
+    assert "https://" in error
+    assert page.input_value("#default-icon-url") == "http://shop.example/icon.png"
+    page.fill("#default-icon-url", "https://shop.example/icon.png")
+    page.click("#settings-form button[type=submit]")
+    page.wait_for_selector("#saved >> text=Settings saved.")
+    with api(server) as client:
+        shown = client.get(f"/api/v1/apps/{app_key}", headers=tenant.bearer).json()
+    assert (shown["frequency_cap"], shown["default_icon_url"]) == (
+        5,
+        "https://shop.example/icon.png",
+    )
+    assert page.input_value("#frequency-cap") == "5"
+
     # Provider credentials: refusals shown next to their field, then a good one saved.
     page.set_input_files(
         "#upload-ios input[name=private_key]",
@@ -955,6 +973,10 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
     # What each POST sends besides the CSRF token (enough to act, were the ids mine).
     forms: dict[str, dict[str, str]] = {
         "/dashboard/apps/{app_key}/rename": {"title": "taken over"},
+        "/dashboard/apps/{app_key}/settings": {
+            "frequency_cap": "1",
+            "default_icon_url": "https://evil.example/i.png",
+        },
         "/dashboard/apps/{app_key}/credentials/{platform}": {
             "app_id": "101234567",
             "client_secret": "x",
@@ -996,6 +1018,7 @@ def test_every_dashboard_url_refuses_another_accounts_ids(
     with_ids = {
         ("GET", "/dashboard/apps/{app_key}"),
         ("POST", "/dashboard/apps/{app_key}/rename"),
+        ("POST", "/dashboard/apps/{app_key}/settings"),
         ("POST", "/dashboard/apps/{app_key}/secret"),
         ("POST", "/dashboard/apps/{app_key}/credentials/web/generate"),
         ("POST", "/dashboard/apps/{app_key}/credentials/{platform}"),

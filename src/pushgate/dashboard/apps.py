@@ -83,6 +83,7 @@ def routes(dash: Dashboard) -> list[Route]:
             app=found.app,
             vapid=vapid,
             credentials=await rt.credentials.list(page.account_id, app_key),
+            settings=await rt.apps.settings(page.account_id, app_key),
             errors=extra.pop("errors", {}),
             form=extra.pop("form", {}),
             **extra,
@@ -110,6 +111,33 @@ def routes(dash: Dashboard) -> list[Route]:
         except InvalidInput as exc:
             return await app_page(page, app_key, 400, errors={"rename": {"title": exc.message}})
         return redirect(f"/apps/{app_key}")
+
+    async def change_settings(page: Page) -> Response:
+        """The app's frequency cap and default web push icon (empty: none)."""
+        app_key = page.request.path_params["app_key"]
+        await rt.apps.get(page.account_id, app_key)  # NotFound before reading anything else
+        cap_text, icon = page.text("frequency_cap"), page.text("default_icon_url") or None
+        form = {"frequency_cap": cap_text, "default_icon_url": icon or ""}
+        try:
+            if cap_text and not cap_text.isdigit():
+                raise InvalidInput(
+                    "frequency_cap must be a whole number of notifications, or empty"
+                )
+            await rt.apps.update(
+                page.account_id,
+                app_key,
+                AppChanges(
+                    set_frequency_cap=True,
+                    frequency_cap=int(cap_text) if cap_text else None,
+                    set_default_icon_url=True,
+                    default_icon_url=icon,
+                ),
+            )
+        except InvalidInput as exc:
+            field = "default_icon_url" if "icon" in exc.message else "frequency_cap"
+            errors = {"settings": {field: exc.message}}
+            return await app_page(page, app_key, 400, errors=errors, form=form)
+        return await app_page(page, app_key, saved="Settings saved.")
 
     async def secret(page: Page) -> Response:
         found = await rt.apps.get(page.account_id, page.request.path_params["app_key"])
@@ -169,6 +197,7 @@ def routes(dash: Dashboard) -> list[Route]:
         Route(base + "/{app_key}", dash.page(show_app), methods=["GET"]),
         Route(base + "/{app_key}/rename", dash.page(rename), methods=["POST"]),
         Route(base + "/{app_key}/secret", dash.page(secret), methods=["POST"]),
+        Route(base + "/{app_key}/settings", dash.page(change_settings), methods=["POST"]),
         Route(base + "/{app_key}/campaigns", dash.page(campaigns), methods=["GET"]),
         Route(
             base + "/{app_key}/campaigns/{campaign_id:int}", dash.page(campaign), methods=["GET"]
