@@ -29,11 +29,17 @@ def test_a_line_per_series_that_has_values_scaled_to_the_top() -> None:
         HOUR_MS,
         (
             TimelineBucket(T0, {"targeted": 4, "queued": 0, "delivered": 2}),
-            TimelineBucket(T0 + 2 * HOUR_MS, {"targeted": 0, "delivered": 2, "failed": 1}),
+            TimelineBucket(
+                T0 + 2 * HOUR_MS,
+                {"targeted": 0, "delivered": 2, "failed": 1},
+                {"BadDeviceToken": 1},
+            ),
         ),
     )
     chart = timeline_chart(timeline)
-    assert [line.name for line in chart.lines] == ["targeted", "delivered", "failed"]
+    names = [line.name for line in chart.lines]
+    assert names == ["targeted", "delivered", "failed", "failed: BadDeviceToken"]
+    assert chart.rows[1][1]["failed: BadDeviceToken"] == 1
     assert chart.top == 4
     targeted = chart.lines[0]
     assert targeted.total == 4

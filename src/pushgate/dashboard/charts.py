@@ -3,10 +3,11 @@ neither): a campaign's deliveries over time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pushgate.services.stats import STATUSES, Timeline
+from pushgate.services.stats import STATUSES, Timeline, TimelineBucket
 
 WIDTH = 720
 HEIGHT = 220
@@ -30,6 +31,7 @@ class TimelineChart:
     top: int
     labels: tuple[tuple[float, str], ...]  # (x, time) under the axis
     rows: tuple[tuple[str, dict[str, int]], ...]  # the same numbers as a table
+    reasons: tuple[str, ...] = ()  # the failure reasons, each a line of its own
 
     @property
     def empty(self) -> bool:
@@ -56,14 +58,27 @@ def timeline_chart(timeline: Timeline) -> TimelineChart:
     def y(value: int) -> float:
         return round(HEIGHT - PAD - value * (HEIGHT - 2 * PAD) / top, 1)
 
+    reasons = sorted({r for b in buckets for r in b.failed_by_reason})
     lines = []
-    for name in SERIES:
-        if not any(b.counts.get(name, 0) for b in buckets):
-            continue
-        dots = tuple((x(b.start_ms), y(b.counts.get(name, 0))) for b in buckets)
+
+    def line(name: str, value: Callable[[TimelineBucket], int]) -> None:
+        if not any(value(b) for b in buckets):
+            return
+        dots = tuple((x(b.start_ms), y(value(b))) for b in buckets)
         points = " ".join(f"{px},{py}" for px, py in dots)
-        lines.append(Line(name, points, sum(b.counts.get(name, 0) for b in buckets), dots))
+        lines.append(Line(name, points, sum(value(b) for b in buckets), dots))
+
+    for name in SERIES:
+        line(name, lambda b, name=name: b.counts.get(name, 0))  # type: ignore[misc]
+    for reason in reasons:
+        line(f"failed: {reason}", lambda b, r=reason: b.failed_by_reason.get(r, 0))  # type: ignore[misc]
     shown = buckets if len(buckets) <= 6 else buckets[:: max(1, len(buckets) // 6)]
     labels = tuple((x(b.start_ms), _when(b.start_ms, timeline.bucket_ms)) for b in shown)
-    rows = tuple((_when(b.start_ms, timeline.bucket_ms), b.counts) for b in buckets)
-    return TimelineChart(WIDTH, HEIGHT, tuple(lines), top, labels, rows)
+    rows = tuple(
+        (
+            _when(b.start_ms, timeline.bucket_ms),
+            {**b.counts, **{f"failed: {r}": b.failed_by_reason.get(r, 0) for r in reasons}},
+        )
+        for b in buckets
+    )
+    return TimelineChart(WIDTH, HEIGHT, tuple(lines), top, labels, rows, tuple(reasons))

@@ -56,6 +56,8 @@ class TimelineBucket:
     start_ms: int
     # "targeted" (deliveries made) and each status (deliveries that reached it then)
     counts: dict[str, int]
+    # the failed ones of the bucket by reason
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,26 +220,30 @@ class StatsService:
             }
             changed = (
                 await conn.execute(
-                    select(moved, _d.status, func.count())
+                    select(moved, _d.status, _d.reason, func.count())
                     .where(_d.notification_id.in_(ids))
-                    .group_by(moved, _d.status)
+                    .group_by(moved, _d.status, _d.reason)
                 )
             ).all()
         rows: dict[int, dict[str, int]] = {}
+        reasons: dict[int, Counter[str]] = {}
+
+        def row(bucket: object) -> dict[str, int]:
+            return rows.setdefault(int(str(bucket)), dict.fromkeys(("targeted", *STATUSES), 0))
+
         for bucket, count in targeted.items():
-            rows.setdefault(int(bucket), dict.fromkeys(("targeted", *STATUSES), 0))["targeted"] = (
-                int(count)
-            )
-        for bucket, status, count in changed:
-            rows.setdefault(int(bucket), dict.fromkeys(("targeted", *STATUSES), 0))[status] = int(
-                count
-            )
+            row(bucket)["targeted"] = count
+        for bucket, status, reason, count in changed:
+            row(bucket)[status] += int(count)
+            if status == "failed":
+                reasons.setdefault(int(bucket), Counter())[reason_name(reason)] += int(count)
         empty = dict.fromkeys(("targeted", *STATUSES), 0)
         return Timeline(
             start,
             size,
             tuple(
-                TimelineBucket(start + b * size, rows.get(b, empty)) for b in range(max(rows) + 1)
+                TimelineBucket(start + b * size, rows.get(b, empty), dict(reasons.get(b, {})))
+                for b in range(max(rows) + 1)
             ),
         )
 
