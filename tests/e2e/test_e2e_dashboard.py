@@ -840,7 +840,7 @@ def test_no_serious_accessibility_violation_on_any_page(
         "/dashboard/keys": "keys",
         f"/dashboard/apps/{tenant.app_key}/events": "events",
         f"/dashboard/apps/{tenant.app_key}/campaigns": "campaigns",
-        f"/dashboard/apps/{tenant.app_key}/campaigns/{tenant.campaign_id}": "",
+        f"/dashboard/apps/{tenant.app_key}/campaigns/{tenant.campaign_id}": "campaign",
         "/dashboard/subscribers": "",
         f"/dashboard/subscribers?app={tenant.app_key}": "subscribers",
         f"/dashboard/subscribers/{tenant.subscriber_id}": "subscriber",
