@@ -17,14 +17,13 @@ from pushgate.testing.fake_apns import FakeApns
 from pushgate.testing.fake_server import FakeHttpServer, FakeRequest, FakeResponse
 from pushgate.testing.tls import local_ca
 from pushgate.transports.apns import provider_token
+from pushgate.transports.h2_overrides import H2Protocol, h2_config
 from pushgate.transports.http import ProviderRequest
 from pushgate.transports.http2 import (
-    H2Protocol,
     Http2ConnectionLost,
     Http2Error,
     Http2Sender,
     _Connection,
-    h2_config,
 )
 
 
