@@ -30,6 +30,7 @@ from pushgate.egress import EgressPolicy, EgressRefused
 from pushgate.services.apps import owned_app_id
 from pushgate.services.subscribers import Scope, lock, resolve
 from pushgate.storage.database import Database, now_ms
+from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.storage.models import apps, devices, subscribers
 
 DEVICE_TOKEN_PREFIX = "dvt_"
@@ -387,38 +388,27 @@ class DeviceService:
 
     async def addresses(self, device_ids: Iterable[int]) -> dict[int, DeviceAddress]:
         """Platform, decrypted provider address, language and time zone of each of these
-        devices that exists (disabled ones too: see ``enabled``)."""
+        devices that exists (disabled ones too: see ``enabled``). Plain SQL, one connection
+        for every chunk: it runs once per push job, on the delivery hot path."""
         wanted = sorted(set(device_ids))
         found: dict[int, DeviceAddress] = {}
-        for chunk in _chunks(wanted, ADDRESS_CHUNK):
-            async with self._db.read.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(
-                            devices.c.id,
-                            devices.c.account_id,
-                            devices.c.platform,
-                            devices.c.push_token_enc,
-                            func.coalesce(devices.c.language, subscribers.c.language),
-                            func.coalesce(devices.c.timezone, subscribers.c.timezone),
-                            devices.c.enabled,
-                        )
-                        .select_from(
-                            devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
-                        )
-                        .where(devices.c.id.in_(chunk))
+        if not wanted:
+            return found
+        decrypt = self._box.decrypt
+        writes = DeliveryWrites(self._db.read.dialect.name)
+        async with self._db.read.connect() as conn:
+            for chunk in _chunks(wanted, ADDRESS_CHUNK):
+                for row in await writes.device_addresses(conn, chunk):
+                    id_, account_id, platform, token, language, timezone, enabled = row
+                    found[id_] = DeviceAddress(
+                        id_,
+                        account_id,
+                        platform,
+                        None if token is None else decrypt(token),
+                        language,
+                        timezone,
+                        bool(enabled),
                     )
-                ).all()
-            for row in rows:
-                found[row[0]] = DeviceAddress(
-                    device_id=row[0],
-                    account_id=row[1],
-                    platform=row[2],
-                    address=None if row[3] is None else self._box.decrypt(row[3]),
-                    language=row[4],
-                    timezone=row[5],
-                    enabled=bool(row[6]),
-                )
         return found
 
     # -- disabling ---------------------------------------------------------------------
