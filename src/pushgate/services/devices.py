@@ -388,28 +388,38 @@ class DeviceService:
 
     async def addresses(self, device_ids: Iterable[int]) -> dict[int, DeviceAddress]:
         """Platform, decrypted provider address, language and time zone of each of these
-        devices that exists (disabled ones too: see ``enabled``). Plain SQL, one connection
-        for every chunk: it runs once per push job, on the delivery hot path."""
-        wanted = sorted(set(device_ids))
-        found: dict[int, DeviceAddress] = {}
-        if not wanted:
-            return found
-        decrypt = self._box.decrypt
-        writes = DeliveryWrites(self._db.read.dialect.name)
+        devices that exists (disabled ones too: see ``enabled``)."""
         async with self._db.read.connect() as conn:
-            for chunk in _chunks(wanted, ADDRESS_CHUNK):
-                for row in await writes.device_addresses(conn, chunk):
-                    id_, account_id, platform, token, language, timezone, enabled = row
-                    found[id_] = DeviceAddress(
-                        id_,
-                        account_id,
-                        platform,
-                        None if token is None else decrypt(token),
-                        language,
-                        timezone,
-                        bool(enabled),
-                    )
-        return found
+            rows = await self.address_rows(conn, device_ids)
+        return self.decode_addresses(rows)
+
+    async def address_rows(
+        self, conn: AsyncConnection, device_ids: Iterable[int]
+    ) -> builtins.list[Any]:
+        """The stored rows ``decode_addresses`` makes addresses of, read on ``conn`` (the push
+        delivery reads them in its claim's transaction, and decrypts them after it). Plain
+        SQL: it runs once per push job."""
+        wanted = sorted(set(device_ids))
+        writes = DeliveryWrites(self._db.read.dialect.name)
+        rows: builtins.list[Any] = []
+        for chunk in _chunks(wanted, ADDRESS_CHUNK):
+            rows += await writes.device_addresses(conn, chunk)
+        return rows
+
+    def decode_addresses(self, rows: Iterable[Any]) -> dict[int, DeviceAddress]:
+        decrypt = self._box.decrypt
+        return {
+            id_: DeviceAddress(
+                id_,
+                account_id,
+                platform,
+                None if token is None else decrypt(token),
+                language,
+                timezone,
+                bool(enabled),
+            )
+            for id_, account_id, platform, token, language, timezone, enabled in rows
+        }
 
     # -- disabling ---------------------------------------------------------------------
 
