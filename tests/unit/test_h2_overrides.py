@@ -17,6 +17,7 @@ from h2.events import (
 from h2.exceptions import TooManyStreamsError
 from h2.settings import SettingCodes
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack.table import HeaderTable
 
 from pushgate.transports.h2_overrides import CachingDecoder, H2Protocol, PlainEncoder, h2_config
 
@@ -166,3 +167,20 @@ def test_goaway_lets_streams_up_to_last_stream_id_finish() -> None:
         if isinstance(event, ResponseReceived)
     ]
     assert answered == first
+
+
+def test_never_indexed_literals_are_the_bytes_hpack_writes() -> None:
+    """``PlainEncoder`` writes a never-indexed header itself; hpack's encoder (fresh, no
+    Huffman) gives the same bytes, for static-table names, new names, values of every length
+    class and the static table's own pairs (which hpack sends as an index)."""
+    rng = random.Random(3)
+    names = [name for name, _ in HeaderTable.STATIC_TABLE] + [b"x-new", b"apns-id"]
+    for _ in range(3000):
+        name = rng.choice(names)
+        value = b"v" * rng.choice([0, 1, 5, 126, 127, 128, 300, 20_000])
+        if rng.random() < 0.1:
+            value = rng.choice(HeaderTable.STATIC_TABLE)[1]
+        header = NeverIndexedHeaderTuple(name, value)
+        assert PlainEncoder()._never_indexed(header) == bytes(
+            Encoder().encode([header], huffman=False)
+        )

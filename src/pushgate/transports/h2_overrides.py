@@ -25,7 +25,31 @@ from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated, Event
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack.table import HeaderTable
 from hyperframe.frame import Frame, GoAwayFrame
+
+
+def _prefixed(number: int, bits: int, first: int) -> bytes:
+    """An HPACK integer with an N-bit prefix (RFC 7541 5.1), ``first`` or-ed into its first
+    byte."""
+    limit = (1 << bits) - 1
+    if number < limit:
+        return bytes((first | number,))
+    out = bytearray((first | limit,))
+    number -= limit
+    while number >= 0x80:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+# name -> its first index in HPACK's static table (hpack's own search finds that one first)
+_STATIC_NAMES: dict[bytes, int] = {}
+for _index, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, 1):
+    _STATIC_NAMES.setdefault(_name, _index)
+# (name, value) pairs of the static table: hpack sends their index, even never-indexed
+_STATIC_PAIRS = frozenset(HeaderTable.STATIC_TABLE)
 
 
 class PlainEncoder(Encoder):
@@ -55,7 +79,7 @@ class PlainEncoder(Encoder):
         if position < 0 or self.header_table.resized:  # (a size change must lead the block)
             self._last = None
             return super().encode(items, huffman=False)
-        unique = super().encode([items[position]], huffman=False)  # changes no table
+        unique = self._never_indexed(items[position])  # changes no table
         key = (position, *items[:position], *items[position + 1 :])
         mark = self._mark()
         if key == self._last and self._table_mark == mark:
@@ -70,6 +94,16 @@ class PlainEncoder(Encoder):
         else:
             self._last = None
         return before + unique + after
+
+    def _never_indexed(self, header: Any) -> bytes:
+        """One never-indexed literal without Huffman coding, as hpack encodes it (RFC 7541
+        6.2.3), written here when its name is in the static table (hpack searched the whole
+        table for it, and logged, on every request)."""
+        name, value = header
+        index = _STATIC_NAMES.get(bytes(name))
+        if index is None or (bytes(name), bytes(value)) in _STATIC_PAIRS:
+            return bytes(super().encode([header], huffman=False))
+        return _prefixed(index, 4, 0x10) + _prefixed(len(value), 7, 0x00) + bytes(value)
 
     def _mark(self) -> tuple[int, int]:
         entries = self.header_table.dynamic_entries
