@@ -38,11 +38,13 @@ import asyncio
 import ssl
 import struct
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
 from hpack import HPACKError, NeverIndexedHeaderTuple
 
+from pushgate.transports.base import for_each_bounded
 from pushgate.transports.h2_overrides import CachingDecoder, PlainEncoder
 from pushgate.transports.http import ProviderRequest, ProviderResponse, provider_ssl_context
 
@@ -752,7 +754,8 @@ class Http2Sender:
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._fields: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
 
-    async def send(self, request: ProviderRequest) -> ProviderResponse:
+    def _prepare(self, request: ProviderRequest) -> tuple[_Pool, list[tuple[bytes, bytes]]]:
+        """The request's pool (made on first use) and its header list."""
         url = request.url
         scheme, _, rest = url.partition("://")
         slash = rest.find("/")
@@ -778,14 +781,27 @@ class Http2Sender:
             NeverIndexedHeaderTuple(b":path", path.encode("ascii")),
             *fields,
         ]
-        loop = pool.loop
-        deadline = loop.time() + self.timeout_seconds
-        for _ in range(MAX_RETRIES + 1):
+        return pool, headers
+
+    async def send(self, request: ProviderRequest) -> ProviderResponse:
+        pool, headers = self._prepare(request)
+        deadline = pool.loop.time() + self.timeout_seconds
+        return await self._send(pool, headers, request.body, deadline, MAX_RETRIES + 1)
+
+    async def _send(
+        self,
+        pool: _Pool,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        deadline: float,
+        tries: int,
+    ) -> ProviderResponse:
+        for _ in range(tries):
             connection = pool.pick()
             if connection is None or pool.waiting or pool.should_grow(connection):
                 async with asyncio.timeout_at(deadline):
                     connection = await pool.acquire()
-            stream = connection.start(headers, request.body, deadline)
+            stream = connection.start(headers, body, deadline)
             try:
                 return await stream.future
             except _Retry:
@@ -794,6 +810,70 @@ class Http2Sender:
                 connection.cancel(stream)
                 raise
         raise Http2Error("the server refused the request on every try (GOAWAY/REFUSED_STREAM)")
+
+    async def send_all(
+        self, requests: Sequence[ProviderRequest], concurrency: int
+    ) -> list[ProviderResponse | Exception]:
+        """Each request's answer, or the exception ``send`` raises for it, in order. The
+        requests that find a free stream slot now are started at once, with no task or
+        coroutine of their own (a batch of APNs pushes: one per device); the others go
+        through ``send``, at most ``concurrency`` at a time."""
+        results: list[ProviderResponse | Exception | None] = [None] * len(requests)
+        started: list[tuple[int, _Connection, _Stream, _Pool, list[tuple[bytes, bytes]]]] = []
+        later: list[int] = []
+        for index, request in enumerate(requests):
+            if later:  # no slot for an earlier one: none for this one either
+                later.append(index)
+                continue
+            try:
+                pool, headers = self._prepare(request)
+            except Exception as exc:
+                results[index] = exc
+                continue
+            connection = pool.pick()
+            if connection is None or pool.waiting or pool.should_grow(connection):
+                later.append(index)
+                continue
+            deadline = pool.loop.time() + self.timeout_seconds
+            stream = connection.start(headers, request.body, deadline)
+            started.append((index, connection, stream, pool, headers))
+
+        async def one(position: int) -> None:
+            index = later[position]
+            try:
+                results[index] = await self.send(requests[index])
+            except Exception as exc:
+                results[index] = exc
+
+        rest = (
+            asyncio.ensure_future(for_each_bounded(len(later), concurrency, one)) if later else None
+        )
+        try:
+            for index, _connection, stream, pool, headers in started:
+                try:
+                    results[index] = await stream.future
+                except _Retry:  # not processed (GOAWAY, REFUSED_STREAM): the tries left
+                    try:
+                        results[index] = await self._send(
+                            pool, headers, requests[index].body, stream.deadline, MAX_RETRIES
+                        )
+                    except Exception as exc:
+                        results[index] = exc
+                except Exception as exc:
+                    results[index] = exc
+            if rest is not None:
+                await rest
+        except asyncio.CancelledError:
+            for _, connection, stream, _, _ in started:
+                future = stream.future
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: nobody will await it now
+                else:  # (the one awaited was cancelled with this task)
+                    connection.cancel(stream)
+            if rest is not None:
+                rest.cancel()
+            raise
+        return [result if result is not None else Http2Error("no answer") for result in results]
 
     def streams_in_flight(self) -> int:
         """Requests sent and not answered yet, over every connection (for monitoring)."""
