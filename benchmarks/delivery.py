@@ -8,7 +8,8 @@ One run, all on loopback, per provider (``--provider webpush|apns|fcm|all``):
                the embedded queue unless ``--database-url``) trusting the fakes' CA; per
                provider an account, an app, its credentials (minted by the fake; Web Push: the
                app's generated VAPID key, subscriptions made by the fake with its public key)
-               and N devices registered over HTTP, 64 requests in flight (not measured);
+               and N devices (and subscribers) registered through the bulk registration,
+               ``POST /api/v1/apps/{app}/subscribers/import``, 1,000 per request (not measured);
 2. baselines - in this process, against the same fake process:
                webpush: the bare RFC 8291 ``encrypt`` in a single-thread loop over the same N
                subscriptions and payload (the encryption ceiling, no I/O), and a plain loop of
@@ -58,7 +59,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HttpPool, _machine  # noqa: E402
+from fanout import _machine  # noqa: E402
 from ingest import (  # noqa: E402
     HarnessError,
     _check,
@@ -83,7 +84,7 @@ TARGET_PYWEBPUSH_RATIO = 10.0  # webpush: x the pywebpush loop
 APNS_TOPIC = "com.example.bench"
 MESSAGE = {"title": "Delivery benchmark", "message": "Your order #A-1234 has shipped"}
 DATA = {"order": "A-1234", "kind": "shipping"}
-REGISTER_CONCURRENCY = 64
+IMPORT_BATCH = 1000  # entries per bulk registration request
 APNS_CONCURRENCY = 500  # what transports/registry.py gives the APNs transport
 FCM_CONCURRENCY = 64  # PUSHGATE_PROVIDER_CONNECTIONS default
 COUNTS_POLL_S = 0.02
@@ -235,34 +236,28 @@ def android_token() -> str:
     return secrets.token_urlsafe(120).replace("-", "_")[:152]
 
 
-async def register_devices(
-    port: int, user_token: str, app_id: str, platform: str, addresses: list[Any], deadline: float
+def register_devices(
+    base: str, user_token: str, app_id: str, platform: str, addresses: list[Any], deadline: float
 ) -> int:
-    """Register one device per address through ``POST /api/v1/devices``, many in flight."""
-    pool = HttpPool("127.0.0.1", port, REGISTER_CONCURRENCY)
+    """Register one device (and a subscriber) per address through the bulk registration,
+    ``POST /api/v1/apps/{app}/subscribers/import``, 1,000 per request."""
     auth = {"Authorization": f"Bearer {user_token}"}
-    todo = iter(range(len(addresses)))
+    path = f"/api/v1/apps/{app_id}/subscribers/import"
     done = 0
-
-    async def worker() -> None:
-        nonlocal done
-        for i in todo:
-            body: dict[str, Any] = {"platform": platform, "app_id": app_id, "name": f"bench-{i}"}
-            body["subscription" if platform == "web" else "token"] = addresses[i]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise HarnessError(f"time limit reached while registering ({i} done)")
-            status, _, raw = await pool.request(
-                "POST", "/api/v1/devices", auth, orjson.dumps(body), left
-            )
-            if status != 201:
-                raise HarnessError(f"register {platform} device: HTTP {status}: {raw[:300]!r}")
-            done += 1
-
-    try:
-        await asyncio.gather(*(worker() for _ in range(REGISTER_CONCURRENCY)))
-    finally:
-        pool.close()
+    for start in range(0, len(addresses), IMPORT_BATCH):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise HarnessError(f"time limit reached while registering ({done} done)")
+        entries = []
+        for i in range(start, min(start + IMPORT_BATCH, len(addresses))):
+            device: dict[str, Any] = {"platform": platform, "name": f"bench-{i}"}
+            device["subscription" if platform == "web" else "token"] = addresses[i]
+            entries.append({"identifiers": {"external_id": f"bench-{i}"}, "devices": [device]})
+        body = orjson.dumps({"entries": entries})
+        answer = _check(*_http("POST", base, path, auth, body, timeout=min(120, left)), path)
+        if answer["rejected"]:
+            raise HarnessError(f"register {platform} devices: {answer['rejected'][:3]}")
+        done += int(answer["devices"]["new"])
     return done
 
 
@@ -336,14 +331,17 @@ def encryption_ceiling(subscriptions: list[dict[str, Any]]) -> dict[str, Any]:
 
     parsed = [parse_subscription(orjson.dumps(s).decode()) for s in subscriptions]
     plaintext = orjson.dumps(payload(_content(0)))
+    cpu0 = _cpu_seconds_self()
     t0 = time.perf_counter()
     for s in parsed:
         encrypt(plaintext, s.p256dh, s.auth, ua_key=s.key)
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds_self() - cpu0
     return {
         "messages": len(parsed),
         "seconds": round(seconds, 4),
         "per_s": round(len(parsed) / seconds, 1),
+        "cpu_us_per_message": round(cpu / len(parsed) * 1e6, 1),
         "plaintext_bytes": len(plaintext),
     }
 
@@ -439,11 +437,14 @@ async def _bare_round(
     requests_ = build()
     good = await _bare_send(sender, requests_, concurrency, 200)
     seconds = time.perf_counter() - t0
+    cpu = _cpu_pct(cpu0, fake, seconds)
     return {
         "ok": good,
         "seconds": round(seconds, 4),
         "per_s": round(len(requests_) / seconds, 1),
-        "cpu_pct": _cpu_pct(cpu0, fake, seconds),
+        "cpu_pct": cpu,
+        # CPU of the sending process (this one) per request
+        "sender_cpu_us_per_request": round(cpu["sender"] / 100 * seconds / len(requests_) * 1e6, 1),
     }
 
 
@@ -505,7 +506,7 @@ async def _bare_fcm(
     fake: FakeProcess, tokens: list[str], repeats: int, concurrency: int = FCM_CONCURRENCY
 ) -> list[dict]:
     info = fake.info
-    from pushgate.domain.credentials import FcmCredentials
+    from pushgate.domain.credentials import STORED, FcmCredentials
     from pushgate.transports.fcm import (
         message_tail,
         payload,
@@ -518,7 +519,7 @@ async def _bare_fcm(
     from pushgate.transports.http1 import Http1Sender
     from pushgate.transports.oauth import fetch_grant
 
-    creds = FcmCredentials.parse(info["credentials"])
+    creds = FcmCredentials.parse(info["credentials"], STORED)  # (token_uri: the fake's)
     sender = Http1Sender(
         ca_file=Path(info["ca_file"]), timeout_seconds=10.0, max_connections=concurrency
     )
@@ -593,6 +594,10 @@ def pushgate_rounds(
             a, b = cpu0[i], cpu1[i]
             return round(100 * (b - a) / wall, 1) if a is not None and b is not None else None
 
+        def per(i: int, cpu0: tuple = cpu0, cpu1: tuple = cpu1) -> Any:
+            a, b = cpu0[i], cpu1[i]
+            return round(1e6 * (b - a) / n, 1) if a is not None and b is not None else None
+
         row = {
             "notification_id": nid,
             "complete": done,
@@ -607,6 +612,8 @@ def pushgate_rounds(
             "seconds": round(seconds, 4) if seconds is not None else None,
             "deliveries_per_s": round(n / seconds, 1) if seconds else None,
             "cpu_pct": {"server": pct(0), "fake": pct(1), "bench": pct(3), "machine": pct(2)},
+            # CPU seconds of the process over the round / the round's deliveries
+            "cpu_us_per_delivery": {"server": per(0), "fake": per(1)},
             "wall_s": round(wall, 4),
         }
         cpu = row["cpu_pct"]
@@ -618,7 +625,8 @@ def pushgate_rounds(
             log(
                 f"  round {r + 1}: {n:,} in {seconds:.3f} s = {n / seconds:,.0f}/s "
                 f"(fake has all at {row['all_at_fake_ms']} ms, all sent at "
-                f"{row['all_sent_ms']} ms; server {row['cpu_pct']['server']}% CPU, "
+                f"{row['all_sent_ms']} ms; server {row['cpu_pct']['server']}% CPU = "
+                f"{row['cpu_us_per_delivery']['server']} us/delivery, "
                 f"fake {row['cpu_pct']['fake']}%)"
             )
         else:
@@ -641,55 +649,30 @@ def _median(values: list[float | None]) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 
-class ProfiledServer(ServerProcess):
-    """``pushgate serve`` started under ``py-spy record`` (py-spy may only read a process it
-    started itself here: attaching to another needs ptrace rights this sandbox lacks). The
-    profile covers the server's whole life, setup included: filter it by frames."""
+class Profiler:
+    """``py-spy record`` attached to the server process for the Pushgate rounds only (not
+    the setup); raw stacks, 200 samples/s. Stopped with SIGINT, when py-spy writes its file."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str], out: Path, spy: str) -> None:
-        super().__init__(data_dir, env)
-        self.profile_path = out
-        self.spy = spy
-
-    def start(self) -> ServerProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by ServerProcess
-        self._log_offset = self._log.tell()
-        command = [self.spy, "record", "--format", "raw", "-r", "200", "-o",
-                   str(self.profile_path), "--", sys.executable, "-m", "pushgate", "serve",
-                   "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+    def __init__(self, spy: str, pid: int, out: Path) -> None:
+        self.out = out
+        command = [spy, "record", "--format", "raw", "-r", "200", "--pid", str(pid),
+                   "-o", str(out)]  # fmt: skip
         self._proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            command, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT,
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )  # fmt: skip
+        time.sleep(1.0)  # attached before the first round
+        if self._proc.poll() is not None:
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            raise HarnessError(f"py-spy could not attach to the server: {err[-500:]}")
+
+    def stop(self) -> None:
+        self._proc.send_signal(signal.SIGINT)
         try:
-            self._wait_healthy()
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def stop(self) -> int | None:
-        child = server_pid(self)
-        if child is not None and child != self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(child, signal.SIGTERM)  # py-spy writes its file once the server exits
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(60)
-        return super().stop()
-
-
-def server_pid(server: ServerProcess) -> int | None:
-    """The server's own pid (under ``ProfiledServer``, the child of py-spy)."""
-    pid = server.pid
-    if pid is None or not isinstance(server, ProfiledServer):
-        return pid
-    with contextlib.suppress(OSError, ValueError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            children = (task / "children").read_text().split()
-            if children:
-                return int(children[0])
-    return pid
+            self._proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def run_provider(
@@ -712,11 +695,11 @@ def run_provider(
         tenant.put_credentials(platform, fake.info["credentials"])
         addresses = [ios_token() if kind == "apns" else android_token() for _ in range(n)]
     t0 = time.perf_counter()
-    _run_loop(
-        register_devices(
-            server.port, tenant.user_token, tenant.app_id, platform, addresses, clock.deadline
-        )
+    registered = register_devices(
+        server.url, tenant.user_token, tenant.app_id, platform, addresses, clock.deadline
     )
+    if registered != n:
+        raise HarnessError(f"registered {registered} new devices of {n}")
     reg = time.perf_counter() - t0
     out["registration"] = {"seconds": round(reg, 2), "per_s": round(n / reg, 1)}
     log(f"  registered in {reg:.1f} s ({n / reg:,.0f}/s)")
@@ -747,14 +730,31 @@ def run_provider(
             "sender": what,
             "rounds": rounds,
             "median_per_s": _median([x["per_s"] for x in rounds]),
+            "median_cpu_us_per_request": _median([x["sender_cpu_us_per_request"] for x in rounds]),
         }
         log(f"  bare {what}: median {base['bare_sender']['median_per_s']:,.0f}/s")
     out["baselines"] = base
 
     clock.check(f"{kind} rounds")
     log(f"  pushgate: {args.repeats} notifications x {n:,} devices ...")
-    out["rounds"] = pushgate_rounds(
-        tenant, fake, n, args.repeats, server_pid(server), clock, args.round_timeout, log
+    profiler = None
+    if args.profile and server.pid is not None:
+        spy = args.py_spy or shutil.which("py-spy")
+        if spy is None:
+            raise HarnessError("--profile needs py-spy (on PATH, or --py-spy)")
+        out_path = Path(f"delivery-{kind}.pyspy.txt").resolve()
+        log(f"  py-spy attached to the server for the rounds (profile: {out_path})")
+        profiler = Profiler(spy, server.pid, out_path)
+        out["profile"] = str(out_path)
+    try:
+        out["rounds"] = pushgate_rounds(
+            tenant, fake, n, args.repeats, server.pid, clock, args.round_timeout, log
+        )
+    finally:
+        if profiler is not None:
+            profiler.stop()
+    out["median_server_cpu_us_per_delivery"] = _median(
+        [x["cpu_us_per_delivery"]["server"] for x in out["rounds"] if x["complete"]]
     )
     rates = [x["deliveries_per_s"] for x in out["rounds"]]
     out["median_deliveries_per_s"] = _median(rates) if all(rates) else None
@@ -850,18 +850,9 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             env["PUSHGATE_DATABASE_URL"] = args.database_url
         if args.provider_connections:
             env["PUSHGATE_PROVIDER_CONNECTIONS"] = str(args.provider_connections)
-        if args.profile:
-            spy = shutil.which("py-spy")
-            if spy is None:
-                raise HarnessError("--profile needs py-spy on PATH")
-            out = Path(f"delivery-{args.provider}.pyspy.txt").resolve()
-            log(f"starting pushgate serve under py-spy (profile: {out}) ...")
-            server = ProfiledServer(data_dir, env, out, spy).start()
-            result["profile"] = str(out)
-        else:
-            log("starting pushgate serve ...")
-            server = ServerProcess(data_dir, env).start()
-        result["server_pid"] = server_pid(server)
+        log("starting pushgate serve ...")
+        server = ServerProcess(data_dir, env).start()
+        result["server_pid"] = server.pid
         for kind in kinds:
             clock.check(kind)
             try:
@@ -925,6 +916,7 @@ def print_table(r: dict[str, Any]) -> None:
         hdr = (
             f"  {'round':<7}{'deliv/s':>10}{'total s':>9}{'post ms':>9}{'1st ms':>9}"
             f"{'fake all':>10}{'all sent':>10}{'srv CPU':>9}{'fake CPU':>9}{'others':>8}"
+            f"{'srv us/dlv':>11}"
         )
         print(hdr)
         for i, x in enumerate(p["rounds"], 1):
@@ -934,18 +926,21 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{_fmt(x['post_ms']):>9}{_fmt(x['first_at_fake_ms']):>9}"
                 f"{_fmt(x['all_at_fake_ms']):>10}{_fmt(x['all_sent_ms']):>10}"
                 f"{_pct(cpu['server']):>9}{_pct(cpu['fake']):>9}{_pct(cpu.get('others')):>8}"
+                f"{_fmt(x['cpu_us_per_delivery']['server']):>11}"
             )
             if not x["complete"]:
                 print(f"         incomplete: counts {x['counts']}")
         print(
             f"  median {_fmt(p['median_deliveries_per_s'])}/s, best "
-            f"{_fmt(p['best_deliveries_per_s'])}/s"
+            f"{_fmt(p['best_deliveries_per_s'])}/s; server CPU per delivery: median "
+            f"{_fmt(p['median_server_cpu_us_per_delivery'])} us"
         )
         b = p["baselines"]
         if "encryption_ceiling" in b:
             e = b["encryption_ceiling"]
             print(
-                f"  baseline: bare RFC 8291 encrypt, one thread: {_fmt(e['per_s'])}/s "
+                f"  baseline: bare RFC 8291 encrypt, one thread: {_fmt(e['per_s'])}/s = "
+                f"{_fmt(e['cpu_us_per_message'])} us CPU each "
                 f"({e['messages']:,} messages, {e['plaintext_bytes']} B payload)"
             )
         if "pywebpush" in b:
@@ -962,7 +957,8 @@ def print_table(r: dict[str, Any]) -> None:
                 f"  baseline: bare {s['sender']}, same requests: median "
                 f"{_fmt(s['median_per_s'])}/s ({per}; last round: sender "
                 f"{_pct(cpu['sender'])} CPU, fake {_pct(cpu['fake'])}); Pushgate = "
-                f"{_fmt(p.get('ratio_to_bare_sender'))} x"
+                f"{_fmt(p.get('ratio_to_bare_sender'))} x; sender CPU per request: median "
+                f"{_fmt(s['median_cpu_us_per_request'])} us"
             )
         print()
     for kind, p in r["providers"].items():
@@ -989,9 +985,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile",
         action="store_true",
-        help="run the server under py-spy record (py-spy on PATH); writes "
-        "delivery-<provider>.pyspy.txt (raw stacks, setup included)",
+        help="attach py-spy record to the server for the rounds (not the setup); writes "
+        "delivery-<provider>.pyspy.txt (raw stacks) in the current directory",
     )
+    ap.add_argument("--py-spy", help="the py-spy executable (default: py-spy on PATH)")
     add_output_options(ap)
     args = ap.parse_args(argv)
     if not 1 <= args.devices <= 50_000 or not 1 <= args.repeats <= 20:

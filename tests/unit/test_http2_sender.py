@@ -17,14 +17,13 @@ from pushgate.testing.fake_apns import FakeApns
 from pushgate.testing.fake_server import FakeHttpServer, FakeRequest, FakeResponse
 from pushgate.testing.tls import local_ca
 from pushgate.transports.apns import provider_token
-from pushgate.transports.http import ProviderRequest
+from pushgate.transports.h2_overrides import H2Protocol, h2_config
+from pushgate.transports.http import ProviderRequest, ProviderResponse
 from pushgate.transports.http2 import (
-    H2Protocol,
     Http2ConnectionLost,
     Http2Error,
     Http2Sender,
     _Connection,
-    h2_config,
 )
 
 
@@ -244,6 +243,49 @@ async def test_streams_in_flight_counts_requests_awaiting_an_answer(apns: Apns) 
         assert sender.streams_in_flight() == 3
         for outcome in await asyncio.gather(*waiting, return_exceptions=True):
             assert isinstance(outcome, TimeoutError)
+        assert sender.streams_in_flight() == 0
+    finally:
+        await sender.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_send_all_answers_in_order_past_the_stream_limit_and_through_goaway(
+    apns: Apns, sender: Http2Sender
+) -> None:
+    """``send_all`` starts what fits in the free slots at once and sends the rest through
+    ``send``; a GOAWAY's unprocessed streams are retried; nothing lost, nothing twice."""
+    assert (await sender.send(apns.request(10_000))).status == 200  # connected: slots known
+    apns.fake.goaway_after(60)
+    requests = [apns.request(i) for i in range(300)]
+    requests.append(ProviderRequest("POST", "ftp://nowhere/x"))
+    answers = await sender.send_all(requests, 16)
+    assert [a.status for a in answers[:300] if isinstance(a, ProviderResponse)] == [200] * 300
+    assert isinstance(answers[300], ValueError)
+    delivered = collections.Counter(r.token for r in apns.fake.delivered)
+    assert sorted(delivered) == sorted([f"{i:064x}" for i in range(300)] + [f"{10_000:064x}"])
+    assert set(delivered.values()) == {1}
+    assert apns.fake.connection_count == 2
+
+
+async def test_send_all_timeouts_and_cancelling_give_the_streams_back() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        Silent, "127.0.0.1", 0, ssl=local_ca().server_context(("h2",))
+    )
+    port = server.sockets[0].getsockname()[1]
+    sender = Http2Sender(ca_file=local_ca().ca_file, timeout_seconds=0.3, max_streams=2)
+    request = ProviderRequest("POST", f"https://127.0.0.1:{port}/x", {}, b"{}")
+    try:
+        answers = await sender.send_all([request] * 3, 4)
+        assert [type(answer) for answer in answers] == [TimeoutError] * 3
+        assert sender.streams_in_flight() == 0
+        task = asyncio.create_task(sender.send_all([request] * 2, 4))
+        await asyncio.sleep(0.1)
+        assert sender.streams_in_flight() == 2
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         assert sender.streams_in_flight() == 0
     finally:
         await sender.close()

@@ -30,6 +30,7 @@ from pushgate.egress import EgressPolicy, EgressRefused
 from pushgate.services.apps import owned_app_id
 from pushgate.services.subscribers import Scope, lock, resolve
 from pushgate.storage.database import Database, now_ms
+from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.storage.models import apps, devices, subscribers
 
 DEVICE_TOKEN_PREFIX = "dvt_"
@@ -388,38 +389,37 @@ class DeviceService:
     async def addresses(self, device_ids: Iterable[int]) -> dict[int, DeviceAddress]:
         """Platform, decrypted provider address, language and time zone of each of these
         devices that exists (disabled ones too: see ``enabled``)."""
+        async with self._db.read.connect() as conn:
+            rows = await self.address_rows(conn, device_ids)
+        return self.decode_addresses(rows)
+
+    async def address_rows(
+        self, conn: AsyncConnection, device_ids: Iterable[int]
+    ) -> builtins.list[Any]:
+        """The stored rows ``decode_addresses`` makes addresses of, read on ``conn`` (the push
+        delivery reads them in its claim's transaction, and decrypts them after it). Plain
+        SQL: it runs once per push job."""
         wanted = sorted(set(device_ids))
-        found: dict[int, DeviceAddress] = {}
+        writes = DeliveryWrites(self._db.read.dialect.name)
+        rows: builtins.list[Any] = []
         for chunk in _chunks(wanted, ADDRESS_CHUNK):
-            async with self._db.read.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(
-                            devices.c.id,
-                            devices.c.account_id,
-                            devices.c.platform,
-                            devices.c.push_token_enc,
-                            func.coalesce(devices.c.language, subscribers.c.language),
-                            func.coalesce(devices.c.timezone, subscribers.c.timezone),
-                            devices.c.enabled,
-                        )
-                        .select_from(
-                            devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
-                        )
-                        .where(devices.c.id.in_(chunk))
-                    )
-                ).all()
-            for row in rows:
-                found[row[0]] = DeviceAddress(
-                    device_id=row[0],
-                    account_id=row[1],
-                    platform=row[2],
-                    address=None if row[3] is None else self._box.decrypt(row[3]),
-                    language=row[4],
-                    timezone=row[5],
-                    enabled=bool(row[6]),
-                )
-        return found
+            rows += await writes.device_addresses(conn, chunk)
+        return rows
+
+    def decode_addresses(self, rows: Iterable[Any]) -> dict[int, DeviceAddress]:
+        decrypt = self._box.decrypt
+        return {
+            id_: DeviceAddress(
+                id_,
+                account_id,
+                platform,
+                None if token is None else decrypt(token),
+                language,
+                timezone,
+                bool(enabled),
+            )
+            for id_, account_id, platform, token, language, timezone, enabled in rows
+        }
 
     # -- disabling ---------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from pushgate.domain.retry import GiveUp, RetryAt, RetryPolicy
 from pushgate.observability.metrics import Metrics
 from pushgate.queue.base import QueueEngine
 from pushgate.services.delivery_jobs import PushJob, deliver_queue
-from pushgate.services.devices import DeviceService
+from pushgate.services.devices import DeviceAddress, DeviceService
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.transports.base import Content, Target, Transport
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # One line per delivery that failed for good (WARNING), with its reason.
 failures = logging.getLogger("pushgate.delivery")
 FINAL = ("failed", "expired")
+CONTENT_CACHE = 256  # notifications whose content is kept (the cache is emptied when full)
 
 
 _OUTCOME_LABELS: dict[type, str] = {
@@ -74,20 +75,35 @@ class PushDelivery:
         self._policy = policy
         self._lease_ms = int(lease_seconds * 1000)
         self._writes = DeliveryWrites(db.write.dialect.name)
+        # Notifications are never changed once stored: the jobs of one (a fan-out makes one
+        # per PUSH_BATCH devices) read its row once.
+        self._contents: dict[int, Content] = {}
 
     async def _content(self, notification_id: int) -> Content | None:
+        content = self._contents.get(notification_id)
+        if content is not None:
+            return content
         async with self._db.read.connect() as conn:
             rows = await self._writes.notifications_by_id(conn, [notification_id])
         if not rows:
             return None
-        return Content.from_row(rows[0])
+        content = Content.from_row(rows[0])
+        if len(self._contents) >= CONTENT_CACHE:
+            self._contents.clear()
+        self._contents[notification_id] = content
+        return content
 
-    async def _claim(self, job: PushJob, now: int) -> dict[int, int]:
-        """device id -> attempts (this one included) for the deliveries this job may send."""
+    async def _claim(
+        self, job: PushJob, now: int
+    ) -> tuple[dict[int, int], dict[int, DeviceAddress]]:
+        """device id -> attempts (this one included) for the deliveries this job may send,
+        and those devices' addresses (read in the same transaction, decrypted after it)."""
         async with self._db.write.begin() as conn:
-            return await self._writes.start_attempts(
+            claimed = await self._writes.start_attempts(
                 conn, job.notification_id, job.device_ids, job.attempts, now - self._lease_ms, now
             )
+            rows = await self._devices.address_rows(conn, claimed) if claimed else []
+        return claimed, self._devices.decode_addresses(rows)
 
     async def run(self, transport_name: str, job: PushJob) -> None:
         content = await self._content(job.notification_id)
@@ -101,12 +117,11 @@ class PushDelivery:
             self._metrics.deliveries.labels(transport_name, "expired").inc(len(job.device_ids))
             self._log_final(transport_name, job.notification_id, {change: job.device_ids})
             return
-        claimed = await self._claim(job, now)
+        claimed, addresses = await self._claim(job, now)
         if not claimed:
             # A stale copy: its deliveries were sent, retried under a newer job, or finished.
             # (Jobs are published only after their deliveries commit: queue/outbox.py.)
             return
-        addresses = await self._devices.addresses(list(claimed))
         targets: list[Target] = []
         changes: dict[_Change, list[int]] = defaultdict(list)
         for device_id in claimed:

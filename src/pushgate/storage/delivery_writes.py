@@ -355,6 +355,21 @@ class DeliveryWrites:
             )
         )
 
+    async def device_addresses(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
+        """(id, account_id, platform, push_token_enc, language, timezone, enabled) of these
+        devices, the language and time zone falling back to their subscriber's."""
+        if not ids:
+            return []
+        return list(
+            await conn.exec_driver_sql(
+                "SELECT d.id, d.account_id, d.platform, d.push_token_enc, "
+                "coalesce(d.language, s.language), coalesce(d.timezone, s.timezone), d.enabled "
+                "FROM devices d JOIN subscribers s ON s.id = d.subscriber_id "
+                f"WHERE d.id IN ({self._list(1, len(ids))})",
+                tuple(ids),
+            )
+        )
+
     async def start_attempts(
         self,
         conn: AsyncConnection,

@@ -55,7 +55,7 @@ from hpack import NeverIndexedHeaderTuple
 
 from pushgate.testing.fake_provider import FakeProvider
 from pushgate.testing.fake_server import BackgroundServer
-from pushgate.transports.http2 import H2Protocol, h2_config
+from pushgate.transports.h2_overrides import H2Protocol, h2_config
 
 MAX_PAYLOAD_BYTES = 4096
 WRITE_EVERY = 64  # answers per write at most, so the client reads some while we go on

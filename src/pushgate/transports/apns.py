@@ -302,6 +302,22 @@ class ApnsTransport(ProviderTransport[ApnsCredentials]):
         headers = request_headers(credentials, content, bearer)
         base_url = base_url_for(credentials, self._base_url)
         outcomes: list[Outcome] = [Delivered()] * count
+        send_all = getattr(self._sender, "send_all", None)
+        if send_all is not None:  # (Http2Sender: no task per request)
+            requests = [build_request(base_url, target, headers, body) for target in targets]
+            answers = await send_all(requests, self._concurrency)
+            for index, answer in enumerate(answers):
+                if isinstance(answer, ProviderResponse):
+                    if answer.status == 200:
+                        continue  # Delivered, as preset
+                    result = outcomes[index] = outcome(answer)
+                    if answer.status == 403 and isinstance(result, RetryLater):
+                        self.tokens.drop(credentials, bearer)
+                elif isinstance(answer, CONNECTION_ERRORS):
+                    outcomes[index] = no_answer(answer)
+                else:  # as a failing send does: the whole batch is retried
+                    raise answer
+            return outcomes
         send = self._sender.send
 
         async def step(index: int) -> None:

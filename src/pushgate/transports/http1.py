@@ -14,9 +14,9 @@ what the server spent per delivery (it replaced aiohttp here).
   ``Connection: close`` or an HTTP/1.0 answer closes the connection after it;
 - one deadline per request (``timeout_seconds``) covers waiting for a connection, opening it
   and the answer: ``TimeoutError`` when it passes (the connection is dropped: its answer would
-  belong to nobody). Answers are timed by one ticker per sender, every tenth of the timeout
-  (at most every second), not by a timer per request (2 µs each with uvloop): a timeout
-  fires up to that much late;
+  belong to nobody). Answers and waits for a free connection are timed by one ticker per
+  sender, every tenth of the timeout (at most every second), not by a timer per request (2 µs
+  each with uvloop, more through ``asyncio.timeout``): a timeout fires up to that much late;
 - a connection lost before the whole answer came raises ``Http1ConnectionLost`` (a
   ``ConnectionError``); when it was a reused keep-alive connection and not one byte of the
   answer had arrived, the server had most likely closed it while idle, and the request is
@@ -294,7 +294,10 @@ class _Pool:
         self.open = 0  # connections open or being opened
         self.idle: list[_Connection] = []
         self.connections: set[_Connection] = set()
-        self.waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        # (deadline, waiter): the ticker fails a waiter past its deadline (``tick``).
+        self.waiters: collections.deque[tuple[float, asyncio.Future[_Connection | None]]] = (
+            collections.deque()
+        )
 
     def release(self, connection: _Connection) -> None:
         """A connection finished its request and may serve the next one."""
@@ -303,7 +306,7 @@ class _Pool:
             return
         waiters = self.waiters
         while waiters:
-            waiter = waiters.popleft()
+            _, waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(connection)
                 return
@@ -320,7 +323,7 @@ class _Pool:
     def slot_freed(self) -> None:
         waiters = self.waiters
         while waiters:
-            waiter = waiters.popleft()
+            _, waiter = waiters.popleft()
             if not waiter.done():
                 self.open += 1
                 waiter.set_result(None)  # None: open a connection of your own
@@ -346,10 +349,9 @@ class _Pool:
             self.open += 1
             return await self.connect(deadline)
         waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
-        self.waiters.append(waiter)
+        self.waiters.append((deadline, waiter))
         try:
-            async with asyncio.timeout_at(deadline):
-                got = await waiter
+            got = await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.give_back(waiter.result())
@@ -395,6 +397,9 @@ class _Pool:
         for connection in list(self.connections):
             if connection.future is not None and connection.deadline <= now:
                 connection.timed_out()
+        for deadline, waiter in self.waiters:
+            if deadline <= now and not waiter.done():
+                waiter.set_exception(TimeoutError("no connection came free in time"))
         before = now - IDLE_SECONDS
         if self.idle and self.idle[0].idle_since <= before:
             keep = []
@@ -407,7 +412,7 @@ class _Pool:
 
     def fail_waiters(self, exc: BaseException) -> None:
         while self.waiters:
-            waiter = self.waiters.popleft()
+            _, waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(exc)
 

@@ -1,4 +1,4 @@
-"""A small HTTP/2 client for APNs, on the ``h2`` protocol library over asyncio and TLS.
+"""A small HTTP/2 client for APNs: its own framing over asyncio and TLS, HPACK by ``hpack``.
 
 Why our own: APNs speaks HTTP/2 only and wants many requests multiplexed over few long-lived
 connections; the general clients we measured were far too slow on this machine (httpx2 ran
@@ -20,51 +20,32 @@ connections; the general clients we measured were far too slow on this machine (
   server take turns (each idle while the other worked through a burst of hundreds); with
   bursts of 64 they overlap, which doubled the throughput against the fake APNs.
 
-The ``authorization`` header is HPACK-indexed like any other (h2 marks it never-indexed by
-default): an APNs provider token is the same on every request of a connection, and sending it
-as a one-byte index instead of ~200 bytes per request matters at thousands of requests/s.
-
-``H2Protocol`` is h2's connection with fixes shared with ``pushgate.testing.fake_apns``:
-counting open streams without scanning every stream on each new one (h2 scans, which costs
-O(streams in flight) per request); GOAWAY that lets in-flight streams finish (h2 closes its
-whole state machine on GOAWAY, sent or received); and HPACK that encodes a request's repeated
-headers once and decodes them once (they are the same table indexes on every request). These
-override h2 4.4 internals (``_open_streams``, ``_receive_goaway_frame``, ``_closed_streams``,
-``_data_to_send``); ``tests/unit/test_http2.py`` checks them against h2 and hpack.
-
-Measured on the project's 2-core machine, 250 requests in flight: h2's own work per request
-on the client side ~46 us with these fixes, ~90 us without; end to end against ``FakeApns``
-in another process ~70 us of client CPU per request.
+The frames are written and read here (``_Connection``), not by ``h2``: a client that only
+sends requests and reads their answers needs SETTINGS, HEADERS (+ CONTINUATION), DATA,
+WINDOW_UPDATE, RST_STREAM, PING and GOAWAY, a few struct calls each, where ``h2``'s general
+state machines cost ~45 us of CPU per request even with our fixes (most of the APNs transport's
+time; docs/performance.md, "Provider delivery"). Header blocks are coded by ``hpack`` through
+``h2_overrides.PlainEncoder`` / ``CachingDecoder``: no Huffman, the repeated headers encoded and
+decoded once. The ``authorization`` header is HPACK-indexed like any other: an APNs provider
+token is the same on every request of a connection, and sending it as a one-byte index instead
+of ~200 bytes per request matters at thousands of requests/s. The server side of the fake APNs
+stays on ``h2`` (``h2_overrides.H2Protocol``), so the tests check this framing against h2's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
+import struct
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    Event,
-    RemoteSettingsChanged,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error
-from h2.settings import SettingCodes
-from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
-from hyperframe.frame import Frame, GoAwayFrame
+from hpack import HPACKError, NeverIndexedHeaderTuple
 
+from pushgate.transports.base import for_each_bounded
+from pushgate.transports.h2_overrides import CachingDecoder, PlainEncoder
 from pushgate.transports.http import ProviderRequest, ProviderResponse, provider_ssl_context
 
 RECEIVE_WINDOW = 1 << 20  # per stream
@@ -89,216 +70,113 @@ class _Retry(Exception):
     """The request was not processed by the server; send it again on another connection."""
 
 
-# -- h2 with two fixes ----------------------------------------------------------------------
+# -- framing (RFC 9113 section 4 and 6) -----------------------------------------------------
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS = 0x0, 0x1, 0x2, 0x3, 0x4
+PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = 0x5, 0x6, 0x7, 0x8, 0x9
+END_STREAM = ACK = 0x1
+END_HEADERS = 0x4
+PADDED = 0x8
+PRIORITY_FLAG = 0x20
+SETTINGS_HEADER_TABLE_SIZE = 0x1
+SETTINGS_ENABLE_PUSH = 0x2
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
+SETTINGS_INITIAL_WINDOW_SIZE = 0x4
+SETTINGS_MAX_FRAME_SIZE = 0x5
+NO_ERROR, PROTOCOL_ERROR, REFUSED_STREAM, CANCEL = 0x0, 0x1, 0x7, 0x8
+DEFAULT_WINDOW = 65_535
+DEFAULT_MAX_FRAME = 16_384  # ours (we never raise it) and the server's until it says more
+MAX_STREAM_ID = (1 << 31) - 1
+_ERROR_NAMES = {
+    0x0: "NO_ERROR",
+    0x1: "PROTOCOL_ERROR",
+    0x2: "INTERNAL_ERROR",
+    0x3: "FLOW_CONTROL_ERROR",
+    0x4: "SETTINGS_TIMEOUT",
+    0x5: "STREAM_CLOSED",
+    0x6: "FRAME_SIZE_ERROR",
+    0x7: "REFUSED_STREAM",
+    0x8: "CANCEL",
+    0x9: "COMPRESSION_ERROR",
+    0xA: "CONNECT_ERROR",
+    0xB: "ENHANCE_YOUR_CALM",
+    0xC: "INADEQUATE_SECURITY",
+    0xD: "HTTP_1_1_REQUIRED",
+}
+
+_HEAD = struct.Struct(">IBI")  # (length << 8 | type), flags, stream id: the 9-byte header
+_U32 = struct.Struct(">I")
+_TWO_U32 = struct.Struct(">II")
+_SETTING = struct.Struct(">HI")
+_pack_head = _HEAD.pack
+_unpack_head = _HEAD.unpack_from
 
 
-class _PlainEncoder(Encoder):
-    """HPACK without Huffman coding of literals: the only literals left are values unique to
-    one message (a request's path, a response's ``apns-id``), sent once, so coding them costs
-    more time than the few bytes it saves. Send those as ``NeverIndexedHeaderTuple`` so they
-    stay out of the dynamic table, which then holds the repeated headers only."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: tuple[Any, ...] | None = None
-        self._parts = (b"", b"")
-        self._table_mark: tuple[int, int] = (0, 0)
-
-    def encode(self, headers: Any, huffman: bool = True) -> bytes:
-        """As HPACK does; a block like the previous one but for its one never-indexed header
-        reuses the previous encoding of the others when the dynamic table has not changed
-        since (then they are all table indexes, the same bytes again)."""
-        items = list(headers)
-        position = -1
-        for index, item in enumerate(items):
-            if isinstance(item, NeverIndexedHeaderTuple):
-                if position >= 0:
-                    self._last = None
-                    return super().encode(items, huffman=False)
-                position = index
-        if position < 0 or self.header_table.resized:  # (a size change must lead the block)
-            self._last = None
-            return super().encode(items, huffman=False)
-        unique = super().encode([items[position]], huffman=False)  # changes no table
-        key = (position, *items[:position], *items[position + 1 :])
-        mark = self._mark()
-        if key == self._last and self._table_mark == mark:
-            before, after = self._parts
-            return before + unique + after
-        # Encoded in two parts around the unique header (the same block as in one go); when
-        # that changed nothing in the table, the parts are what the next such block sends.
-        before = super().encode(items[:position], huffman=False)
-        after = super().encode(items[position + 1 :], huffman=False)
-        if self._mark() == mark:
-            self._last, self._parts, self._table_mark = key, (before, after), mark
-        else:
-            self._last = None
-        return before + unique + after
-
-    def _mark(self) -> tuple[int, int]:
-        entries = self.header_table.dynamic_entries
-        return (len(entries), id(entries[0]) if entries else 0)
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """One frame: its 9-byte header and ``payload``."""
+    return _pack_head(len(payload) << 8 | kind, flags, stream_id) + payload
 
 
-class _CachingDecoder(Decoder):
-    """HPACK decoding with a shortcut for the blocks ``_PlainEncoder`` sends: one-byte table
-    indexes around at most one never-indexed literal. Indexes are decoded once and reused
-    while the dynamic table stays the same; anything else is decoded as HPACK does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._indexed: dict[int, Any] = {}
-        self._indexed_mark: tuple[int, int, int] = (0, 0, 0)
-
-    def decode(self, data: Any, raw: bool = False) -> Any:
-        if raw:
-            fast = self._shortcut(bytes(data))
-            if fast is not None:
-                return fast
-        return super().decode(data, raw)
-
-    def _shortcut(self, block: bytes) -> list[Any] | None:
-        table = self.header_table
-        entries = table.dynamic_entries
-        mark = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
-        if mark != self._indexed_mark:
-            self._indexed.clear()
-            self._indexed_mark = mark
-        indexed = self._indexed
-        headers: list[Any] = []
-        literal = False
-        size = len(block)
-        at = 0
-        while at < size:
-            byte = block[at]
-            if byte >= 0x80:  # an indexed field, its index in one byte unless 0xFF
-                if byte == 0xFF:
-                    return None
-                header = indexed.get(byte)
-                if header is None:
-                    [header] = super().decode(block[at : at + 1], raw=True)
-                    indexed[byte] = header
-                headers.append(header)
-                at += 1
-                continue
-            # One never-indexed literal (0001xxxx; it changes no table): its name index in
-            # one byte (0: the name follows as a string), then its value as a string.
-            if literal or byte & 0xF0 != 0x10 or byte == 0x1F:
-                return None
-            end = at + 1
-            for _ in range(2 if byte == 0x10 else 1):  # (name and) value
-                if end >= size or block[end] & 0x7F == 0x7F:
-                    return None
-                end += 1 + (block[end] & 0x7F)
-            if end > size:
-                return None
-            headers.extend(super().decode(block[at:end], raw=True))
-            literal = True
-            at = end
-        return headers
+def settings_frame(values: dict[int, int]) -> bytes:
+    return frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(k, v) for k, v in values.items()))
 
 
-class H2Protocol(H2Connection):
-    """``H2Connection`` that counts open streams cheaply and survives GOAWAY gracefully.
-
-    Call ``stream_closed(stream_id)`` for every stream that has ended or been reset (both
-    sides did: the stream is closed); ``_open_streams`` then counts the remaining ones without
-    a scan. A full scan still runs every 256 counts, so a stream closed some other way is
-    forgotten eventually (until then the count is too high, never too low)."""
-
-    def __init__(self, config: H2Configuration) -> None:
-        super().__init__(config)
-        self.encoder = _PlainEncoder()
-        self.decoder = _CachingDecoder()
-        self.decoder.max_header_list_size = self.DEFAULT_MAX_HEADER_LIST_SIZE
-        self._maybe_closed: list[int] = []
-        self._counts = 0
-        self.goaway_received: ConnectionTerminated | None = None
-
-    def stream_closed(self, stream_id: int) -> None:
-        self._maybe_closed.append(stream_id)
-
-    def _open_streams(self, remainder: int) -> int:
-        self._counts += 1
-        streams = self.streams
-        if len(streams) < 32 or not self._counts & 255:
-            self._maybe_closed.clear()
-            return super()._open_streams(remainder)
-        if self._maybe_closed:
-            closed = self._closed_streams
-            for stream_id in self._maybe_closed:
-                stream = streams.get(stream_id)
-                if stream is not None and stream.closed:
-                    del streams[stream_id]
-                    closed[stream_id] = stream.closed_by
-            self._maybe_closed.clear()
-        # Each side here opens streams of one parity only (no server push): every stream in
-        # the table is of the kind being counted, open or closed in a way not yet seen.
-        return len(streams)
-
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Event]]:
-        # h2 moves the connection to CLOSED here, which refuses the answers of the streams
-        # the server promised to finish. Report the GOAWAY and keep the streams going; the
-        # caller opens no new streams.
-        event = ConnectionTerminated()
-        try:
-            event.error_code = ErrorCodes(frame.error_code)
-        except ValueError:
-            event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        self.goaway_received = event
-        return [], [event]
-
-    def graceful_goaway(self, last_stream_id: int, error_code: int = 0) -> None:
-        """Queue a GOAWAY frame without closing h2's state, so streams up to
-        ``last_stream_id`` can still be answered (server side)."""
-        frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=error_code)
-        self._data_to_send += frame.serialize()
+def error_name(code: int) -> str:
+    return _ERROR_NAMES.get(code, str(code))
 
 
-def h2_config(*, client_side: bool) -> H2Configuration:
-    """Headers as bytes, no per-header normalisation or validation (we build them lower-case
-    and well-formed; it is a large share of h2's time per request)."""
-    return H2Configuration(
-        client_side=client_side,
-        header_encoding=None,
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-        validate_inbound_headers=False,
-        normalize_inbound_headers=False,
-    )
+class _ProtocolError(Exception):
+    """The server broke the protocol: the connection is dropped."""
 
 
 # -- one connection -------------------------------------------------------------------------
 
 
 class _Stream:
-    __slots__ = ("future", "deadline", "status", "headers", "body")
+    __slots__ = ("future", "deadline", "status", "headers", "body", "window", "unacked")
 
-    def __init__(self, future: asyncio.Future[ProviderResponse], deadline: float) -> None:
+    def __init__(
+        self, future: asyncio.Future[ProviderResponse], deadline: float, window: int
+    ) -> None:
         self.future = future
         self.deadline = deadline
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = b""
+        self.window = window  # what the server lets us send on it
+        self.unacked = 0  # received on it and not yet given back (WINDOW_UPDATE)
 
 
 class _Connection(asyncio.Protocol):
-    """One HTTP/2 connection: its h2 state, its streams, its writes."""
+    """One HTTP/2 connection: its framing, its streams, its writes."""
 
     def __init__(self, pool: _Pool, max_streams: int) -> None:
         self._pool = pool
         self._loop = pool.loop
         self._max_streams = max_streams
-        self.h2 = H2Protocol(h2_config(client_side=True))
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, _Stream] = {}
         self.capacity = 1  # until the server's SETTINGS say more
         self.accepting = False  # takes new streams
         self.closed = False
+        self.goaway_received = False
         self.settled: asyncio.Future[None] = self._loop.create_future()
         self.lost: asyncio.Future[None] = self._loop.create_future()
+        self._encoder = PlainEncoder()
+        self._decoder = CachingDecoder()
+        self._out: list[bytes] = []  # frames to write at the next flush
+        self._next_stream_id = 1
+        # the server's settings, and what it lets us send
+        self._peer_max_streams = 1 << 32
+        self._peer_window = DEFAULT_WINDOW  # a new stream's window
+        self._peer_max_frame = DEFAULT_MAX_FRAME
+        self._send_window = DEFAULT_WINDOW  # the connection's
+        self._unacked = 0  # received on the connection and not yet given back
+        self._buffer = b""
+        self._block: bytearray | None = None  # a header block waiting for CONTINUATION
+        self._block_stream = 0
+        self._block_end = False
         self._blocked: dict[int, memoryview] = {}  # request bodies waiting for window
         self._flush_scheduled = False
         self._unsent = 0  # requests started since the last write
@@ -308,51 +186,171 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # (uvloop's is not a subclass)
-        h2 = self.h2
-        h2.initiate_connection()
-        h2.update_settings(
-            {
-                SettingCodes.ENABLE_PUSH: 0,
-                SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-                SettingCodes.MAX_CONCURRENT_STREAMS: 0,  # we accept no pushed streams
-            }
+        self.transport.write(
+            PREFACE
+            + settings_frame(
+                {
+                    SETTINGS_ENABLE_PUSH: 0,
+                    SETTINGS_INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
+                    SETTINGS_MAX_CONCURRENT_STREAMS: 0,  # we accept no pushed streams
+                }
+            )
+            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONNECTION_RECEIVE_WINDOW))
         )
-        h2.increment_flow_control_window(CONNECTION_RECEIVE_WINDOW)
-        self.transport.write(h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        size = len(buffer)
+        at = 0
         try:
-            events = self.h2.receive_data(data)
-        except H2Error as exc:
+            while size - at >= 9:
+                kind_length, flags, stream_id = _unpack_head(buffer, at)
+                length = kind_length >> 8
+                if length > DEFAULT_MAX_FRAME:
+                    raise _ProtocolError(f"a frame of {length} bytes (FRAME_SIZE_ERROR)")
+                end = at + 9 + length
+                if end > size:
+                    break
+                self._frame(
+                    kind_length & 0xFF, flags, stream_id & MAX_STREAM_ID, buffer[at + 9 : end]
+                )
+                at = end
+                if self.closed:
+                    return
+        except (_ProtocolError, HPACKError, struct.error) as exc:
             self._abort(f"HTTP/2 protocol error from the server: {exc}")
             return
-        h2 = self.h2
-        for event in events:
-            kind = type(event)
-            if kind is ResponseReceived or kind is TrailersReceived:
-                self._on_headers(event)  # type: ignore[arg-type]
-            elif kind is DataReceived:
-                assert isinstance(event, DataReceived)
-                stream = self.streams.get(event.stream_id)
-                if stream is not None and event.data:
-                    stream.body += event.data
-                if event.flow_controlled_length:
-                    h2.acknowledge_received_data(
-                        event.flow_controlled_length,
-                        event.stream_id,
-                    )
-            elif kind is StreamEnded:
-                self._on_end(event.stream_id)  # type: ignore[attr-defined]
-            elif kind is StreamReset:
-                self._on_reset(event)  # type: ignore[arg-type]
-            elif kind is WindowUpdated:
-                if self._blocked:
-                    self._send_blocked()
-            elif kind is RemoteSettingsChanged:
-                self._on_settings()
-            elif kind is ConnectionTerminated:
-                self._on_goaway(event)  # type: ignore[arg-type]
+        self._buffer = buffer[at:] if at < size else b""
+        if self._unacked >= CONNECTION_RECEIVE_WINDOW // 2:
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._unacked)))
+            self._unacked = 0
         self._flush()
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if self._block is not None and kind != CONTINUATION:
+            raise _ProtocolError("a header block without its CONTINUATION")
+        if kind == HEADERS:
+            if not stream_id:
+                raise _ProtocolError("HEADERS on stream 0")
+            start, stop = 0, len(payload)
+            if flags & PADDED:
+                start, stop = 1, stop - payload[0]
+            if flags & PRIORITY_FLAG:
+                start += 5
+            if start > stop:
+                raise _ProtocolError("HEADERS padding larger than the frame")
+            fragment = payload[start:stop]
+            if flags & END_HEADERS:
+                self._headers(stream_id, fragment, bool(flags & END_STREAM))
+            else:
+                self._block = bytearray(fragment)
+                self._block_stream = stream_id
+                self._block_end = bool(flags & END_STREAM)
+        elif kind == DATA:
+            self._data(flags, stream_id, payload)
+        elif kind == CONTINUATION:
+            block = self._block
+            if block is None or stream_id != self._block_stream:
+                raise _ProtocolError("an unexpected CONTINUATION")
+            block += payload
+            if flags & END_HEADERS:
+                self._block = None
+                self._headers(stream_id, bytes(block), self._block_end)
+        elif kind == RST_STREAM:
+            if len(payload) != 4:
+                raise _ProtocolError("RST_STREAM of the wrong size")
+            self._on_reset(stream_id, _U32.unpack(payload)[0])
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+        elif kind == WINDOW_UPDATE:
+            if len(payload) != 4:
+                raise _ProtocolError("WINDOW_UPDATE of the wrong size")
+            increment = _U32.unpack(payload)[0] & MAX_STREAM_ID
+            if not stream_id:
+                self._send_window += increment
+            else:
+                stream = self.streams.get(stream_id)
+                if stream is None:
+                    return
+                stream.window += increment
+            if self._blocked:
+                self._send_blocked()
+        elif kind == PING:
+            if len(payload) != 8:
+                raise _ProtocolError("PING of the wrong size")
+            if not flags & ACK:
+                self._out.append(frame(PING, ACK, 0, payload))
+        elif kind == GOAWAY:
+            if len(payload) < 8:
+                raise _ProtocolError("GOAWAY too short")
+            self._on_goaway(_TWO_U32.unpack_from(payload)[0] & MAX_STREAM_ID)
+        elif kind == PUSH_PROMISE:
+            raise _ProtocolError("PUSH_PROMISE, with push disabled")
+        # PRIORITY and unknown kinds are ignored (RFC 9113 section 4.1 and 5.5)
+
+    def _headers(self, stream_id: int, block: bytes, end_stream: bool) -> None:
+        headers = self._decoder.decode(block, raw=True)  # always: the HPACK state moves on
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        for name, value in headers:
+            if name == b":status":
+                status = int(value)
+                if status < 200:  # an informational answer (1xx): the real one follows
+                    return
+                stream.status = status
+            else:
+                stream.headers[bytes(name).decode("latin-1")] = bytes(value).decode("latin-1")
+        if end_stream:
+            self._on_end(stream_id)
+
+    def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if not stream_id:
+            raise _ProtocolError("DATA on stream 0")
+        length = len(payload)
+        self._unacked += length
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        if flags & PADDED:
+            if not length or payload[0] >= length:
+                raise _ProtocolError("DATA padding larger than the frame")
+            payload = payload[1 : length - payload[0]]
+        if payload:
+            stream.body += payload
+        if flags & END_STREAM:
+            self._on_end(stream_id)
+            return
+        stream.unacked += length
+        if stream.unacked >= RECEIVE_WINDOW // 2:
+            self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
+            stream.unacked = 0
+
+    def _settings(self, payload: bytes) -> None:
+        if len(payload) % 6:
+            raise _ProtocolError("SETTINGS of the wrong size")
+        for at in range(0, len(payload), 6):
+            code, value = _SETTING.unpack_from(payload, at)
+            if code == SETTINGS_MAX_CONCURRENT_STREAMS:
+                self._peer_max_streams = value
+            elif code == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_STREAM_ID:
+                    raise _ProtocolError("SETTINGS_INITIAL_WINDOW_SIZE too large")
+                delta = value - self._peer_window
+                self._peer_window = value
+                for stream in self.streams.values():
+                    stream.window += delta
+            elif code == SETTINGS_MAX_FRAME_SIZE:
+                if not DEFAULT_MAX_FRAME <= value <= (1 << 24) - 1:
+                    raise _ProtocolError("SETTINGS_MAX_FRAME_SIZE out of range")
+                self._peer_max_frame = value
+            elif code == SETTINGS_HEADER_TABLE_SIZE:
+                self._encoder.header_table_size = value
+        self._out.append(frame(SETTINGS, ACK, 0))
+        if self._blocked:
+            self._send_blocked()
+        self._on_settings()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
@@ -362,20 +360,42 @@ class _Connection(asyncio.Protocol):
     # requests
     def start(self, headers: list[tuple[bytes, bytes]], body: bytes, deadline: float) -> _Stream:
         """Open a stream for one request; its future answers."""
-        h2 = self.h2
-        stream_id = h2.get_next_available_stream_id()
-        h2.send_headers(stream_id, headers, end_stream=not body)
-        stream = _Stream(self._loop.create_future(), deadline)
+        stream_id = self._next_stream_id
+        if stream_id > MAX_STREAM_ID:
+            raise Http2Error("the connection has used all its stream ids")
+        self._next_stream_id = stream_id + 2
+        out = self._out
+        block = self._encoder.encode(headers)
+        flags = 0 if body else END_STREAM
+        max_frame = self._peer_max_frame
+        if len(block) <= max_frame:
+            out.append(_pack_head(len(block) << 8 | HEADERS, flags | END_HEADERS, stream_id))
+            out.append(block)
+        else:
+            chunks = [block[at : at + max_frame] for at in range(0, len(block), max_frame)]
+            for index, chunk in enumerate(chunks):
+                kind = HEADERS if index == 0 else CONTINUATION
+                last = END_HEADERS if index == len(chunks) - 1 else 0
+                out.append(frame(kind, (flags if index == 0 else 0) | last, stream_id, chunk))
+        stream = _Stream(self._loop.create_future(), deadline, self._peer_window)
         self.streams[stream_id] = stream
+        if stream_id + 2 > MAX_STREAM_ID:
+            self.accepting = False
+            self._pool.forget(self)
         if self._sweep is None or deadline < self._sweep_at:
             self._schedule_sweep(deadline)
         if body:
+            size = len(body)
             if (
                 not self._blocked
-                and len(body) <= h2.max_outbound_frame_size
-                and len(body) <= h2.local_flow_control_window(stream_id)
+                and size <= max_frame
+                and size <= stream.window
+                and size <= self._send_window
             ):
-                h2.send_data(stream_id, body, end_stream=True)
+                out.append(_pack_head(size << 8 | DATA, END_STREAM, stream_id))
+                out.append(body)
+                stream.window -= size
+                self._send_window -= size
             else:
                 self._blocked[stream_id] = memoryview(body)
                 self._send_blocked()
@@ -394,89 +414,73 @@ class _Connection(asyncio.Protocol):
         for stream_id, known in self.streams.items():
             if known is stream:
                 self._finish(stream_id)
-                self._reset(stream_id, ErrorCodes.CANCEL)
+                self._reset(stream_id, CANCEL)
                 return
 
     def _send_blocked(self) -> None:
         """Send what the flow-control windows allow of the request bodies still to send."""
-        h2 = self.h2
         done = []
-        failed = []
         for stream_id, rest in self._blocked.items():
-            try:
-                while rest:
-                    window = min(
-                        h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size
-                    )
-                    if window <= 0:
-                        break
-                    chunk = rest[:window]
-                    rest = rest[window:]
-                    h2.send_data(stream_id, chunk.tobytes(), end_stream=not rest)
-            except H2Error as error:  # the server closed the stream meanwhile
-                failed.append((stream_id, error))
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                done.append(stream_id)
                 continue
+            while rest:
+                window = min(stream.window, self._send_window, self._peer_max_frame)
+                if window <= 0:
+                    break
+                chunk = rest[:window]
+                rest = rest[window:]
+                self._out.append(frame(DATA, 0 if rest else END_STREAM, stream_id, chunk.tobytes()))
+                stream.window -= len(chunk)
+                self._send_window -= len(chunk)
             if rest:
                 self._blocked[stream_id] = rest
             else:
                 done.append(stream_id)
         for stream_id in done:
             del self._blocked[stream_id]
-        for stream_id, why in failed:
-            stream = self._finish(stream_id)
-            if stream is not None and not stream.future.done():
-                stream.future.set_exception(
-                    Http2StreamReset(f"the request body could not be sent ({why})")
-                )
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._unsent = 0
-        data = self.h2.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
+        out = self._out
+        if not out:
+            return
+        data = b"".join(out)
+        out.clear()
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
     # events
-    def _on_headers(self, event: ResponseReceived | TrailersReceived) -> None:
-        stream = self.streams.get(event.stream_id)
-        if stream is None or event.headers is None:
-            return
-        for name, value in event.headers:
-            if name == b":status":
-                stream.status = int(value)
-            else:
-                stream.headers[bytes(name).decode("latin-1")] = bytes(value).decode("latin-1")
-
     def _on_end(self, stream_id: int) -> None:
         stream = self._finish(stream_id)
         if stream is not None and not stream.future.done():
             stream.future.set_result(ProviderResponse(stream.status, stream.headers, stream.body))
 
-    def _on_reset(self, event: StreamReset) -> None:
-        stream_id: int = event.stream_id
+    def _on_reset(self, stream_id: int, code: int) -> None:
         stream = self._finish(stream_id)
         if stream is None or stream.future.done():
             return
-        if event.error_code == ErrorCodes.REFUSED_STREAM:
+        if code == REFUSED_STREAM:
             stream.future.set_exception(_Retry())
         else:
-            code = event.error_code
-            name = code.name if isinstance(code, ErrorCodes) else str(code)
-            stream.future.set_exception(Http2StreamReset(f"the server reset the stream ({name})"))
+            stream.future.set_exception(
+                Http2StreamReset(f"the server reset the stream ({error_name(code)})")
+            )
 
     def _on_settings(self) -> None:
-        limit = self.h2.remote_settings.max_concurrent_streams
-        self.capacity = max(1, min(self._max_streams, limit))
+        self.capacity = max(1, min(self._max_streams, self._peer_max_streams))
         if not self.settled.done():
             self.settled.set_result(None)
-        if not self.closed and self.h2.goaway_received is None:
+        if not self.closed and not self.goaway_received and self._next_stream_id <= MAX_STREAM_ID:
             self.accepting = len(self.streams) < self.capacity
             if self.accepting:
                 self._pool.wake(everyone=True)
 
-    def _on_goaway(self, event: ConnectionTerminated) -> None:
+    def _on_goaway(self, last: int) -> None:
+        self.goaway_received = True
         self.accepting = False
-        last = event.last_stream_id or 0
         for stream_id in [sid for sid in self.streams if sid > last]:
             stream = self._finish(stream_id)
             if stream is not None and not stream.future.done():
@@ -503,15 +507,14 @@ class _Connection(asyncio.Protocol):
         for stream_id in late:
             stream = self._finish(stream_id)
             if stream is not None:
-                self._reset(stream_id, ErrorCodes.CANCEL)
+                self._reset(stream_id, CANCEL)
                 if not stream.future.done():
                     stream.future.set_exception(TimeoutError("no answer in time"))
         if self.streams:
             self._schedule_sweep(min(stream.deadline for stream in self.streams.values()))
 
-    def _reset(self, stream_id: int, code: ErrorCodes) -> None:
-        with contextlib.suppress(H2Error, KeyError):
-            self.h2.reset_stream(stream_id, code)
+    def _reset(self, stream_id: int, code: int) -> None:
+        self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -521,13 +524,12 @@ class _Connection(asyncio.Protocol):
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return None
-        self.h2.stream_closed(stream_id)
         if self._blocked and self._blocked.pop(stream_id, None) is not None:
-            self._reset(stream_id, ErrorCodes.CANCEL)  # its body will not be sent: close it
-        if self.h2.goaway_received is not None or self.closed:
+            self._reset(stream_id, CANCEL)  # its body will not be sent: close it
+        if self.goaway_received or self.closed or self._next_stream_id > MAX_STREAM_ID:
             if not self.streams:
                 self.close()
-        elif len(self.streams) < self.capacity:
+        elif len(self.streams) < self.capacity and self._next_stream_id <= MAX_STREAM_ID:
             if not self.accepting:
                 self.accepting = True
             self._pool.wake()
@@ -559,9 +561,8 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            if self.h2.goaway_received is None:
-                with contextlib.suppress(H2Error):
-                    self.h2.close_connection()
+            if not self.goaway_received:
+                self._out.append(frame(GOAWAY, 0, 0, _TWO_U32.pack(0, NO_ERROR)))
             self._flush()
             self.transport.close()
         self._closed("the sender closed the connection")
@@ -753,7 +754,8 @@ class Http2Sender:
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._fields: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
 
-    async def send(self, request: ProviderRequest) -> ProviderResponse:
+    def _prepare(self, request: ProviderRequest) -> tuple[_Pool, list[tuple[bytes, bytes]]]:
+        """The request's pool (made on first use) and its header list."""
         url = request.url
         scheme, _, rest = url.partition("://")
         slash = rest.find("/")
@@ -779,17 +781,27 @@ class Http2Sender:
             NeverIndexedHeaderTuple(b":path", path.encode("ascii")),
             *fields,
         ]
-        loop = pool.loop
-        deadline = loop.time() + self.timeout_seconds
-        for _ in range(MAX_RETRIES + 1):
+        return pool, headers
+
+    async def send(self, request: ProviderRequest) -> ProviderResponse:
+        pool, headers = self._prepare(request)
+        deadline = pool.loop.time() + self.timeout_seconds
+        return await self._send(pool, headers, request.body, deadline, MAX_RETRIES + 1)
+
+    async def _send(
+        self,
+        pool: _Pool,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        deadline: float,
+        tries: int,
+    ) -> ProviderResponse:
+        for _ in range(tries):
             connection = pool.pick()
             if connection is None or pool.waiting or pool.should_grow(connection):
                 async with asyncio.timeout_at(deadline):
                     connection = await pool.acquire()
-            try:
-                stream = connection.start(headers, request.body, deadline)
-            except H2Error as exc:
-                raise Http2Error(f"HTTP/2 state refused the request: {exc}") from exc
+            stream = connection.start(headers, body, deadline)
             try:
                 return await stream.future
             except _Retry:
@@ -798,6 +810,70 @@ class Http2Sender:
                 connection.cancel(stream)
                 raise
         raise Http2Error("the server refused the request on every try (GOAWAY/REFUSED_STREAM)")
+
+    async def send_all(
+        self, requests: Sequence[ProviderRequest], concurrency: int
+    ) -> list[ProviderResponse | Exception]:
+        """Each request's answer, or the exception ``send`` raises for it, in order. The
+        requests that find a free stream slot now are started at once, with no task or
+        coroutine of their own (a batch of APNs pushes: one per device); the others go
+        through ``send``, at most ``concurrency`` at a time."""
+        results: list[ProviderResponse | Exception | None] = [None] * len(requests)
+        started: list[tuple[int, _Connection, _Stream, _Pool, list[tuple[bytes, bytes]]]] = []
+        later: list[int] = []
+        for index, request in enumerate(requests):
+            if later:  # no slot for an earlier one: none for this one either
+                later.append(index)
+                continue
+            try:
+                pool, headers = self._prepare(request)
+            except Exception as exc:
+                results[index] = exc
+                continue
+            connection = pool.pick()
+            if connection is None or pool.waiting or pool.should_grow(connection):
+                later.append(index)
+                continue
+            deadline = pool.loop.time() + self.timeout_seconds
+            stream = connection.start(headers, request.body, deadline)
+            started.append((index, connection, stream, pool, headers))
+
+        async def one(position: int) -> None:
+            index = later[position]
+            try:
+                results[index] = await self.send(requests[index])
+            except Exception as exc:
+                results[index] = exc
+
+        rest = (
+            asyncio.ensure_future(for_each_bounded(len(later), concurrency, one)) if later else None
+        )
+        try:
+            for index, _connection, stream, pool, headers in started:
+                try:
+                    results[index] = await stream.future
+                except _Retry:  # not processed (GOAWAY, REFUSED_STREAM): the tries left
+                    try:
+                        results[index] = await self._send(
+                            pool, headers, requests[index].body, stream.deadline, MAX_RETRIES
+                        )
+                    except Exception as exc:
+                        results[index] = exc
+                except Exception as exc:
+                    results[index] = exc
+            if rest is not None:
+                await rest
+        except asyncio.CancelledError:
+            for _, connection, stream, _, _ in started:
+                future = stream.future
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: nobody will await it now
+                else:  # (the one awaited was cancelled with this task)
+                    connection.cancel(stream)
+            if rest is not None:
+                rest.cancel()
+            raise
+        return [result if result is not None else Http2Error("no answer") for result in results]
 
     def streams_in_flight(self) -> int:
         """Requests sent and not answered yet, over every connection (for monitoring)."""
@@ -815,10 +891,8 @@ class Http2Sender:
 
 
 __all__ = [
-    "H2Protocol",
     "Http2ConnectionLost",
     "Http2Error",
     "Http2Sender",
     "Http2StreamReset",
-    "h2_config",
 ]

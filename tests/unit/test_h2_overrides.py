@@ -1,6 +1,6 @@
-"""The h2 fixes of ``transports/http2.py``, in memory: the HPACK encoder that reuses the
-encoding of repeated headers, the cheap open-stream count, and a GOAWAY that lets in-flight
-streams finish."""
+"""The overrides of h2 and hpack internals (``transports/h2_overrides.py``), in memory: the
+HPACK encoder that reuses the encoding of repeated headers, the decoder that decodes them once,
+the cheap open-stream count, and a GOAWAY that lets in-flight streams finish."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from h2.events import (
 from h2.exceptions import TooManyStreamsError
 from h2.settings import SettingCodes
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple
+from hpack.table import HeaderTable
 
-from pushgate.transports.http2 import H2Protocol, _CachingDecoder, _PlainEncoder, h2_config
+from pushgate.transports.h2_overrides import CachingDecoder, H2Protocol, PlainEncoder, h2_config
 
 
 def request(path: bytes, token: bytes = b"bearer A") -> list[tuple[bytes, bytes]]:
@@ -40,7 +41,7 @@ def test_encoder_blocks_decode_to_what_was_encoded() -> None:
     """Repeated blocks, changing headers, a header too big to index, table size changes:
     every block decodes (in order, by one decoder) to its headers."""
     rng = random.Random(7)
-    encoder = _PlainEncoder()
+    encoder = PlainEncoder()
     decoder = Decoder()
     tokens = [b"bearer A", b"bearer B", b"bearer " + b"x" * 5000]
     for round_ in range(400):
@@ -55,14 +56,14 @@ def test_encoder_blocks_decode_to_what_was_encoded() -> None:
         assert decoded == plain(headers)
 
 
-@pytest.mark.parametrize("encoder_kind", [_PlainEncoder, Encoder])
+@pytest.mark.parametrize("encoder_kind", [PlainEncoder, Encoder])
 def test_caching_decoder_decodes_as_hpack_does(encoder_kind: type[Encoder]) -> None:
     """Blocks of our encoder and of hpack's (Huffman, indexing, table size changes, long
     and new-name literals): the caching decoder gives what a plain decoder gives."""
     rng = random.Random(11)
     encoder = encoder_kind()
     reference = Decoder()
-    decoder = _CachingDecoder()
+    decoder = CachingDecoder()
     for round_ in range(600):
         headers = request(b"/3/device/%064x" % rng.getrandbits(256), rng.choice([b"A", b"B"]))
         if round_ % 7 == 0:
@@ -75,12 +76,14 @@ def test_caching_decoder_decodes_as_hpack_does(encoder_kind: type[Encoder]) -> N
             encoder.header_table_size = rng.choice([0, 512, 4096])
         block = encoder.encode(headers)
         expected = reference.decode(block, raw=True)
-        assert decoder.decode(block, raw=True) == expected
+        got = decoder.decode(block, raw=True)
+        assert got == expected
+        assert [type(header) for header in got] == [type(header) for header in expected]
         assert plain(expected) == plain(headers)
 
 
 def test_encoder_reuses_the_repeated_part() -> None:
-    encoder = _PlainEncoder()
+    encoder = PlainEncoder()
     first = encoder.encode(request(b"/3/device/aa"))
     second = encoder.encode(request(b"/3/device/bb"))
     third = encoder.encode(request(b"/3/device/cc"))
@@ -164,3 +167,20 @@ def test_goaway_lets_streams_up_to_last_stream_id_finish() -> None:
         if isinstance(event, ResponseReceived)
     ]
     assert answered == first
+
+
+def test_never_indexed_literals_are_the_bytes_hpack_writes() -> None:
+    """``PlainEncoder`` writes a never-indexed header itself; hpack's encoder (fresh, no
+    Huffman) gives the same bytes, for static-table names, new names, values of every length
+    class and the static table's own pairs (which hpack sends as an index)."""
+    rng = random.Random(3)
+    names = [name for name, _ in HeaderTable.STATIC_TABLE] + [b"x-new", b"apns-id"]
+    for _ in range(3000):
+        name = rng.choice(names)
+        value = b"v" * rng.choice([0, 1, 5, 126, 127, 128, 300, 20_000])
+        if rng.random() < 0.1:
+            value = rng.choice(HeaderTable.STATIC_TABLE)[1]
+        header = NeverIndexedHeaderTuple(name, value)
+        assert PlainEncoder()._never_indexed(header) == bytes(
+            Encoder().encode([header], huffman=False)
+        )
