@@ -427,3 +427,40 @@ def run_bash_doc(server: ServerProcess, doc: Path, cwd: Path, user_token: str) -
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+# --------------------------------------------------------------------------- the browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    """Debian's Chromium (never a downloaded browser): a skip without it, a failure when the
+    services are required (``.ci/run`` installs it)."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)"
+        if os.environ.get("PUSHGATE_REQUIRE_SERVICES") == "1":
+            raise AssertionError(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Playwright), one per test module."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from docs_support import (
@@ -15,6 +14,7 @@ from docs_support import (
     readme_section,
     run_script,
 )
+from e2e_support import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
 from pushgate.testing.server import ServerProcess, cli_env
 
@@ -44,27 +44,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "PUSHGATE_REQUIRE_SERVICES=1" in ci
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
 def test_api_docs_render_in_a_browser_without_network(server: ServerProcess) -> None:
     """/docs draws the API description in headless Chromium when every request beyond the
     server itself is refused (its assets are served by Pushgate)."""
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)"
-        if os.environ.get("PUSHGATE_REQUIRE_SERVICES") == "1":
-            raise AssertionError(message)
-        import pytest
-
-        pytest.skip(message)
+    require_chromium()
     from playwright.sync_api import Route, sync_playwright
 
     outside: list[str] = []

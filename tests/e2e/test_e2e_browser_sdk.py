@@ -239,21 +239,6 @@ def test_the_browser_key_registers_browsers_and_nothing_more(
         assert bad.status_code == 401
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from test_e2e_dashboard import CHROMIUM, CHROMIUM_ARGS, require_chromium
-
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 def test_a_page_of_another_origin_receives_through_the_sdk_channel(
     browser: Any, server: ServerProcess, site: Site
 ) -> None:

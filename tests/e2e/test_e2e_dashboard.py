@@ -25,25 +25,8 @@ from provider_support import pem, service_account
 
 from pushgate.testing.server import ServerProcess, cli_env, create_account
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "correct horse battery staple"
 BAD_P8 = "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"
-
-
-def require_chromium() -> None:
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is not installed (Debian package chromium; .ci/run installs it)"
-        if os.environ.get("PUSHGATE_REQUIRE_SERVICES") == "1":
-            raise AssertionError(message)
-        pytest.skip(message)
 
 
 # --------------------------------------------------------------------------- set-up
@@ -215,19 +198,6 @@ def signed_in_client(server: ServerProcess, tenant: Tenant) -> tuple[httpx2.Clie
 @pytest.fixture(scope="module")
 def tenants(server: ServerProcess) -> tuple[Tenant, Tenant]:
     return make_tenant(server), make_tenant(server)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @dataclass

@@ -94,11 +94,7 @@ class GroupService:
                         },
                     )
                 ).scalar_one()
-                if stored:
-                    await conn.execute(
-                        insert(group_members),
-                        [{"group_id": group_id, "member": m} for m in stored],
-                    )
+                await _add_members(conn, int(group_id), stored)
         except IntegrityError:
             raise Conflict(f"This account already has a {kind} group named {name!r}") from None
         return Group(int(group_id), checked_kind, checked_name, tuple(stored))
@@ -146,11 +142,7 @@ class GroupService:
                     await conn.execute(
                         delete(group_members).where(group_members.c.group_id == group_id)
                     )
-                    if stored:
-                        await conn.execute(
-                            insert(group_members),
-                            [{"group_id": group_id, "member": m} for m in stored],
-                        )
+                    await _add_members(conn, group_id, stored)
         except IntegrityError:
             raise Conflict(f"This account already has a {kind} group named {name!r}") from None
         return await self.get(account_id, kind, group_id)
@@ -161,6 +153,13 @@ class GroupService:
             await _owned(conn, account_id, checked, group_id)
             await conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
             await conn.execute(delete(groups).where(groups.c.id == group_id))
+
+
+async def _add_members(conn: AsyncConnection, group_id: int, members: list[str]) -> None:
+    if members:
+        await conn.execute(
+            insert(group_members), [{"group_id": group_id, "member": m} for m in members]
+        )
 
 
 async def _owned(conn: AsyncConnection, account_id: int, kind: GroupKind, group_id: int) -> str:
