@@ -140,6 +140,7 @@ async def test_two_server_processes_on_postgresql_run_each_sending_once(
     await _two_servers_run_each_sending_once(make_server, postgres_database_url, tmp_path)
 
 
+@pytest.mark.timeout(300)  # it waits for two minute boundaries
 async def test_local_time_reaches_each_offset_at_its_moment(make_server: ServerFactory) -> None:
     """Offsets a minute apart (fixed offsets may have any minutes): +00:01 has passed when
     the sending is made, so it runs at once; +00:00 (and the devices without a timezone, whose
