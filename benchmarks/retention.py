@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +43,10 @@ from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services import pipeline
 from pushgate.services.pipeline import DeliveryPipeline, NewNotification
 from pushgate.services.retention import DAY_MS, Report, Retention, cutoff_for
-from pushgate.storage.database import Database, now_ms, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database, now_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import ScratchError, create_database, drop_database  # noqa: E402
+from scratch_db import ScratchError, migrated_database  # noqa: E402
 
 ENGINES = ("sqlite", "postgresql")
 # Notifications per INSERT ... SELECT of deliveries.
@@ -59,34 +55,6 @@ FILL_CHUNK = 50
 
 class HarnessError(Exception):
     pass
-
-
-@contextlib.asynccontextmanager
-async def sqlite_database() -> AsyncIterator[Database]:
-    with tempfile.TemporaryDirectory(prefix="pushgate-bench-retention-") as tmp:
-        db = open_database(f"sqlite+aiosqlite:///{Path(tmp) / 'pushgate.db'}")
-        try:
-            await migrate(db)
-            yield db
-        finally:
-            await db.dispose()
-
-
-@contextlib.asynccontextmanager
-async def postgres_database(admin_url: str) -> AsyncIterator[Database]:
-    try:
-        name, url = await create_database(admin_url, "retention")
-    except ScratchError as exc:
-        raise HarnessError(f"--postgres-url: {exc}") from exc
-    try:
-        db = open_database(url)
-        try:
-            await migrate(db)
-            yield db
-        finally:
-            await db.dispose()
-    finally:
-        await drop_database(admin_url, name)
 
 
 def _series(db: Database, count_param: str) -> str:
@@ -286,8 +254,8 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 
 async def run_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
-    opener = sqlite_database() if engine == "sqlite" else postgres_database(args.postgres_url)
-    async with opener as db:
+    postgres_url = None if engine == "sqlite" else args.postgres_url
+    async with migrated_database("retention", postgres_url) as db:
         now = now_ms()
         started = time.perf_counter()
         await fill(db, args.devices, args.old_notifications, args.recent_notifications, now)
@@ -452,6 +420,9 @@ def main() -> int:
             results.append(asyncio.run(run_engine(engine, args)))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ScratchError as exc:
+        print(f"error: --postgres-url: {exc}", file=sys.stderr)
         return 2
     print(table(results))
     if args.json_out:

@@ -5,17 +5,25 @@
     await drop_database(admin_url, name)
 
 ``create_scratch`` / ``drop_scratch`` do the same from synchronous code (outside an event loop).
-A URL that is not PostgreSQL or not on loopback is refused with ``ScratchError``.
+``migrated_database`` yields a migrated ``Database``: a scratch PostgreSQL database, or a SQLite
+file in a temporary directory. A URL that is not PostgreSQL or not on loopback is refused with
+``ScratchError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
+
+from pushgate.storage.database import Database, open_database
+from pushgate.storage.migrate import migrate
 
 LOOPBACK = (None, "", "localhost", "127.0.0.1", "::1")
 
@@ -63,3 +71,28 @@ def create_scratch(admin_url: str, label: str) -> tuple[str, str]:
 
 def drop_scratch(admin_url: str, name: str) -> None:
     asyncio.run(drop_database(admin_url, name))
+
+
+@contextlib.asynccontextmanager
+async def migrated_database(label: str, postgres_url: str | None) -> AsyncIterator[Database]:
+    """A migrated database for one run, gone afterwards: a scratch database on the PostgreSQL
+    server of ``postgres_url``, or (None) a SQLite file in a temporary directory."""
+    if postgres_url is None:
+        with tempfile.TemporaryDirectory(prefix=f"pushgate-bench-{label}-") as tmp:
+            db = open_database(f"sqlite+aiosqlite:///{Path(tmp) / 'pushgate.db'}")
+            try:
+                await migrate(db)
+                yield db
+            finally:
+                await db.dispose()
+        return
+    name, url = await create_database(postgres_url, label)
+    try:
+        db = open_database(url)
+        try:
+            await migrate(db)
+            yield db
+        finally:
+            await db.dispose()
+    finally:
+        await drop_database(postgres_url, name)

@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +34,11 @@ import orjson
 from sqlalchemy import func, select, text
 
 from pushgate.services.stats import StatsService
-from pushgate.storage.database import Database, open_database
-from pushgate.storage.migrate import migrate
+from pushgate.storage.database import Database
 from pushgate.storage.models import deliveries, notifications
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import ScratchError, create_database, drop_database  # noqa: E402
+from scratch_db import ScratchError, migrated_database  # noqa: E402
 
 ENGINES = ("sqlite", "postgresql")
 # (status, reason) by share of every 100 deliveries.
@@ -62,34 +58,6 @@ CHUNK = 5000
 
 class HarnessError(Exception):
     pass
-
-
-@contextlib.asynccontextmanager
-async def sqlite_database() -> AsyncIterator[Database]:
-    with tempfile.TemporaryDirectory(prefix="pushgate-bench-stats-") as tmp:
-        db = open_database(f"sqlite+aiosqlite:///{Path(tmp) / 'pushgate.db'}")
-        try:
-            await migrate(db)
-            yield db
-        finally:
-            await db.dispose()
-
-
-@contextlib.asynccontextmanager
-async def postgres_database(admin_url: str) -> AsyncIterator[Database]:
-    try:
-        name, url = await create_database(admin_url, "stats")
-    except ScratchError as exc:
-        raise HarnessError(f"--postgres-url: {exc}") from exc
-    try:
-        db = open_database(url)
-        try:
-            await migrate(db)
-            yield db
-        finally:
-            await db.dispose()
-    finally:
-        await drop_database(admin_url, name)
 
 
 async def fill(db: Database, devices: int, notification_count: int) -> tuple[int, str, int]:
@@ -176,8 +144,8 @@ async def timed(rounds: int, work: Any) -> list[float]:
 
 
 async def run_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
-    opener = sqlite_database() if engine == "sqlite" else postgres_database(args.postgres_url)
-    async with opener as db:
+    postgres_url = None if engine == "sqlite" else args.postgres_url
+    async with migrated_database("stats", postgres_url) as db:
         started = time.perf_counter()
         account, app_key, notification = await fill(db, args.devices, args.notifications)
         fill_s = time.perf_counter() - started
@@ -268,6 +236,9 @@ def main() -> int:
             results.append(asyncio.run(run_engine(engine, args)))
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ScratchError as exc:
+        print(f"error: --postgres-url: {exc}", file=sys.stderr)
         return 2
     print(table(results))
     for r in results:
