@@ -11,7 +11,7 @@ then, the devices that match then, each in its language then.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -333,18 +333,7 @@ class SendingService:
                 conn=conn,
             )
         self._jobs.wake(SENDING_QUEUE)
-        return sending_id, [
-            PushView(
-                v.id,
-                sending_id,
-                v.title,
-                v.message,
-                v.default_language,
-                v.translations,
-                v.created_ms,
-            )
-            for v in views
-        ]
+        return sending_id, [replace(v, sending_id=sending_id) for v in views]
 
     async def at_local_time(self, command: SendCommand, campaign_id: int | None) -> int:
         """A native send held for the same wall time in each device's timezone: its
@@ -456,7 +445,7 @@ class SendingService:
             bound = await pushes_of(conn, [sending_id])
         view = _view(row, bound.get(sending_id, ()))
         if counts:
-            view = _with_counts(view, await self._stats.sending(account_id, sending_id))
+            view = replace(view, counts=await self._stats.sending(account_id, sending_id))
         return view
 
     async def list(
@@ -474,10 +463,6 @@ class SendingService:
     async def push_counts(self, account_id: int, push_id: int) -> Counts:
         await self.get_push(account_id, push_id)
         return await self._stats.push(account_id, push_id)
-
-
-def _with_counts(view: SendingView, counts: Counts) -> SendingView:
-    return SendingView(**{**{f: getattr(view, f) for f in view.__slots__}, "counts": counts})
 
 
 def _view(row: Any, push_ids: Sequence[int]) -> SendingView:
