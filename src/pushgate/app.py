@@ -35,10 +35,11 @@ from pushgate.api.native.stats import stats_router
 from pushgate.api.native.subscribers import subscribers_router
 from pushgate.browser import browser_routes
 from pushgate.channel.routes import channel_router
-from pushgate.channel.websocket import ChannelSocketDispatch, ChannelWebSocket
+from pushgate.channel.server import ChannelServer
 from pushgate.config import Settings
 from pushgate.dashboard import dashboard_routes
 from pushgate.data_identity import data_id
+from pushgate.egress import parse_networks
 from pushgate.observability.exposition import metrics_listener, metrics_route
 from pushgate.observability.health import readiness_checks, ready_route
 from pushgate.observability.logs import AccessLog, redact
@@ -119,6 +120,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = rt
+    # The device channel's WebSocket is served beside the application, on the same port
+    # (``pushgate serve`` hands its upgrades to it; see channel.server).
+    app.state.channel = ChannelServer(
+        rt,
+        settings.websocket_ping_seconds,
+        [str(network) for network in parse_networks(settings.trusted_proxies)],
+    )
     faces = Faces(default=instapush_face.FACE)
     faces.add(native_face.FACE)
     faces.add(insider_mobile.FACE)
@@ -211,7 +219,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.router.routes.extend(dashboard_routes(rt))
     app.router.routes.extend(browser_routes(rt))
     app.router.routes.extend(api_docs_routes(app.openapi_url or "/openapi.json", app.title))
-    app.add_middleware(ChannelSocketDispatch, handler=ChannelWebSocket(rt))
     app.add_middleware(
         RequestObserver,
         metrics=rt.metrics,

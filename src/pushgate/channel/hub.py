@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 # A connection that falls this far behind is closed; it gets the rest from storage on reconnect.
@@ -21,13 +21,17 @@ class Outgoing:
 class Subscription:
     """One live connection's outgoing items. Deliberately small: a list, and a future only
     while the connection waits (an idle device connection holds just these few objects,
-    where an ``asyncio.Queue`` would hold four deques of ~760 bytes each)."""
+    where an ``asyncio.Queue`` would hold four deques of ~760 bytes each).
 
-    __slots__ = ("device_id", "overflowed", "_items", "_waiter")
+    A connection that writes what it is given at once sets ``sink``: ``put`` then hands each
+    item straight to it, and nothing is queued."""
+
+    __slots__ = ("device_id", "overflowed", "sink", "_items", "_waiter")
 
     def __init__(self, device_id: int) -> None:
         self.device_id = device_id
         self.overflowed = False
+        self.sink: Callable[[Outgoing], None] | None = None
         self._items: list[Outgoing] = []
         self._waiter: asyncio.Future[None] | None = None
 
@@ -35,6 +39,10 @@ class Subscription:
         return len(self._items)
 
     def put(self, item: Outgoing) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink(item)
+            return
         self._items.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():

@@ -4,9 +4,9 @@ repeats. Shared by the WebSocket and SSE endpoints."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
-from pushgate.channel.hub import Hub, Outgoing
+from pushgate.channel.hub import Hub, Outgoing, Subscription
 from pushgate.channel.messages import content_message, ready_message
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import DeliveryPipeline
@@ -31,6 +31,46 @@ class DeviceSession:
         self._hub = hub
         self._queries = queries
         self._pipeline = pipeline
+        self._backlog_ids: set[int] = set()
+        self._newest = 0
+
+    def open(self) -> Subscription:
+        """Subscribe to live notifications (before the backlog is read, so that nothing
+        committed meanwhile is missed)."""
+        self._pipeline.record_seen(self.device_id)
+        return self._hub.subscribe(self.device_id)
+
+    def close(self, subscription: Subscription) -> None:
+        self._hub.unsubscribe(subscription)
+        self._pipeline.record_seen(self.device_id)
+
+    async def catch_up(self, since: int | None) -> AsyncIterator[list[Outgoing]]:
+        """The backlog in batches of at most ``MAX_BATCH``, then ``ready`` alone in its
+        batch. Call after ``open``: what arrives live from then on and was in the backlog is
+        dropped by ``unseen``."""
+        self._backlog_ids = set()
+        page: list[Outgoing] = []
+        async for item in self.owed(since):
+            self._backlog_ids.add(item.notification_id)
+            page.append(item)
+            if len(page) == MAX_BATCH:
+                yield page
+                page = []
+        if page:
+            yield page
+        self._newest = max(self._backlog_ids, default=0)
+        yield [Outgoing(READY, ready_message(self.device_id, len(self._backlog_ids)))]
+
+    def unseen(self, items: Iterable[Outgoing]) -> list[Outgoing]:
+        """Live ``items`` less those the backlog already carried."""
+        newest, backlog_ids = self._newest, self._backlog_ids
+        if not backlog_ids:
+            return list(items)
+        return [
+            item
+            for item in items
+            if item.notification_id > newest or item.notification_id not in backlog_ids
+        ]
 
     async def batches(
         self, since: int | None, idle_timeout: float | None = None
@@ -38,23 +78,10 @@ class DeviceSession:
         """The backlog, then ``ready`` (alone in its batch), then live notifications, in
         batches of what is ready to go (at most ``MAX_BATCH``); ``None`` after
         ``idle_timeout`` seconds without a notification (for keep-alives)."""
-        subscription = self._hub.subscribe(self.device_id)
-        self._pipeline.record_seen(self.device_id)
+        subscription = self.open()
         try:
-            # Subscribed first, so anything committed after the backlog query arrives live;
-            # what arrives live and was already in the backlog is skipped.
-            backlog_ids: set[int] = set()
-            page: list[Outgoing] = []
-            async for item in self.owed(since):
-                backlog_ids.add(item.notification_id)
-                page.append(item)
-                if len(page) == MAX_BATCH:
-                    yield page
-                    page = []
-            if page:
+            async for page in self.catch_up(since):
                 yield page
-            yield [Outgoing(READY, ready_message(self.device_id, len(backlog_ids)))]
-            newest = max(backlog_ids, default=0)
             while True:
                 if subscription.overflowed:
                     raise SlowConsumer
@@ -63,16 +90,11 @@ class DeviceSession:
                 except TimeoutError:
                     yield None
                     continue
-                batch = [
-                    item
-                    for item in (first, *subscription.drain(MAX_BATCH - 1))
-                    if item.notification_id > newest or item.notification_id not in backlog_ids
-                ]
+                batch = self.unseen((first, *subscription.drain(MAX_BATCH - 1)))
                 if batch:
                     yield batch
         finally:
-            self._hub.unsubscribe(subscription)
-            self._pipeline.record_seen(self.device_id)
+            self.close(subscription)
 
     async def owed(self, since: int | None, limit: int | None = None) -> AsyncIterator[Outgoing]:
         """The device's backlog from storage (see ``NotificationQueries.backlog``), less what

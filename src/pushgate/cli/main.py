@@ -141,7 +141,14 @@ def serve(
         typer.echo(f"  data directory: {data_location(settings)}")
         typer.echo(f"  API docs: {url}/docs   create an account: pushgate account create NAME")
 
-    run(settings, application, application.state.runtime.begin_stop, sock=sock, on_ready=ready)
+    run(
+        settings,
+        application,
+        application.state.runtime.begin_stop,
+        sock=sock,
+        on_ready=ready,
+        channel=application.state.channel,
+    )
 
 
 @app.command()

@@ -11,7 +11,12 @@ from starlette.types import ASGIApp
 
 from pushgate.config import Settings
 from pushgate.egress import parse_networks
-from pushgate.serving.protocols import ConnectionLimits, QuietWebSocketProtocol, http_protocol
+from pushgate.serving.protocols import (
+    ConnectionLimits,
+    QuietWebSocketProtocol,
+    WebSocketTakeover,
+    http_protocol,
+)
 
 # Descriptors kept free for everything but client connections: database, provider and Redis
 # connections, files.
@@ -48,14 +53,16 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
     )
 
 
-def server_config(settings: Settings, application: ASGIApp) -> uvicorn.Config:
+def server_config(
+    settings: Settings, application: ASGIApp, channel: WebSocketTakeover | None = None
+) -> uvicorn.Config:
     return uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
         # Logging is configured by the command (observability.logs.configure_logging).
         log_config=None,
-        http=http_protocol(connection_limits(settings)),
+        http=http_protocol(connection_limits(settings), channel),
         # The sans-I/O implementation keeps no tasks of its own per connection (the legacy
         # one runs three): about a third of the memory per idle device connection.
         ws=QuietWebSocketProtocol,
@@ -111,9 +118,11 @@ def run(
     *,
     sock: socket.socket | None = None,
     on_ready: Callable[[], None] | None = None,
+    channel: WebSocketTakeover | None = None,
 ) -> None:
     """Serve ``application``: on ``sock`` when given (bound by ``serving.bind``), else on
     the settings' host and port; ``on_ready`` is called once connections are accepted,
-    ``on_stop`` as soon as a stop is asked for."""
-    server = GracefulServer(server_config(settings, application), on_stop, on_ready)
+    ``on_stop`` as soon as a stop is asked for. WebSocket upgrades to ``channel``'s path go
+    to it (the device channel, on the same port)."""
+    server = GracefulServer(server_config(settings, application, channel), on_stop, on_ready)
     server.run(sockets=None if sock is None else [sock])

@@ -17,7 +17,8 @@ adds, per connection:
   a new one gets 503 and is closed.
 
 An upgraded WebSocket connection leaves these rules behind: it keeps its own ping and
-timeout rules (``websocket_ping_seconds``).
+timeout rules (``websocket_ping_seconds``). Upgrades to the device channel's path go to the
+channel's own server (``channel.server``, given as ``channel``), the others to uvicorn's.
 
 This module overrides internals of uvicorn's ``HttpToolsProtocol`` and
 ``WebSocketsSansIOProtocol`` (the parser callbacks, ``data_received``,
@@ -31,9 +32,10 @@ import asyncio
 import http
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
 from uvicorn._types import ASGISendEvent
@@ -54,6 +56,14 @@ class ConnectionLimits:
     max_header_bytes: int
 
 
+class WebSocketTakeover(Protocol):
+    """A server of its own for WebSocket upgrades to ``path`` (``channel.server``)."""
+
+    path: str
+
+    def upgrade(self, transport: asyncio.Transport, scope: Any, connections: set[Any]) -> None: ...
+
+
 class _HeadersTooLarge(Exception):
     """Raised from a parser callback to stop reading a request whose headers are too big."""
 
@@ -72,6 +82,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     ``http_protocol``."""
 
     limits: ClassVar[ConnectionLimits]
+    # Takes over WebSocket upgrades to its path (the device channel), if any.
+    channel: ClassVar[WebSocketTakeover | None] = None
     _last_refusal_log: ClassVar[float] = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -134,6 +146,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._disarm()  # the WebSocket protocol has its own rules from here on
+        channel = self.channel
+        if channel is not None:
+            # uvicorn leaves an upgrade request's URL unparsed in its scope.
+            url = httptools.parse_url(self.url)
+            path = urllib.parse.unquote(url.path.decode("ascii"))
+            if path == channel.path:
+                self.connections.discard(self)
+                scope = {**self.scope, "path": path, "query_string": url.query or b""}
+                channel.upgrade(self.transport, scope, self.connections)
+                return
         super().handle_websocket_upgrade()
 
     # -- the parser callbacks ------------------------------------------------------------
@@ -223,9 +245,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def http_protocol(limits: ConnectionLimits) -> type[LimitedHttpProtocol]:
-    """The protocol class for one server, with its limits."""
-    return type("ServerHttpProtocol", (LimitedHttpProtocol,), {"limits": limits})
+def http_protocol(
+    limits: ConnectionLimits, channel: WebSocketTakeover | None = None
+) -> type[LimitedHttpProtocol]:
+    """The protocol class for one server, with its limits, and the server that takes over
+    WebSocket upgrades to its path."""
+    return type(
+        "ServerHttpProtocol", (LimitedHttpProtocol,), {"limits": limits, "channel": channel}
+    )
 
 
 class QuietWebSocketProtocol(WebSocketsSansIOProtocol):
