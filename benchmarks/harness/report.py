@@ -65,16 +65,18 @@ def run_and_report(
     args: argparse.Namespace,
     run: Callable[[argparse.Namespace, Log], Any],
     print_table: Callable[[Any], None],
+    exit_code: Callable[[Any], int] | None = None,
 ) -> int:
-    """Run a benchmark (progress on stderr), then print its table or JSON; the exit code is 2
-    on a harness error, else 0 whatever the targets say."""
+    """Run a benchmark (progress on stderr), then print its table or JSON. The exit code is 2
+    on a harness error, else ``exit_code(result)`` when given, else 0 whatever the targets
+    say."""
     try:
         r = run(args, log)
     except HarnessError as exc:
         log(f"harness error: {exc}")
         return 2
     output(args, r, print_table)
-    return 0
+    return exit_code(r) if exit_code is not None else 0
 
 
 def target(
