@@ -62,7 +62,7 @@ from benchmarks.harness.report import (
 )
 from benchmarks.harness.scratch_db import ScratchError, create_scratch, drop_scratch
 from benchmarks.harness.server import LOOP, Clock, OwnServer, run_loop
-from benchmarks.harness.stats import percentiles
+from benchmarks.harness.stats import percentiles, sum_counts
 from benchmarks.ingest import EVENT, setup_account
 
 TARGET_LOST = 0
@@ -231,16 +231,7 @@ def _wait_all(
 
 
 def _count(groups: list[CrashReceiverGroup], accepted: bytes) -> dict[str, Any]:
-    total: dict[str, Any] = {}
-    for g in groups:
-        for k, v in g.count(accepted).items():
-            if isinstance(v, int):
-                total[k] = total.get(k, 0) + v
-            elif isinstance(v, dict):
-                d = total.setdefault(k, {})
-                for kk, vv in v.items():
-                    d[kk] = d.get(kk, 0) + vv
-    return total
+    return sum_counts(g.count(accepted) for g in groups)
 
 
 async def _server_view(

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing as mp
 import os
 import secrets
 import shutil
@@ -56,6 +55,7 @@ from typing import Any
 import orjson
 
 from benchmarks.harness import HarnessError
+from benchmarks.harness.child import Child
 from benchmarks.harness.http import check, http_request
 from benchmarks.harness.machine import (
     cpu_seconds_pid,
@@ -170,44 +170,16 @@ def _fake_entry(pipe: Any, kind: str) -> None:
         pipe.close()
 
 
-class FakeProcess:
+class FakeProcess(Child):
     def __init__(self, kind: str) -> None:
-        ctx = mp.get_context("fork")
+        super().__init__(f"fake {kind}", _fake_entry, kind)
         self.kind = kind
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_fake_entry, args=(child, kind), daemon=True)
-        self.proc.start()
-        child.close()
         self.info: dict[str, Any] = self.call("info", timeout=60)
 
-    def send(self, cmd: str, *args: Any) -> None:
-        self.pipe.send((cmd, args))
-
-    def result(self, timeout: float) -> Any:
-        if not self.pipe.poll(timeout):
-            raise HarnessError(f"fake {self.kind} gave no answer within {timeout:.0f}s")
-        try:
-            kind, payload = self.pipe.recv()
-        except EOFError as exc:
-            raise HarnessError(f"fake {self.kind} died") from exc
-        if kind != "ok":
-            raise HarnessError(f"fake {self.kind}: {payload}")
-        return payload
-
-    def call(self, cmd: str, *args: Any, timeout: float = 60.0) -> Any:
-        self.send(cmd, *args)
-        return self.result(timeout)
-
-    def cpu(self) -> float | None:
-        return cpu_seconds_pid(self.proc.pid)
-
-    def close(self) -> None:
+    def close(self, command: str | None = "stop", grace: float = 10.0) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self.pipe.send(("stop", ()))
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+            self.send(command or "stop")
+        self.join(grace)
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import http.client
 import math
-import multiprocessing as mp
 import os
 import shutil
 import signal
@@ -56,6 +55,7 @@ from typing import Any
 import orjson
 
 from benchmarks.harness import HarnessError
+from benchmarks.harness.child import Child, ask_all
 from benchmarks.harness.http import HttpPool, check, header, http_request
 from benchmarks.harness.machine import (
     cpu_seconds_pid,
@@ -75,7 +75,7 @@ from benchmarks.harness.report import (
     utc_now,
 )
 from benchmarks.harness.server import LOOP, Clock, OwnServer, run_loop
-from benchmarks.harness.stats import median, percentiles
+from benchmarks.harness.stats import median, percentiles, sum_counts
 from benchmarks.ingest import EVENT, ReceiverProcess, _Receivers, setup_account
 from pushgate.channel.messages import notification_message
 
@@ -226,37 +226,12 @@ async def _raw_server_main(pipe: Any) -> None:
             transport.abort()
 
 
-class RawWsServer:
+class RawWsServer(Child):
     """The baseline server process."""
 
     def __init__(self) -> None:
-        ctx = mp.get_context("fork")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_raw_server_entry, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.port: int = self.call_result(30)
-        self.pid: int = self.proc.pid  # type: ignore[assignment]
-
-    def call_result(self, timeout: float) -> Any:
-        if not self.pipe.poll(timeout):
-            raise HarnessError("raw WebSocket server did not answer")
-        kind, out = self.pipe.recv()
-        if kind != "ok":
-            raise HarnessError(f"raw WebSocket server: {out}")
-        return out
-
-    def call(self, cmd: str, *args: Any, timeout: float = 30.0) -> Any:
-        self.pipe.send((cmd, args))
-        return self.call_result(timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("close", timeout=5)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+        super().__init__("raw WebSocket server", _raw_server_entry)
+        self.port: int = self.result(30, "start")
 
 
 def _raw_server_entry(pipe: Any) -> None:
@@ -306,15 +281,14 @@ class FanoutReceiverProcess(ReceiverProcess):
     def __init__(
         self, ack_interval: float, slots: int, batch: bool = True, entry: Any = None
     ) -> None:
-        ctx = mp.get_context("fork")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=entry or _fanout_receivers_entry,
-            args=(child, ack_interval, batch, slots),
-            daemon=True,
+        Child.__init__(
+            self,
+            "device receivers",
+            entry or _fanout_receivers_entry,
+            ack_interval,
+            batch,
+            slots,
         )
-        self.proc.start()
-        child.close()
 
 
 class ReceiverGroup:
@@ -324,21 +298,7 @@ class ReceiverGroup:
         self.rxs = [FanoutReceiverProcess(ack_interval, slots, entry=entry) for _ in range(procs)]
 
     def ask(self, cmd: str, per_rx_args: list[tuple], timeout: float) -> list[Any]:
-        for rx, args in zip(self.rxs, per_rx_args, strict=True):
-            rx.pipe.send((cmd, args))
-        out = []
-        deadline = time.monotonic() + timeout
-        for rx in self.rxs:
-            if not rx.pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise HarnessError(f"device receivers did not answer {cmd!r} within {timeout:.0f}s")
-            try:
-                kind, value = rx.pipe.recv()
-            except EOFError as exc:
-                raise HarnessError("a device receiver process died") from exc
-            if kind != "ok":
-                raise HarnessError(f"device receivers: {cmd}: {value}")
-            out.append(value)
-        return out
+        return ask_all(self.rxs, cmd, per_rx_args, timeout)
 
     def all(self, cmd: str, *args: Any, timeout: float = 60.0) -> list[Any]:
         return self.ask(cmd, [args] * len(self.rxs), timeout)
@@ -366,16 +326,7 @@ class ReceiverGroup:
         return lat
 
     def count(self, accepted: bytes) -> dict[str, Any]:
-        total: dict[str, Any] = {}
-        for c in self.all("count", accepted, timeout=120):
-            for k, v in c.items():
-                if isinstance(v, int):
-                    total[k] = total.get(k, 0) + v
-                elif isinstance(v, dict):
-                    d = total.setdefault(k, {})
-                    for kk, vv in v.items():
-                        d[kk] = d.get(kk, 0) + vv
-        return total
+        return sum_counts(self.all("count", accepted, timeout=120))
 
     def cpu(self) -> float:
         return float(sum(self.all("cpu", timeout=30)))

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import multiprocessing as mp
 import os
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ from typing import Any
 import orjson
 
 from benchmarks.harness import HarnessError
+from benchmarks.harness.child import Child
 from benchmarks.harness.http import StatusConn, check, http_request
 from benchmarks.harness.machine import (
     cpu_seconds_self,
@@ -256,26 +256,12 @@ def _loadgen_entry(conn: Any, spec: LoadSpec) -> None:
 
 
 def run_load(spec: LoadSpec) -> LoadResult:
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_loadgen_entry, args=(child, spec), daemon=True)
-    proc.start()
-    child.close()
+    loadgen = Child("load generator", _loadgen_entry, spec)
     budget = spec.duration + spec.drain_grace + 2 * spec.request_timeout + 30
     try:
-        if not parent.poll(budget):
-            raise HarnessError(f"load generator gave no result within {budget:.0f}s")
-        kind, payload = parent.recv()
-    except EOFError as exc:
-        raise HarnessError("load generator died without a result") from exc
+        return loadgen.result(budget, "load")  # type: ignore[no-any-return]
     finally:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if kind != "ok":
-        raise HarnessError(f"load generator failed: {payload}")
-    return payload  # type: ignore[no-any-return]
+        loadgen.join(5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -633,35 +619,9 @@ def _receivers_entry(pipe: Any, ack_interval: float, batch: bool) -> None:
     run_loop(_Receivers(pipe, ack_interval, batch).serve())
 
 
-class ReceiverProcess:
+class ReceiverProcess(Child):
     def __init__(self, ack_interval: float, batch: bool) -> None:
-        ctx = mp.get_context("fork")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=_receivers_entry, args=(child, ack_interval, batch), daemon=True
-        )
-        self.proc.start()
-        child.close()
-
-    def call(self, cmd: str, *args: Any, timeout: float = 60.0) -> Any:
-        self.pipe.send((cmd, args))
-        if not self.pipe.poll(timeout):
-            raise HarnessError(f"device receivers did not answer {cmd!r} within {timeout}s")
-        try:
-            kind, out = self.pipe.recv()
-        except EOFError as exc:
-            raise HarnessError("device receiver process died") from exc
-        if kind != "ok":
-            raise HarnessError(f"device receivers: {cmd}: {out}")
-        return out
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("close", timeout=5)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+        super().__init__("device receivers", _receivers_entry, ack_interval, batch)
 
 
 # --------------------------------------------------------------------------------------------

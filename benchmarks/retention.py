@@ -44,7 +44,7 @@ from benchmarks.harness.report import (
     target,
     utc_now,
 )
-from benchmarks.harness.scratch_db import ScratchError, migrated_database
+from benchmarks.harness.scratch_db import migrated_database, per_engine
 from pushgate.app import tune_interpreter
 from pushgate.observability.metrics import Metrics
 from pushgate.queue.embedded import EmbeddedQueue
@@ -435,12 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
-    results = []
-    try:
-        for engine in args.engines:
-            results.append(asyncio.run(run_engine(engine, args)))
-    except ScratchError as exc:
-        raise HarnessError(f"--postgres-url: {exc}") from exc
+    results = per_engine(args.engines, lambda engine: run_engine(engine, args))
     return {
         "benchmark": "retention",
         "date": utc_now(),

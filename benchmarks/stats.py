@@ -22,11 +22,11 @@ temporary PostgreSQL database that is dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -39,7 +39,7 @@ from benchmarks.harness.report import (
     run_and_report,
     utc_now,
 )
-from benchmarks.harness.scratch_db import ScratchError, migrated_database
+from benchmarks.harness.scratch_db import migrated_database, per_engine
 from pushgate.services.stats import StatsService
 from pushgate.storage.database import Database
 from pushgate.storage.models import deliveries, notifications
@@ -239,13 +239,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
-    results = []
-    try:
-        for engine in args.engines:
-            log(f"{engine}: storing {args.devices * args.notifications:,} deliveries...")
-            results.append(asyncio.run(run_engine(engine, args)))
-    except ScratchError as exc:
-        raise HarnessError(f"--postgres-url: {exc}") from exc
+    def measure(engine: str) -> Coroutine[Any, Any, dict[str, Any]]:
+        log(f"{engine}: storing {args.devices * args.notifications:,} deliveries...")
+        return run_engine(engine, args)
+
+    results = per_engine(args.engines, measure)
     return {
         "benchmark": "stats",
         "date": utc_now(),

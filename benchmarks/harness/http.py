@@ -90,6 +90,18 @@ class _Conn(asyncio.Protocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        i = buf.find(b"\r\n\r\n")
+        if i >= 0:
+            self._response(i, bytes(buf[:i]).lower())
+
+    def _response(self, i: int, head: bytes) -> None:
+        """The head of a response (lower-cased) has come, ending at ``buf[i]``; answer when
+        the body is complete too."""
+        raise NotImplementedError
+
     def _answer(self, result: Any) -> None:
         w, self.waiter = self.waiter, None
         if w is not None and not w.done():
@@ -116,13 +128,8 @@ class StatusConn(_Conn):
     """The load generators' connection: ``request(raw)`` resolves to the status only (the
     least parsing per response, so the client costs little next to the server)."""
 
-    def data_received(self, data: bytes) -> None:
+    def _response(self, i: int, head: bytes) -> None:
         buf = self.buf
-        buf += data
-        i = buf.find(b"\r\n\r\n")
-        if i < 0:
-            return
-        head = bytes(buf[:i]).lower()
         j = head.find(b"\ncontent-length:")
         if j < 0:
             self._fail(ConnectionError(f"response without content-length: {head[:200]!r}"))
@@ -149,13 +156,8 @@ class StatusConn(_Conn):
 class ResponseConn(_Conn):
     """``request(raw)`` resolves to (status, lower-cased head, body)."""
 
-    def data_received(self, data: bytes) -> None:
+    def _response(self, i: int, head: bytes) -> None:
         buf = self.buf
-        buf += data
-        i = buf.find(b"\r\n\r\n")
-        if i < 0:
-            return
-        head = bytes(buf[:i]).lower()
         length = header(head, b"content-length")
         if length is None:
             self._fail(ConnectionError(f"response without content-length: {head[:200]!r}"))

@@ -16,12 +16,14 @@ import asyncio
 import contextlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from benchmarks.harness import HarnessError
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.migrate import migrate
 
@@ -96,3 +98,14 @@ async def migrated_database(label: str, postgres_url: str | None) -> AsyncIterat
             await db.dispose()
     finally:
         await drop_database(postgres_url, name)
+
+
+def per_engine(
+    engines: list[str], measure: Callable[[str], Coroutine[Any, Any, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``measure(engine)`` for each engine ("sqlite", "postgresql"), each in an event loop of
+    its own; a ``ScratchError`` (the PostgreSQL server refused) as ``HarnessError``."""
+    try:
+        return [asyncio.run(measure(engine)) for engine in engines]
+    except ScratchError as exc:
+        raise HarnessError(f"--postgres-url: {exc}") from exc

@@ -54,3 +54,18 @@ def summary_ms(values: list[float]) -> dict[str, Any]:
         "max_ms": max(ms),
         "rounds_ms": [round(v, 3) for v in ms],
     }
+
+
+def sum_counts(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Add up count dicts (e.g. one per receiver process): int values are summed, dict values
+    (of ints) summed key by key; other values are left out."""
+    total: dict[str, Any] = {}
+    for part in parts:
+        for k, v in part.items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+            elif isinstance(v, dict):
+                d = total.setdefault(k, {})
+                for kk, vv in v.items():
+                    d[kk] = d.get(kk, 0) + vv
+    return total
