@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
@@ -44,7 +43,7 @@ from benchmarks.harness.report import (
     target,
     utc_now,
 )
-from benchmarks.harness.scratch_db import migrated_database, per_engine
+from benchmarks.harness.scratch_db import add_engine_options, migrated_database, per_engine
 from pushgate.app import tune_interpreter
 from pushgate.observability.metrics import Metrics
 from pushgate.queue.embedded import EmbeddedQueue
@@ -53,7 +52,6 @@ from pushgate.services.pipeline import DeliveryPipeline, NewNotification
 from pushgate.services.retention import DAY_MS, Report, Retention, cutoff_for
 from pushgate.storage.database import Database, now_ms
 
-ENGINES = ("sqlite", "postgresql")
 # Notifications per INSERT ... SELECT of deliveries.
 FILL_CHUNK = 50
 
@@ -403,16 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "--probe-interval", type=float, default=0.01, help="pause between two probes (0.01)"
     )
     parser.add_argument("--time-limit", type=float, default=300.0, help="sweep limit, s (300)")
-    parser.add_argument(
-        "--engines", default=",".join(ENGINES), help="comma-separated: sqlite,postgresql"
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
-        help="an admin URL of a loopback PostgreSQL server for the scratch database",
-    )
+    add_engine_options(parser)
     parser.add_argument(
         "--no-checkpoints",
         action="store_true",
@@ -423,14 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_checkpoints:
         pipeline.CHECKPOINT_INTERVAL_SECONDS = 1e9
 
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
     if not 1 <= args.devices <= 100_000 or not 1 <= args.old_notifications <= 100_000:
         parser.error("--devices and --old-notifications must be 1..100000")
     if args.devices * args.old_notifications > 20_000_000:
         parser.error("at most 20,000,000 old deliveries")
-    args.engines = engines
     return run_and_report(args, run, print_table)
 
 

@@ -22,7 +22,6 @@ temporary PostgreSQL database that is dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -39,12 +38,11 @@ from benchmarks.harness.report import (
     run_and_report,
     utc_now,
 )
-from benchmarks.harness.scratch_db import migrated_database, per_engine
+from benchmarks.harness.scratch_db import add_engine_options, migrated_database, per_engine
 from pushgate.services.stats import StatsService
 from pushgate.storage.database import Database
 from pushgate.storage.models import deliveries, notifications
 
-ENGINES = ("sqlite", "postgresql")
 # (status, reason) by share of every 100 deliveries.
 MIX: tuple[tuple[str, str | None, int], ...] = (
     ("delivered", None, 70),
@@ -217,24 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         "--notifications", type=int, default=10, help="notifications in the campaign (10)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each query (5)")
-    parser.add_argument(
-        "--engines", default=",".join(ENGINES), help="comma-separated: sqlite,postgresql"
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
-        help="an admin URL of a PostgreSQL server to create the temporary database on",
-    )
+    add_engine_options(parser)
     add_output_options(parser, keep_data=False)
     args = parser.parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
     if not 1 <= args.devices <= 1_000_000 or not 1 <= args.notifications <= 100:
         parser.error("--devices must be 1..1000000 and --notifications 1..100")
-    args.engines = engines
     return run_and_report(args, run, print_table)
 
 

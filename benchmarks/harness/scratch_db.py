@@ -12,8 +12,10 @@ file in a temporary directory. A URL that is not PostgreSQL or not on loopback i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -27,6 +29,7 @@ from benchmarks.harness import HarnessError
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.migrate import migrate
 
+ENGINES = ("sqlite", "postgresql")
 LOOPBACK = (None, "", "localhost", "127.0.0.1", "::1")
 
 
@@ -109,3 +112,28 @@ def per_engine(
         return [asyncio.run(measure(engine)) for engine in engines]
     except ScratchError as exc:
         raise HarnessError(f"--postgres-url: {exc}") from exc
+
+
+def _engines(value: str) -> list[str]:
+    engines = [e.strip() for e in value.split(",") if e.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        raise argparse.ArgumentTypeError(f"unknown engines: {', '.join(sorted(unknown))}")
+    return engines
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--engines (comma-separated, of ``ENGINES``; all by default; a list in ``args``) and
+    --postgres-url (``PUSHGATE_TEST_POSTGRES_URL`` or a loopback default), for ``per_engine``."""
+    parser.add_argument(
+        "--engines",
+        type=_engines,
+        default=",".join(ENGINES),
+        help="comma-separated: sqlite,postgresql",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+        help="an admin URL of a loopback PostgreSQL server to create the scratch database on",
+    )
