@@ -12,7 +12,7 @@
   ``target``/``print_targets`` (PASS/FAIL lines), ``fmt``, ``utc_now``;
 - ``child``: ``Child`` (a forked helper process driven over a pipe), ``ask_all``;
 - ``scratch_db``: scratch PostgreSQL databases and migrated scratch ``Database``s,
-  ``per_engine``.
+  ``per_engine``, ``add_engine_options``.
 
 ``HarnessError`` (here) means the benchmark could not measure; ``run_and_report`` turns it
 into exit code 2.
