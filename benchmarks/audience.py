@@ -44,25 +44,20 @@ this one process and, on PostgreSQL, the server.
 
 Exit code 0 whenever it measured (target PASS or FAIL), 2 on a harness error.
 
-    .venv/bin/python benchmarks/audience.py                  # SQLite, 100,000 devices
-    .venv/bin/python benchmarks/audience.py --database-url \
+    .venv/bin/python -m benchmarks.audience                  # SQLite, 100,000 devices
+    .venv/bin/python -m benchmarks.audience --database-url \
         postgresql+asyncpg://postgres@127.0.0.1:5432/test
-    .venv/bin/python benchmarks/audience.py --devices 20000 --rounds 5 --json
+    .venv/bin/python -m benchmarks.audience --devices 20000 --rounds 5 --json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime as dt
 import hashlib
 import os
-import platform
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,32 +66,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from scratch_db import ScratchError, create_scratch, drop_scratch  # noqa: E402
-
-from pushgate.app import tune_interpreter  # noqa: E402
-from pushgate.domain.audience import Audience, Condition  # noqa: E402
-from pushgate.queue.embedded import EmbeddedQueue  # noqa: E402
-from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload  # noqa: E402
-from pushgate.services.fan_out import FanOut  # noqa: E402
-from pushgate.storage.audience_sql import Params, select_devices  # noqa: E402
-from pushgate.storage.database import Database, now_ms, open_database  # noqa: E402
-from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow  # noqa: E402
-from pushgate.storage.migrate import migrate  # noqa: E402
-from pushgate.storage.models import (  # noqa: E402
+from benchmarks.harness import HarnessError
+from benchmarks.harness.machine import cpu_seconds_self, machine_busy, machine_info, source_version
+from benchmarks.harness.report import add_output_options, mark, run_and_report, utc_now
+from benchmarks.harness.scratch_db import ScratchError, create_scratch, drop_scratch
+from benchmarks.harness.stats import ratio, summary_ms
+from pushgate.app import tune_interpreter
+from pushgate.domain.audience import Audience, Condition
+from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
+from pushgate.services.fan_out import FanOut
+from pushgate.storage.audience_sql import Params, select_devices
+from pushgate.storage.database import Database, now_ms, open_database
+from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow
+from pushgate.storage.migrate import migrate
+from pushgate.storage.models import (
     accounts,
     apps,
     devices,
     subscriber_attributes,
     subscribers,
 )
-from pushgate.transports.base import Content  # noqa: E402
+from pushgate.transports.base import Content
 
 TARGET_RATIO = 1.3
 T = TypeVar("T")
@@ -116,10 +110,6 @@ ACCOUNT_ID = 1
 TARGETED_APP, PLAIN_APP = 1, 2
 
 
-class HarnessError(RuntimeError):
-    """The benchmark could not measure (database unreachable, wrong selection, ...)."""
-
-
 class _NoChannel:
     """The fan-out's channel port; the benchmark's devices are push devices only, so the
     fan-out never hands anything to it."""
@@ -134,53 +124,6 @@ class _NoChannel:
 # --------------------------------------------------------------------------------------------
 # Machine and source
 # --------------------------------------------------------------------------------------------
-
-
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _source_version() -> str | None:
-    """Commit of this checkout, with "+dirty" when src/ has uncommitted changes."""
-    head = _git("rev-parse", "--short", "HEAD")
-    if head is None:
-        return None
-    return head + ("+dirty" if _git("status", "--porcelain", "--", "src") else "")
-
-
-def _machine() -> dict[str, Any]:
-    cpu = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds all cores spent not idle, from /proc/stat."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    v = [int(x) for x in first[1:9]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
 def _server_cpu_ns(marker: str | None) -> int:
@@ -554,22 +497,6 @@ def _depth(rows: list[Any], row: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _stats(values: list[float]) -> dict[str, Any]:
-    ms = [v * 1000 for v in values]
-    if not ms:
-        return {"median_ms": None, "min_ms": None, "max_ms": None, "rounds_ms": []}
-    return {
-        "median_ms": statistics.median(ms),
-        "min_ms": min(ms),
-        "max_ms": max(ms),
-        "rounds_ms": [round(v, 3) for v in ms],
-    }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a is not None and b else None
-
-
 async def _measure(args: argparse.Namespace, scratch: Scratch, log: Any) -> dict[str, Any]:
     db = open_database(scratch.url)
     try:
@@ -604,7 +531,7 @@ async def _measure(args: argparse.Namespace, scratch: Scratch, log: Any) -> dict
         }
         deadline = time.monotonic() + args.time_limit
         server0 = _server_cpu_ns(watch.marker)
-        busy0, own0, wall0 = _busy_seconds(), _own_seconds(), time.perf_counter()
+        busy0, own0, wall0 = machine_busy(), cpu_seconds_self(), time.perf_counter()
         rounds = 0
         for r in range(args.rounds):
             if time.monotonic() > deadline:
@@ -626,17 +553,17 @@ async def _measure(args: argparse.Namespace, scratch: Scratch, log: Any) -> dict
                 + ", ".join(f"{n} {times[n]['step'][-1].wall * 1000:.1f} ms" for n in CASES)
             )
         wall = time.perf_counter() - wall0
-        busy1 = _busy_seconds()
+        busy1 = machine_busy()
         machine_cpu = (busy1 - busy0) / wall if busy0 is not None and busy1 is not None else None
-        own_cpu = (_own_seconds() - own0) / wall
+        own_cpu = (cpu_seconds_self() - own0) / wall
         server_cpu = (_server_cpu_ns(watch.marker) - server0) / 1e9 / wall
     finally:
         await db.dispose()
     results = {
         c: {
             level: {
-                "wall": _stats([sample.wall for sample in times[c][level]]),
-                "cpu": _stats([sample.cpu for sample in times[c][level]]),
+                "wall": summary_ms([sample.wall for sample in times[c][level]]),
+                "cpu": summary_ms([sample.cpu for sample in times[c][level]]),
             }
             for level in LEVELS
         }
@@ -649,7 +576,7 @@ async def _measure(args: argparse.Namespace, scratch: Scratch, log: Any) -> dict
             f = results["filtered"][level][kind]["median_ms"]
             for against in ("unfiltered", "all"):
                 key = f"vs_{against}" if kind == "wall" else f"cpu_vs_{against}"
-                ratios[level][key] = _ratio(f, results[against][level][kind]["median_ms"])
+                ratios[level][key] = ratio(f, results[against][level][kind]["median_ms"])
     others = None
     if machine_cpu is not None:
         others = round(max(0.0, machine_cpu - own_cpu - server_cpu), 2)
@@ -707,9 +634,9 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         scratch.cleanup()
     result: dict[str, Any] = {
         "benchmark": "audience",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": _source_version(),
-        "machine": _machine(),
+        "date": utc_now(),
+        "source": source_version(),
+        "machine": machine_info(),
         "config": {
             "database": scratch.kind,
             "devices": args.devices,
@@ -772,13 +699,12 @@ def print_table(r: dict[str, Any]) -> None:
         "medians in brackets); the target is the fan-out step"
     )
     for t in r["targets"]:
-        mark = "----" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
         ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f} x"
         cpu_ratio = "-" if t["cpu_ratio"] is None else f"{t['cpu_ratio']:.2f} x"
         kind = "target" if t["target"] else "also  "
         print(
-            f"  {kind} [{mark}] {LEVEL_NAMES[t['level']]}: filtered / {t['against']} = {ratio} "
-            f"({cpu_ratio})"
+            f"  {kind} [{mark(t['pass'])}] {LEVEL_NAMES[t['level']]}: filtered / {t['against']} "
+            f"= {ratio} ({cpu_ratio})"
         )
     print("\nplans of the selection (SQLite: EXPLAIN QUERY PLAN of the SELECT; PostgreSQL: "
           "EXPLAIN ANALYZE of the INSERT ... SELECT)")  # fmt: skip
@@ -813,9 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         help="PostgreSQL server (loopback) to create a scratch database on, e.g. "
         "postgresql+asyncpg://postgres@127.0.0.1:5432/test; default: SQLite in a temp dir",
     )
-    ap.add_argument("--keep-data", action="store_true", help="keep the scratch database")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
+    add_output_options(ap)
     args = ap.parse_args(argv)
     if not 1_000 <= args.devices <= 2_000_000:
         ap.error("--devices must be between 1,000 and 2,000,000")
@@ -823,23 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--share must be between 0 and 1")
     if not 1 <= args.rounds <= 1000:
         ap.error("--rounds must be between 1 and 1000")
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    try:
-        r = run(args, log)
-    except HarnessError as exc:
-        log(f"harness error: {exc}")
-        return 2
-    data = orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n"
-    if args.json_out:
-        args.json_out.write_bytes(data)
-    if args.json:
-        sys.stdout.write(data.decode())
-    else:
-        print_table(r)
-    return 0
+    return run_and_report(args, run, print_table)
 
 
 if __name__ == "__main__":

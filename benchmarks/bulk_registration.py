@@ -5,30 +5,22 @@ against one ``pushgate serve`` (SQLite, the embedded default) on a temp data dir
 Reports devices registered per second (wall time of the requests) and the server's CPU time
 per device. Target (issue 13): at least 5,000 devices/s on SQLite.
 
-    .venv/bin/python benchmarks/bulk_registration.py
-    .venv/bin/python benchmarks/bulk_registration.py --devices 50000 --json
+    .venv/bin/python -m benchmarks.bulk_registration
+    .venv/bin/python -m benchmarks.bulk_registration --devices 50000 --json
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ingest import (  # noqa: E402
-    OwnServer,
-    _check,
-    _cpu_seconds_pid,
-    _http,
-    add_output_options,
-    run_and_report,
-)
+from benchmarks.harness.http import check, http_request
+from benchmarks.harness.machine import cpu_seconds_pid
+from benchmarks.harness.report import add_output_options, print_targets, run_and_report, target
+from benchmarks.harness.server import OwnServer
 
 TARGET = 5000.0
 PER_REQUEST = 1000
@@ -55,8 +47,10 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     try:
         server.start()
         auth = {"Authorization": f"Bearer {server.create_account()}"}
-        app = _check(
-            *_http("POST", server.url, "/api/v1/apps", auth, orjson.dumps({"title": "bulk"})),
+        app = check(
+            *http_request(
+                "POST", server.url, "/api/v1/apps", auth, orjson.dumps({"title": "bulk"})
+            ),
             "create app",
         )
         path = f"/api/v1/apps/{app['id']}/subscribers/import"
@@ -65,16 +59,16 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             for start in range(0, args.devices, PER_REQUEST)
         ]
         pid = server.proc.pid if server.proc else None
-        cpu_before = _cpu_seconds_pid(pid) or 0.0
+        cpu_before = cpu_seconds_pid(pid) or 0.0
         started = time.perf_counter()
         registered = 0
         for body in bodies:
-            answer = _check(*_http("POST", server.url, path, auth, body, timeout=120), path)
+            answer = check(*http_request("POST", server.url, path, auth, body, timeout=120), path)
             if answer["rejected"]:
                 raise RuntimeError(f"rejected entries: {answer['rejected'][:3]}")
             registered += answer["devices"]["new"]
         seconds = time.perf_counter() - started
-        cpu = (_cpu_seconds_pid(pid) or 0.0) - cpu_before
+        cpu = (cpu_seconds_pid(pid) or 0.0) - cpu_before
     finally:
         server.stop()
     rate = registered / seconds
@@ -86,6 +80,14 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         "server_cpu_us_per_device": round(cpu / registered * 1e6, 1),
         "target_devices_per_s": TARGET,
         "met": rate >= TARGET,
+        "targets": [
+            target(
+                f"bulk registration >= {TARGET:,.0f} devices/s (SQLite)",
+                f"{rate:,.0f} devices/s",
+                rate >= TARGET,
+                round(rate),
+            )
+        ],
     }
 
 
@@ -93,8 +95,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"bulk registration: {r['devices']} devices in {r['requests']} requests of 1,000")
     print(f"  {r['seconds']} s -> {r['devices_per_s']} devices/s")
     print(f"  server CPU per device: {r['server_cpu_us_per_device']} us")
-    verdict = "PASS" if r["met"] else "FAIL"
-    print(f"  target >= {r['target_devices_per_s']:.0f} devices/s: {verdict}")
+    print_targets(r["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,9 @@ A device recognizes a notification by the post's sequence number carried in its 
 to one (the server view checks the ids). Exit code 0 whenever it measured (target PASS or
 FAIL), 2 on a harness error.
 
-    .venv/bin/python benchmarks/crash.py                       # SQLite, embedded queue
-    .venv/bin/python benchmarks/crash.py --database-url postgresql+asyncpg://postgres@127.0.0.1/test
-    .venv/bin/python benchmarks/crash.py --queue-url redis://127.0.0.1:6379/0
+    .venv/bin/python -m benchmarks.crash                       # SQLite, embedded queue
+    .venv/bin/python -m benchmarks.crash --database-url postgresql+asyncpg://postgres@127.0.0.1/test
+    .venv/bin/python -m benchmarks.crash --queue-url redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import signal
 import sys
@@ -46,37 +45,25 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fanout import (  # noqa: E402
-    Clock,
-    HttpPool,
-    ReceiverGroup,
-    _FanoutReceivers,
-    _machine,
-    header,
-    raise_nofile,
-    register_devices,
-)
-from ingest import (  # noqa: E402
-    EVENT,
-    HarnessError,
-    OwnServer,
-    _check,
-    _http,
-    _percentiles,
-    _run_loop,
-    _source_version,
+from benchmarks.fanout import ReceiverGroup, _FanoutReceivers, register_devices
+from benchmarks.harness import HarnessError
+from benchmarks.harness.http import HttpPool, check, header, http_request
+from benchmarks.harness.machine import machine_info, raise_nofile, source_version
+from benchmarks.harness.report import (
     add_output_options,
+    fmt,
+    print_targets,
     run_and_report,
-    setup_account,
+    utc_now,
 )
-from scratch_db import ScratchError, create_scratch, drop_scratch  # noqa: E402
+from benchmarks.harness.scratch_db import ScratchError, create_scratch, drop_scratch
+from benchmarks.harness.server import LOOP, Clock, OwnServer, run_loop
+from benchmarks.harness.stats import percentiles, sum_counts
+from benchmarks.ingest import EVENT, setup_account
 
 TARGET_LOST = 0
 
@@ -104,7 +91,7 @@ class _CrashReceivers(_FanoutReceivers):
 
 
 def _crash_receivers_entry(pipe: Any, ack_interval: float, batch: bool, slots: int) -> None:
-    _run_loop(_CrashReceivers(pipe, ack_interval, batch, slots).serve())
+    run_loop(_CrashReceivers(pipe, ack_interval, batch, slots).serve())
 
 
 class CrashReceiverGroup(ReceiverGroup):
@@ -244,16 +231,7 @@ def _wait_all(
 
 
 def _count(groups: list[CrashReceiverGroup], accepted: bytes) -> dict[str, Any]:
-    total: dict[str, Any] = {}
-    for g in groups:
-        for k, v in g.count(accepted).items():
-            if isinstance(v, int):
-                total[k] = total.get(k, 0) + v
-            elif isinstance(v, dict):
-                d = total.setdefault(k, {})
-                for kk, vv in v.items():
-                    d[kk] = d.get(kk, 0) + vv
-    return total
+    return sum_counts(g.count(accepted) for g in groups)
 
 
 async def _server_view(
@@ -311,8 +289,8 @@ def _wait_statuses(base: str, user_token: str, timeout: float) -> tuple[dict[str
     auth = {"Authorization": f"Bearer {user_token}"}
     t0 = time.perf_counter()
     while True:
-        status, data = _http("GET", base, "/api/v1/delivery-counts", auth, None)
-        counts = _check(status, data, "delivery counts", ok=(200,))["counts"]
+        status, data = http_request("GET", base, "/api/v1/delivery-counts", auth, None)
+        counts = check(status, data, "delivery counts", ok=(200,))["counts"]
         waited = time.perf_counter() - t0
         if (counts.get("queued", 0) + counts.get("sent", 0)) == 0 or waited >= timeout:
             return counts, waited
@@ -325,9 +303,9 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     engine = "postgresql" if args.database_url else "sqlite"
     result: dict[str, Any] = {
         "benchmark": "crash",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": _source_version(),
-        "machine": _machine(),
+        "date": utc_now(),
+        "source": source_version(),
+        "machine": machine_info(LOOP),
         "config": {
             "database": engine,
             "queue": "redis" if args.queue_url else "embedded",
@@ -364,7 +342,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         user_token = server.create_account()
         st = setup_account(server.url, user_token, 0)
         creds = {"x-instapush-appid": st.app_id, "x-instapush-appsecret": st.app_secret}
-        tokens = _run_loop(
+        tokens = run_loop(
             register_devices("127.0.0.1", server.port, user_token, args.devices, 8,
                              clock.deadline, "crash")
         )  # fmt: skip
@@ -381,7 +359,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             f"burst: {args.posts:,} posts, {args.concurrency} connections; SIGKILL after "
             f"{args.kill_after:,} answered 201 ..."
         )
-        b = _run_loop(
+        b = run_loop(
             burst(server.port, creds, args.posts, args.concurrency, args.kill_after,
                   first_pid, args.request_timeout)
         )  # fmt: skip
@@ -451,7 +429,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             "received_after_restart": len(arrivals_after),
             "after_restart_ms": {
                 k: (round(v, 1) if isinstance(v, float) else v)
-                for k, v in _percentiles(arrivals_after).items()
+                for k, v in percentiles(arrivals_after).items()
             },
         }
         unexpected = c.get("unexpected", 0)
@@ -475,7 +453,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             server.url, user_token, min(args.status_timeout, max(1.0, clock.left() - 20))
         )
         answered = [i for i in ids if i > 0]
-        view = _run_loop(_server_view(server.port, user_token, answered, args.devices))
+        view = run_loop(_server_view(server.port, user_token, answered, args.devices))
         view["account_counts"] = counts
         view["waited_for_statuses_s"] = round(st_wait, 3)
         view["answered_without_id_header"] = sum(1 for i in ids if i < 0)
@@ -529,11 +507,7 @@ def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.1f}" if v >= 100 else f"{v:.3g}"
-    return f"{v:,}"
+    return fmt(v, big=",.1f", small=".3g")
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -587,12 +561,7 @@ def print_table(r: dict[str, Any]) -> None:
     if d["close_reasons"]:
         print(f"server closed device connections: {d['close_reasons']}")
     print(f"burst statuses {b['statuses']} errors {b['errors']}")
-    print("\ntargets:")
-    for t in r["targets"]:
-        mark = "INFO" if t["pass"] is None else ("PASS" if t["pass"] else "FAIL")
-        print(f"  [{mark}] {t['target']}: {t['measured']}")
-        for note in t.get("notes") or []:
-            print(f"         note: {note}")
+    print_targets(r["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,9 +30,9 @@ webpush >= 5,000 deliveries/s, >= 0.6 x the encryption ceiling and >= 10 x the p
 apns >= 10,000 deliveries/s; fcm >= 5,000 deliveries/s. APNs and FCM also report the ratio to
 their bare-sender baseline (no target on it).
 
-    .venv/bin/python benchmarks/delivery.py                        # all three, 5,000 devices
-    .venv/bin/python benchmarks/delivery.py --provider apns --devices 10000 --repeats 5
-    .venv/bin/python benchmarks/delivery.py --provider webpush --json-out webpush.json
+    .venv/bin/python -m benchmarks.delivery                        # all three, 5,000 devices
+    .venv/bin/python -m benchmarks.delivery --provider apns --devices 10000 --repeats 5
+    .venv/bin/python -m benchmarks.delivery --provider webpush --json-out webpush.json
 """
 
 from __future__ import annotations
@@ -40,13 +40,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
-import multiprocessing as mp
 import os
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,24 +54,28 @@ from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fanout import _machine  # noqa: E402
-from ingest import (  # noqa: E402
-    HarnessError,
-    _check,
-    _cpu_seconds_pid,
-    _cpu_seconds_self,
-    _http,
-    _machine_busy,
-    _run_loop,
-    _source_version,
-    add_output_options,
-    run_and_report,
+from benchmarks.harness import HarnessError
+from benchmarks.harness.child import Child
+from benchmarks.harness.http import check, http_request
+from benchmarks.harness.machine import (
+    cpu_seconds_pid,
+    cpu_seconds_self,
+    machine_busy,
+    machine_info,
+    source_version,
 )
-
-from pushgate.testing.server import ServerProcess, create_account  # noqa: E402
-from pushgate.testing.tls import local_ca  # noqa: E402
+from benchmarks.harness.report import (
+    add_output_options,
+    fmt,
+    pct,
+    print_targets,
+    run_and_report,
+    utc_now,
+)
+from benchmarks.harness.server import LOOP, Clock, run_loop
+from benchmarks.harness.stats import median
+from pushgate.testing.server import ServerProcess, create_account
+from pushgate.testing.tls import local_ca
 
 PROVIDERS = ("webpush", "apns", "fcm")
 PLATFORM = {"webpush": "web", "apns": "ios", "fcm": "android"}
@@ -88,20 +89,6 @@ IMPORT_BATCH = 1000  # entries per bulk registration request
 APNS_CONCURRENCY = 500  # what transports/registry.py gives the APNs transport
 FCM_CONCURRENCY = 64  # PUSHGATE_PROVIDER_CONNECTIONS default
 COUNTS_POLL_S = 0.02
-
-
-class Clock:
-    """The global time limit."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def check(self, what: str) -> None:
-        if self.left() <= 0:
-            raise HarnessError(f"time limit reached before {what}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,44 +170,16 @@ def _fake_entry(pipe: Any, kind: str) -> None:
         pipe.close()
 
 
-class FakeProcess:
+class FakeProcess(Child):
     def __init__(self, kind: str) -> None:
-        ctx = mp.get_context("fork")
+        super().__init__(f"fake {kind}", _fake_entry, kind)
         self.kind = kind
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_fake_entry, args=(child, kind), daemon=True)
-        self.proc.start()
-        child.close()
         self.info: dict[str, Any] = self.call("info", timeout=60)
 
-    def send(self, cmd: str, *args: Any) -> None:
-        self.pipe.send((cmd, args))
-
-    def result(self, timeout: float) -> Any:
-        if not self.pipe.poll(timeout):
-            raise HarnessError(f"fake {self.kind} gave no answer within {timeout:.0f}s")
-        try:
-            kind, payload = self.pipe.recv()
-        except EOFError as exc:
-            raise HarnessError(f"fake {self.kind} died") from exc
-        if kind != "ok":
-            raise HarnessError(f"fake {self.kind}: {payload}")
-        return payload
-
-    def call(self, cmd: str, *args: Any, timeout: float = 60.0) -> Any:
-        self.send(cmd, *args)
-        return self.result(timeout)
-
-    def cpu(self) -> float | None:
-        return _cpu_seconds_pid(self.proc.pid)
-
-    def close(self) -> None:
+    def close(self, command: str | None = "stop", grace: float = 10.0) -> None:
         with contextlib.suppress(OSError, ValueError):
-            self.pipe.send(("stop", ()))
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+            self.send(command or "stop")
+        self.join(grace)
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +213,7 @@ def register_devices(
             device["subscription" if platform == "web" else "token"] = addresses[i]
             entries.append({"identifiers": {"external_id": f"bench-{i}"}, "devices": [device]})
         body = orjson.dumps({"entries": entries})
-        answer = _check(*_http("POST", base, path, auth, body, timeout=min(120, left)), path)
+        answer = check(*http_request("POST", base, path, auth, body, timeout=min(120, left)), path)
         if answer["rejected"]:
             raise HarnessError(f"register {platform} devices: {answer['rejected'][:3]}")
         done += int(answer["devices"]["new"])
@@ -269,8 +228,8 @@ class Tenant:
         self.base = server.url
         self.user_token = str(create_account(server.data_dir, name, env)["user_token"])
         self.bearer = {"Authorization": f"Bearer {self.user_token}"}
-        app = _check(
-            *_http(
+        app = check(
+            *http_request(
                 "POST",
                 self.base,
                 "/v1/apps/add",
@@ -283,23 +242,25 @@ class Tenant:
 
     def put_credentials(self, platform: str, credentials: dict[str, Any]) -> None:
         path = f"/api/v1/apps/{self.app_id}/credentials/{platform}"
-        _check(*_http("PUT", self.base, path, self.bearer, orjson.dumps(credentials)), path)
+        check(*http_request("PUT", self.base, path, self.bearer, orjson.dumps(credentials)), path)
 
     def vapid_public_key(self) -> str:
         path = f"/api/v1/apps/{self.app_id}/web-push/public-key"
-        return str(_check(*_http("GET", self.base, path, self.bearer, None), path)["public_key"])
+        return str(
+            check(*http_request("GET", self.base, path, self.bearer, None), path)["public_key"]
+        )
 
     def counts(self) -> dict[str, int]:
         path = f"/api/v1/apps/{self.app_id}/delivery-counts"
-        data = _check(*_http("GET", self.base, path, self.bearer, None), path, ok=(200,))
+        data = check(*http_request("GET", self.base, path, self.bearer, None), path, ok=(200,))
         return {k: int(v) for k, v in data["counts"].items()}
 
     def post(self, seq: int) -> int:
         body = {"app_id": self.app_id, **MESSAGE, "data": {**DATA, "seq": seq}}
-        status, data = _http(
+        status, data = http_request(
             "POST", self.base, "/api/v1/notifications", self.bearer, orjson.dumps(body)
         )
-        return int(_check(status, data, "POST /api/v1/notifications")["id"])
+        return int(check(status, data, "POST /api/v1/notifications")["id"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,12 +292,12 @@ def encryption_ceiling(subscriptions: list[dict[str, Any]]) -> dict[str, Any]:
 
     parsed = [parse_subscription(orjson.dumps(s).decode()) for s in subscriptions]
     plaintext = orjson.dumps(payload(_content(0)))
-    cpu0 = _cpu_seconds_self()
+    cpu0 = cpu_seconds_self()
     t0 = time.perf_counter()
     for s in parsed:
         encrypt(plaintext, s.p256dh, s.auth, ua_key=s.key)
     seconds = time.perf_counter() - t0
-    cpu = _cpu_seconds_self() - cpu0
+    cpu = cpu_seconds_self() - cpu0
     return {
         "messages": len(parsed),
         "seconds": round(seconds, 4),
@@ -370,7 +331,7 @@ def pywebpush_loop(
     statuses: dict[str, int] = {}
     try:
         start_count = fake.call("count")[0]
-        cpu0 = (_cpu_seconds_self(), fake.cpu())
+        cpu0 = (cpu_seconds_self(), fake.cpu())
         t0 = time.perf_counter()
         for sub in subs:
             if time.perf_counter() - t0 >= max_seconds:
@@ -418,7 +379,7 @@ def pywebpush_loop(
 
 def _cpu_pct(cpu0: tuple[float, float | None], fake: FakeProcess, wall: float) -> dict:
     """CPU of this process (the bare sender) and of the fake since ``cpu0``, % of a core."""
-    me, other = _cpu_seconds_self() - cpu0[0], fake.cpu()
+    me, other = cpu_seconds_self() - cpu0[0], fake.cpu()
     return {
         "sender": round(100 * me / wall, 1),
         "fake": round(100 * (other - cpu0[1]) / wall, 1)
@@ -432,7 +393,7 @@ async def _bare_round(
 ) -> dict:
     """One timed round of a bare sender: the requests are built inside the timed part, as the
     transport builds them per device."""
-    cpu0 = (_cpu_seconds_self(), fake.cpu())
+    cpu0 = (cpu_seconds_self(), fake.cpu())
     t0 = time.perf_counter()
     requests_ = build()
     good = await _bare_send(sender, requests_, concurrency, 200)
@@ -567,7 +528,7 @@ def pushgate_rounds(
         timeout = max(1.0, min(round_timeout, clock.left()))
         before, _ = fake.call("count")
         sent_before = tenant.counts().get("sent", 0)
-        cpu0 = (_cpu_seconds_pid(server_pid), fake.cpu(), _machine_busy(), _cpu_seconds_self())
+        cpu0 = (cpu_seconds_pid(server_pid), fake.cpu(), machine_busy(), cpu_seconds_self())
         t0 = time.monotonic()
         nid = tenant.post(r)
         t_posted = time.monotonic()
@@ -584,7 +545,7 @@ def pushgate_rounds(
             if now - t0 >= timeout:
                 break
             time.sleep(COUNTS_POLL_S)
-        cpu1 = (_cpu_seconds_pid(server_pid), fake.cpu(), _machine_busy(), _cpu_seconds_self())
+        cpu1 = (cpu_seconds_pid(server_pid), fake.cpu(), machine_busy(), cpu_seconds_self())
         wall = time.monotonic() - t0
         done = got["reached"] and t_sent is not None
         end = max(got["last"], t_sent) if done and t_sent is not None else None
@@ -637,11 +598,6 @@ def pushgate_rounds(
             # later rounds would start with a backlog
             break
     return rounds
-
-
-def _median(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return round(statistics.median(vals), 1) if vals else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,15 +678,17 @@ def run_provider(
         what = "Http2Sender" if kind == "apns" else "Http1Sender"
         log(f"  baseline: bare {what}, same requests, {args.repeats} x {n:,} ...")
         if kind == "apns":
-            rounds = _run_loop(_bare_apns(fake, addresses, args.repeats))
+            rounds = run_loop(_bare_apns(fake, addresses, args.repeats))
         else:  # as many connections as the server's transport gets
             conns = args.provider_connections or FCM_CONCURRENCY
-            rounds = _run_loop(_bare_fcm(fake, addresses, args.repeats, conns))
+            rounds = run_loop(_bare_fcm(fake, addresses, args.repeats, conns))
         base["bare_sender"] = {
             "sender": what,
             "rounds": rounds,
-            "median_per_s": _median([x["per_s"] for x in rounds]),
-            "median_cpu_us_per_request": _median([x["sender_cpu_us_per_request"] for x in rounds]),
+            "median_per_s": median([x["per_s"] for x in rounds], 1),
+            "median_cpu_us_per_request": median(
+                [x["sender_cpu_us_per_request"] for x in rounds], 1
+            ),
         }
         log(f"  bare {what}: median {base['bare_sender']['median_per_s']:,.0f}/s")
     out["baselines"] = base
@@ -753,11 +711,11 @@ def run_provider(
     finally:
         if profiler is not None:
             profiler.stop()
-    out["median_server_cpu_us_per_delivery"] = _median(
-        [x["cpu_us_per_delivery"]["server"] for x in out["rounds"] if x["complete"]]
+    out["median_server_cpu_us_per_delivery"] = median(
+        [x["cpu_us_per_delivery"]["server"] for x in out["rounds"] if x["complete"]], 1
     )
     rates = [x["deliveries_per_s"] for x in out["rounds"]]
-    out["median_deliveries_per_s"] = _median(rates) if all(rates) else None
+    out["median_deliveries_per_s"] = median(rates, 1) if all(rates) else None
     out["best_deliveries_per_s"] = max((v for v in rates if v), default=None)
     out["targets"] = _targets(kind, out, n)
     return out
@@ -813,9 +771,9 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     kinds = list(PROVIDERS) if args.provider == "all" else [args.provider]
     result: dict[str, Any] = {
         "benchmark": "delivery",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": _source_version(),
-        "machine": _machine(),
+        "date": utc_now(),
+        "source": source_version(),
+        "machine": machine_info(LOOP),
         "config": {
             "providers": kinds,
             "devices": args.devices,
@@ -882,18 +840,6 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     return result
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
-    return f"{v:,}"
-
-
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0f}%"
-
-
 def print_table(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(
@@ -922,43 +868,43 @@ def print_table(r: dict[str, Any]) -> None:
         for i, x in enumerate(p["rounds"], 1):
             cpu = x["cpu_pct"]
             print(
-                f"  {i:<7}{_fmt(x['deliveries_per_s']):>10}{_fmt(x['seconds']):>9}"
-                f"{_fmt(x['post_ms']):>9}{_fmt(x['first_at_fake_ms']):>9}"
-                f"{_fmt(x['all_at_fake_ms']):>10}{_fmt(x['all_sent_ms']):>10}"
-                f"{_pct(cpu['server']):>9}{_pct(cpu['fake']):>9}{_pct(cpu.get('others')):>8}"
-                f"{_fmt(x['cpu_us_per_delivery']['server']):>11}"
+                f"  {i:<7}{fmt(x['deliveries_per_s']):>10}{fmt(x['seconds']):>9}"
+                f"{fmt(x['post_ms']):>9}{fmt(x['first_at_fake_ms']):>9}"
+                f"{fmt(x['all_at_fake_ms']):>10}{fmt(x['all_sent_ms']):>10}"
+                f"{pct(cpu['server']):>9}{pct(cpu['fake']):>9}{pct(cpu.get('others')):>8}"
+                f"{fmt(x['cpu_us_per_delivery']['server']):>11}"
             )
             if not x["complete"]:
                 print(f"         incomplete: counts {x['counts']}")
         print(
-            f"  median {_fmt(p['median_deliveries_per_s'])}/s, best "
-            f"{_fmt(p['best_deliveries_per_s'])}/s; server CPU per delivery: median "
-            f"{_fmt(p['median_server_cpu_us_per_delivery'])} us"
+            f"  median {fmt(p['median_deliveries_per_s'])}/s, best "
+            f"{fmt(p['best_deliveries_per_s'])}/s; server CPU per delivery: median "
+            f"{fmt(p['median_server_cpu_us_per_delivery'])} us"
         )
         b = p["baselines"]
         if "encryption_ceiling" in b:
             e = b["encryption_ceiling"]
             print(
-                f"  baseline: bare RFC 8291 encrypt, one thread: {_fmt(e['per_s'])}/s = "
-                f"{_fmt(e['cpu_us_per_message'])} us CPU each "
+                f"  baseline: bare RFC 8291 encrypt, one thread: {fmt(e['per_s'])}/s = "
+                f"{fmt(e['cpu_us_per_message'])} us CPU each "
                 f"({e['messages']:,} messages, {e['plaintext_bytes']} B payload)"
             )
         if "pywebpush" in b:
             w = b["pywebpush"]
             print(
-                f"  baseline: pywebpush.webpush loop: {_fmt(w['per_s'])}/s ({w['sent']} sent "
+                f"  baseline: pywebpush.webpush loop: {fmt(w['per_s'])}/s ({w['sent']} sent "
                 f"in {w['seconds']} s, statuses {w['statuses']})"
             )
         if "bare_sender" in b:
             s = b["bare_sender"]
-            per = ", ".join(_fmt(x["per_s"]) for x in s["rounds"])
+            per = ", ".join(fmt(x["per_s"]) for x in s["rounds"])
             cpu = s["rounds"][-1]["cpu_pct"]
             print(
                 f"  baseline: bare {s['sender']}, same requests: median "
-                f"{_fmt(s['median_per_s'])}/s ({per}; last round: sender "
-                f"{_pct(cpu['sender'])} CPU, fake {_pct(cpu['fake'])}); Pushgate = "
-                f"{_fmt(p.get('ratio_to_bare_sender'))} x; sender CPU per request: median "
-                f"{_fmt(s['median_cpu_us_per_request'])} us"
+                f"{fmt(s['median_per_s'])}/s ({per}; last round: sender "
+                f"{pct(cpu['sender'])} CPU, fake {pct(cpu['fake'])}); Pushgate = "
+                f"{fmt(p.get('ratio_to_bare_sender'))} x; sender CPU per request: median "
+                f"{fmt(s['median_cpu_us_per_request'])} us"
             )
         print()
     for kind, p in r["providers"].items():
@@ -966,9 +912,7 @@ def print_table(r: dict[str, Any]) -> None:
         if busy and max(busy) > 25:
             print(f"WARNING: other processes used up to {max(busy):.0f}% CPU during {kind} "
                   "rounds: the machine was not quiet, figures are disturbed")  # fmt: skip
-    print("targets:")
-    for t in r["targets"]:
-        print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['measured']}")
+    print_targets(r["targets"], heading="targets:")
 
 
 def main(argv: list[str] | None = None) -> int:

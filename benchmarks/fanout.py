@@ -28,8 +28,8 @@ the soft limit to the hard one (inherited by the server and the receivers) and s
 devices over enough receiver processes; when the server cannot hold N sockets next to what it
 already uses (database files, listening socket, ...), N is capped and the cap is reported.
 
-    .venv/bin/python benchmarks/fanout.py                  # 20,000 devices, 5 rounds
-    .venv/bin/python benchmarks/fanout.py --devices 2000 --rounds 3 --json
+    .venv/bin/python -m benchmarks.fanout                  # 20,000 devices, 5 rounds
+    .venv/bin/python -m benchmarks.fanout --devices 2000 --rounds 3 --json
 """
 
 from __future__ import annotations
@@ -38,18 +38,13 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime as dt
 import hashlib
 import http.client
 import math
-import multiprocessing as mp
 import os
-import platform
-import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -59,29 +54,30 @@ from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ingest import (  # noqa: E402
-    EVENT,
-    HarnessError,
-    OwnServer,
-    ReceiverProcess,
-    _check,
-    _cpu_model,
-    _cpu_seconds_pid,
-    _http,
-    _machine_busy,
-    _percentiles,
-    _Receivers,
-    _run_loop,
-    _source_version,
-    add_output_options,
-    run_and_report,
-    setup_account,
-    uvloop,
+from benchmarks.harness import HarnessError
+from benchmarks.harness.child import Child, ask_all
+from benchmarks.harness.http import HttpPool, check, header, http_request
+from benchmarks.harness.machine import (
+    cpu_seconds_pid,
+    fd_count,
+    machine_busy,
+    machine_info,
+    nofile_of,
+    raise_nofile,
+    rss_kib,
+    source_version,
 )
-
-from pushgate.channel.messages import notification_message  # noqa: E402
+from benchmarks.harness.report import (
+    add_output_options,
+    fmt,
+    print_targets,
+    run_and_report,
+    utc_now,
+)
+from benchmarks.harness.server import LOOP, Clock, OwnServer, run_loop
+from benchmarks.harness.stats import median, percentiles, sum_counts
+from benchmarks.ingest import EVENT, ReceiverProcess, _Receivers, setup_account
+from pushgate.channel.messages import notification_message
 
 TARGET_KIB_PER_CONNECTION = 16.0
 TARGET_DELIVERIES_PER_S = 50_000.0
@@ -91,181 +87,8 @@ RECEIVER_FD_OVERHEAD = 64
 
 
 # --------------------------------------------------------------------------------------------
-# Small helpers: limits, /proc, an asyncio HTTP/1.1 client (also used by crash.py)
+# Registering channel devices (also used by crash.py)
 # --------------------------------------------------------------------------------------------
-
-
-def raise_nofile() -> tuple[int, int]:
-    """Soft RLIMIT_NOFILE up to the hard limit (children inherit it); returns (soft, hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft != hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def nofile_of(pid: int) -> tuple[int, int] | None:
-    """(soft, hard) RLIMIT_NOFILE of a running process."""
-    try:
-        for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
-            if line.startswith("Max open files"):
-                parts = line.split()
-                return int(parts[3]), int(parts[4])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def rss_kib(pid: int) -> int | None:
-    """VmRSS of a process, in KiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def header(head: bytes, name: bytes) -> str | None:
-    """Value of a header in a lower-cased response head, or None."""
-    key = b"\r\n" + name.lower() + b":"
-    i = head.find(key)
-    if i < 0:
-        return None
-    j = head.find(b"\r\n", i + len(key))
-    return head[i + len(key) : j if j >= 0 else len(head)].strip().decode("latin-1")
-
-
-class _HttpClientConn(asyncio.Protocol):
-    """One HTTP/1.1 keep-alive connection, one request in flight: (status, head, body) where
-    head is the lower-cased header block. Responses must carry Content-Length."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes, bytes]] | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        i = buf.find(b"\r\n\r\n")
-        if i < 0:
-            return
-        head = bytes(buf[:i]).lower()
-        length = header(head, b"content-length")
-        if length is None:
-            self._fail(ConnectionError(f"response without content-length: {head[:200]!r}"))
-            return
-        total = i + 4 + int(length)
-        if len(buf) < total:
-            return
-        body = bytes(buf[i + 4 : total])
-        del buf[:total]
-        if header(head, b"connection") == "close":
-            self.closed = True
-        w, self.waiter = self.waiter, None
-        if w is not None and not w.done():
-            w.set_result((int(head[9:12]), head, body))
-
-    def _fail(self, exc: BaseException) -> None:
-        self.closed = True
-        w, self.waiter = self.waiter, None
-        if w is not None and not w.done():
-            w.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._fail(exc or ConnectionError("connection closed by server"))
-
-    def request(self, data: bytes) -> asyncio.Future[tuple[int, bytes, bytes]]:
-        if self.closed or self.transport is None:
-            raise ConnectionError("connection closed")
-        fut: asyncio.Future[tuple[int, bytes, bytes]] = asyncio.get_running_loop().create_future()
-        self.waiter = fut
-        self.transport.write(data)
-        return fut
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-class HttpPool:
-    """At most ``size`` keep-alive connections to one loopback server."""
-
-    def __init__(self, host: str, port: int, size: int) -> None:
-        self.host = host
-        self.port = port
-        self.idle: list[_HttpClientConn] = []
-        self.sem = asyncio.Semaphore(size)
-        self.opened = 0
-
-    async def _conn(self) -> _HttpClientConn:
-        while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                return conn
-        _, proto = await asyncio.get_running_loop().create_connection(
-            _HttpClientConn, self.host, self.port
-        )
-        self.opened += 1
-        return proto
-
-    def build(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        if body is not None:
-            lines.append("Content-Type: application/json")
-            lines.append(f"Content-Length: {len(body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
-
-    async def send(self, raw: bytes, timeout: float = 30.0) -> tuple[int, bytes, bytes]:
-        async with self.sem:
-            conn = await self._conn()
-            try:
-                result = await asyncio.wait_for(conn.request(raw), timeout)
-            except BaseException:
-                conn.close()
-                raise
-            if conn.closed:
-                conn.close()
-            else:
-                self.idle.append(conn)
-            return result
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, str],
-        body: bytes | None = None,
-        timeout: float = 30.0,
-    ) -> tuple[int, bytes, bytes]:
-        return await self.send(self.build(method, path, headers, body), timeout)
-
-    def close(self) -> None:
-        for conn in self.idle:
-            conn.close()
-        self.idle = []
 
 
 async def register_devices(
@@ -403,41 +226,16 @@ async def _raw_server_main(pipe: Any) -> None:
             transport.abort()
 
 
-class RawWsServer:
+class RawWsServer(Child):
     """The baseline server process."""
 
     def __init__(self) -> None:
-        ctx = mp.get_context("fork")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_raw_server_entry, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.port: int = self.call_result(30)
-        self.pid: int = self.proc.pid  # type: ignore[assignment]
-
-    def call_result(self, timeout: float) -> Any:
-        if not self.pipe.poll(timeout):
-            raise HarnessError("raw WebSocket server did not answer")
-        kind, out = self.pipe.recv()
-        if kind != "ok":
-            raise HarnessError(f"raw WebSocket server: {out}")
-        return out
-
-    def call(self, cmd: str, *args: Any, timeout: float = 30.0) -> Any:
-        self.pipe.send((cmd, args))
-        return self.call_result(timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("close", timeout=5)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+        super().__init__("raw WebSocket server", _raw_server_entry)
+        self.port: int = self.result(30, "start")
 
 
 def _raw_server_entry(pipe: Any) -> None:
-    _run_loop(_raw_server_main(pipe))
+    run_loop(_raw_server_main(pipe))
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,7 +272,7 @@ class _FanoutReceivers(_Receivers):
 
 
 def _fanout_receivers_entry(pipe: Any, ack_interval: float, batch: bool, slots: int) -> None:
-    _run_loop(_FanoutReceivers(pipe, ack_interval, batch, slots).serve())
+    run_loop(_FanoutReceivers(pipe, ack_interval, batch, slots).serve())
 
 
 class FanoutReceiverProcess(ReceiverProcess):
@@ -483,15 +281,14 @@ class FanoutReceiverProcess(ReceiverProcess):
     def __init__(
         self, ack_interval: float, slots: int, batch: bool = True, entry: Any = None
     ) -> None:
-        ctx = mp.get_context("fork")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=entry or _fanout_receivers_entry,
-            args=(child, ack_interval, batch, slots),
-            daemon=True,
+        Child.__init__(
+            self,
+            "device receivers",
+            entry or _fanout_receivers_entry,
+            ack_interval,
+            batch,
+            slots,
         )
-        self.proc.start()
-        child.close()
 
 
 class ReceiverGroup:
@@ -501,21 +298,7 @@ class ReceiverGroup:
         self.rxs = [FanoutReceiverProcess(ack_interval, slots, entry=entry) for _ in range(procs)]
 
     def ask(self, cmd: str, per_rx_args: list[tuple], timeout: float) -> list[Any]:
-        for rx, args in zip(self.rxs, per_rx_args, strict=True):
-            rx.pipe.send((cmd, args))
-        out = []
-        deadline = time.monotonic() + timeout
-        for rx in self.rxs:
-            if not rx.pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise HarnessError(f"device receivers did not answer {cmd!r} within {timeout:.0f}s")
-            try:
-                kind, value = rx.pipe.recv()
-            except EOFError as exc:
-                raise HarnessError("a device receiver process died") from exc
-            if kind != "ok":
-                raise HarnessError(f"device receivers: {cmd}: {value}")
-            out.append(value)
-        return out
+        return ask_all(self.rxs, cmd, per_rx_args, timeout)
 
     def all(self, cmd: str, *args: Any, timeout: float = 60.0) -> list[Any]:
         return self.ask(cmd, [args] * len(self.rxs), timeout)
@@ -543,16 +326,7 @@ class ReceiverGroup:
         return lat
 
     def count(self, accepted: bytes) -> dict[str, Any]:
-        total: dict[str, Any] = {}
-        for c in self.all("count", accepted, timeout=120):
-            for k, v in c.items():
-                if isinstance(v, int):
-                    total[k] = total.get(k, 0) + v
-                elif isinstance(v, dict):
-                    d = total.setdefault(k, {})
-                    for kk, vv in v.items():
-                        d[kk] = d.get(kk, 0) + vv
-        return total
+        return sum_counts(self.all("count", accepted, timeout=120))
 
     def cpu(self) -> float:
         return float(sum(self.all("cpu", timeout=30)))
@@ -565,21 +339,6 @@ class ReceiverGroup:
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, limit: float) -> None:
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + limit
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def need(self, what: str, seconds: float = 1.0) -> float:
-        left = self.left()
-        if left < seconds:
-            raise HarnessError(f"time limit reached before {what}")
-        return left
 
 
 def _wait_round(
@@ -597,9 +356,9 @@ def _wait_round(
 
 def _cpu_snapshot(pids: list[int | None], group: ReceiverGroup) -> tuple:
     return (
-        [(_cpu_seconds_pid(p) if p else None) for p in pids],
+        [(cpu_seconds_pid(p) if p else None) for p in pids],
         group.cpu(),
-        _machine_busy(),
+        machine_busy(),
         time.perf_counter(),
     )
 
@@ -629,7 +388,7 @@ def _cpu_delta(a: tuple, b: tuple) -> dict[str, float | None]:
 
 
 def _round_summary(lat: array, n: int, t_to_last_s: float | None) -> dict[str, Any]:
-    p = _percentiles(lat)
+    p = percentiles(lat)
     last = p["max"]
     rate = (len(lat) / (last / 1000)) if last else None
     return {
@@ -686,7 +445,7 @@ def run_baseline(
             out["rounds"].append(s)
             log(
                 f"  raw round {r + 1}: {got:,}/{n:,} devices, last after {s['last_ms']} ms "
-                f"({_fmt(s['deliveries_per_s'])} deliveries/s; server write loop "
+                f"({fmt(s['deliveries_per_s'])} deliveries/s; server write loop "
                 f"{s['server_write_ms']} ms)"
             )
             time.sleep(args.pause)
@@ -701,10 +460,10 @@ def run_baseline(
 
 def _notification_counts(base: str, user_token: str, ids: set[int]) -> dict[int, dict[str, int]]:
     auth = {"Authorization": f"Bearer {user_token}"}
-    status, data = _http(
+    status, data = http_request(
         "GET", base, f"/api/v1/notifications?limit={max(1, len(ids) + 5)}", auth, None
     )
-    _check(status, data, "list notifications", ok=(200,))
+    check(status, data, "list notifications", ok=(200,))
     return {int(n["id"]): n["deliveries"] for n in data["notifications"] if int(n["id"]) in ids}
 
 
@@ -750,9 +509,9 @@ def run_pushgate(
             f"idle {args.idle_wait} s ..."
         )
         rss_connected = rss_kib(pid)
-        cpu0, w0 = _cpu_seconds_pid(pid), time.perf_counter()
+        cpu0, w0 = cpu_seconds_pid(pid), time.perf_counter()
         time.sleep(min(args.idle_wait, max(0.0, clock.left() - 5)))
-        cpu1, w1 = _cpu_seconds_pid(pid), time.perf_counter()
+        cpu1, w1 = cpu_seconds_pid(pid), time.perf_counter()
         out["memory"] = _memory(rss0, rss_kib(pid), n)
         # an idle server with N connections is not idle: keep-alive pings, status writes
         out["idle_cpu_pct"] = (
@@ -808,7 +567,7 @@ def run_pushgate(
                 out["rounds"].append(s)
                 log(
                     f"  pushgate round {r + 1}: {got:,}/{n:,} devices, last after {s['last_ms']} "
-                    f"ms ({_fmt(s['deliveries_per_s'])} deliveries/s; accepted in "
+                    f"ms ({fmt(s['deliveries_per_s'])} deliveries/s; accepted in "
                     f"{accept_ms:.1f} ms); all delivered in storage {settle:.2f} s later"
                 )
                 time.sleep(args.pause)
@@ -843,24 +602,14 @@ def _start_py_spy(out: Path, pid: int, log: Any) -> subprocess.Popen[bytes] | No
     return spy
 
 
-def _machine() -> dict[str, Any]:
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loop": "uvloop" if uvloop is not None else "asyncio",
-    }
-
-
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     setup_clock = Clock(args.setup_limit)
     soft, hard = raise_nofile()
     result: dict[str, Any] = {
         "benchmark": "fanout",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": _source_version(),
-        "machine": _machine(),
+        "date": utc_now(),
+        "source": source_version(),
+        "machine": machine_info(LOOP),
         "config": {
             "devices_requested": args.devices,
             "rounds": args.rounds,
@@ -910,7 +659,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
         log(f"registering {n:,} channel devices ({args.register_concurrency} at a time) ...")
         t0 = time.perf_counter()
-        tokens = _run_loop(
+        tokens = run_loop(
             register_devices(
                 "127.0.0.1", server.port, user_token, n, args.register_concurrency,
                 setup_clock.deadline, "fan",
@@ -939,22 +688,17 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     return result
 
 
-def _median(values: list[float | None]) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
-
-
 def _summarize(r: dict[str, Any], n: int) -> dict[str, Any]:
     base = [x["deliveries_per_s"] for x in r["baseline"]["rounds"]]
     pg = [x["deliveries_per_s"] for x in r["pushgate"]["rounds"]]
-    bm, pm = _median(base), _median(pg)
+    bm, pm = median(base), median(pg)
     return {
         "baseline_median_deliveries_per_s": bm,
         "pushgate_median_deliveries_per_s": pm,
         "pushgate_best_deliveries_per_s": max((v for v in pg if v), default=None),
         "ratio_median": round(pm / bm, 3) if pm and bm else None,
-        "baseline_median_last_ms": _median([x["last_ms"] for x in r["baseline"]["rounds"]]),
-        "pushgate_median_last_ms": _median([x["last_ms"] for x in r["pushgate"]["rounds"]]),
+        "baseline_median_last_ms": median([x["last_ms"] for x in r["baseline"]["rounds"]]),
+        "pushgate_median_last_ms": median([x["last_ms"] for x in r["pushgate"]["rounds"]]),
     }
 
 
@@ -991,9 +735,9 @@ def _targets(r: dict[str, Any], n: int) -> list[dict[str, Any]]:
         {
             "target": f"deliveries/s >= {TARGET_DELIVERIES_PER_S:,.0f} (one post to all devices)",
             "measured": (
-                f"median {_fmt(rate)}/s over {rounds_done} rounds = "
+                f"median {fmt(rate)}/s over {rounds_done} rounds = "
                 f"{summ['ratio_median']} x raw ceiling "
-                f"{_fmt(summ['baseline_median_deliveries_per_s'])}/s"
+                f"{fmt(summ['baseline_median_deliveries_per_s'])}/s"
             )
             if rate
             else "no complete round",
@@ -1019,14 +763,6 @@ def _targets(r: dict[str, Any], n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _fmt(v: Any, unit: str = "") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:,.0f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
-    return f"{v:,}{unit}"
-
-
 def print_table(r: dict[str, Any]) -> None:
     c = r["config"]
     m = r["machine"]
@@ -1044,21 +780,21 @@ def print_table(r: dict[str, Any]) -> None:
     reg = r["registration"]
     print(
         f"setup: registered {reg['devices']:,} devices in {reg['seconds']} s "
-        f"({_fmt(reg['per_s'])}/s)"
+        f"({fmt(reg['per_s'])}/s)"
     )
     b, p = r["baseline"], r["pushgate"]
     print(
         f"connect: raw {b['connect']['seconds']} s, pushgate {p['connect']['seconds']} s "
-        f"({_fmt(p['connect'].get('per_s'))}/s; backlog {p['connect']['backlog']})\n"
+        f"({fmt(p['connect'].get('per_s'))}/s; backlog {p['connect']['backlog']})\n"
     )
     hdr = f"{'server RSS':<22}{'before':>12}{'after idle':>12}{'per conn':>12}"
     print(hdr)
     print("-" * len(hdr))
     for name, mem in (("raw baseline", b["memory"]), ("pushgate", p["memory"])):
         print(
-            f"{name:<22}{_fmt((mem['rss_before_kib'] or 0) / 1024, ' MiB'):>12}"
-            f"{_fmt((mem['rss_after_kib'] or 0) / 1024, ' MiB'):>12}"
-            f"{_fmt(mem['kib_per_connection'], ' KiB'):>12}"
+            f"{name:<22}{fmt((mem['rss_before_kib'] or 0) / 1024, ' MiB'):>12}"
+            f"{fmt((mem['rss_after_kib'] or 0) / 1024, ' MiB'):>12}"
+            f"{fmt(mem['kib_per_connection'], ' KiB'):>12}"
         )
     print()
     hdr = (
@@ -1078,21 +814,21 @@ def print_table(r: dict[str, Any]) -> None:
         )
         cpu = pr.get("cpu") or {}
         print(
-            f"{i + 1:<7}{_fmt(br.get('last_ms'), 'ms'):>10}{_fmt(br.get('deliveries_per_s')):>11}"
-            f"{_fmt(pr.get('accept_ms'), 'ms'):>11}{_fmt(pr.get('first_ms'), 'ms'):>10}"
-            f"{_fmt(pr.get('p50_ms'), 'ms'):>9}"
-            f"{_fmt(pr.get('last_ms'), 'ms'):>10}{_fmt(pr.get('deliveries_per_s')):>10}"
+            f"{i + 1:<7}{fmt(br.get('last_ms'), 'ms'):>10}{fmt(br.get('deliveries_per_s')):>11}"
+            f"{fmt(pr.get('accept_ms'), 'ms'):>11}{fmt(pr.get('first_ms'), 'ms'):>10}"
+            f"{fmt(pr.get('p50_ms'), 'ms'):>9}"
+            f"{fmt(pr.get('last_ms'), 'ms'):>10}{fmt(pr.get('deliveries_per_s')):>10}"
             f"{(f'{ratio:.2f}' if ratio else '-'):>7}"
-            f"{_fmt(pr.get('delivered_after_s'), 's'):>9}"
-            f"{_fmt(cpu.get('server_cpu_pct'), '%'):>9}"
-            f"{_fmt(cpu.get('other_processes_cpu_pct'), '%'):>8}"
+            f"{fmt(pr.get('delivered_after_s'), 's'):>9}"
+            f"{fmt(cpu.get('server_cpu_pct'), '%'):>9}"
+            f"{fmt(cpu.get('other_processes_cpu_pct'), '%'):>8}"
         )
     s = r["summary"]
     print(
-        f"{'median':<7}{_fmt(s['baseline_median_last_ms'], 'ms'):>10}"
-        f"{_fmt(s['baseline_median_deliveries_per_s']):>11}{'':>11}{'':>10}{'':>9}"
-        f"{_fmt(s['pushgate_median_last_ms'], 'ms'):>10}"
-        f"{_fmt(s['pushgate_median_deliveries_per_s']):>10}"
+        f"{'median':<7}{fmt(s['baseline_median_last_ms'], 'ms'):>10}"
+        f"{fmt(s['baseline_median_deliveries_per_s']):>11}{'':>11}{'':>10}{'':>9}"
+        f"{fmt(s['pushgate_median_last_ms'], 'ms'):>10}"
+        f"{fmt(s['pushgate_median_deliveries_per_s']):>10}"
         f"{(str(s['ratio_median']) if s['ratio_median'] else '-'):>7}"
     )
     print(
@@ -1121,15 +857,9 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"pushgate server descriptors: idle {c['server_fds_idle']}, with devices "
         f"{p.get('server_fds_connected')}, limit {c['server_nofile'][0]}; server CPU with "
-        f"{c['devices']:,} idle connections: {_fmt(p.get('idle_cpu_pct'), '%')} of one core"
+        f"{c['devices']:,} idle connections: {fmt(p.get('idle_cpu_pct'), '%')} of one core"
     )
-    print("\ntargets:")
-    for t in r["targets"]:
-        mark = ("PASS" if t["pass"] else "FAIL") + ("*" if t.get("notes") else "")
-        print(f"  [{mark}] {t['target']}: {t['measured']}")
-    notes = {n for t in r["targets"] for n in t.get("notes") or []}
-    for note in notes:
-        print(f"  * {note}")
+    print_targets(r["targets"], notes_at_end=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,9 @@ The HTTP load and the device receivers each run in their own process (fork) with
 raw-socket clients: HTTP/1.1 keep-alive connections writing pre-formatted request bytes, and
 WebSocket clients that parse frames by hand, so the generator costs far less than the server.
 
-    python benchmarks/ingest.py                      # starts its own server on a temp dir
-    python benchmarks/ingest.py --json               # one JSON object on stdout
-    python benchmarks/ingest.py --server http://127.0.0.1:8080 --user-token ut_...
+    python -m benchmarks.ingest                     # starts its own server on a temp dir
+    python -m benchmarks.ingest --json              # one JSON object on stdout
+    python -m benchmarks.ingest --server http://127.0.0.1:8080 --user-token ut_...
 """
 
 from __future__ import annotations
@@ -30,15 +30,8 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import datetime as dt
-import http.client
-import ipaddress
-import multiprocessing as mp
 import os
-import platform
-import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,15 +40,30 @@ import urllib.parse
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-try:  # uvloop is a dependency of uvicorn[standard]; the harness works without it too
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
+from benchmarks.harness import HarnessError
+from benchmarks.harness.child import Child
+from benchmarks.harness.http import StatusConn, check, http_request
+from benchmarks.harness.machine import (
+    cpu_seconds_self,
+    machine_busy,
+    machine_info,
+    server_cpu,
+    source_version,
+)
+from benchmarks.harness.report import (
+    add_output_options,
+    fmt,
+    pct,
+    print_targets,
+    run_and_report,
+    utc_now,
+)
+from benchmarks.harness.server import LOOP, OwnServer, require_loopback, run_loop
+from benchmarks.harness.stats import percentiles
 
 TARGET_RATIO = 0.7
 TARGET_P99_MS = 50.0
@@ -64,165 +72,9 @@ TARGET_DEVICES = 100
 EVENT = "bench"
 
 
-class HarnessError(RuntimeError):
-    """The benchmark could not measure (server did not start, setup failed, ...)."""
-
-
-def _run_loop(coro: Any) -> Any:
-    if uvloop is not None:
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
-def _percentiles(values: list[int] | array, scale: float = 1e-6) -> dict[str, float | None]:
-    """p50/p90/p99/max/mean of nanosecond values, in milliseconds (nearest rank)."""
-    if not values:
-        return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None, "n": 0}
-    s = sorted(values)
-    n = len(s)
-
-    def rank(q: float) -> float:
-        return s[min(n - 1, max(0, int(q * n + 0.999999) - 1))] * scale
-
-    return {
-        "p50": rank(0.50),
-        "p90": rank(0.90),
-        "p99": rank(0.99),
-        "max": s[-1] * scale,
-        "mean": sum(s) / n * scale,
-        "n": n,
-    }
-
-
-def _cpu_seconds_self() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _cpu_seconds_pid(pid: int | None, tid: int | None = None) -> float | None:
-    """utime+stime of a process (all its threads), or of one of its threads, or None."""
-    if pid is None:
-        return None
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    try:
-        raw = Path(path).read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
-
-
-def _source_version() -> str | None:
-    """Commit of the checkout this script lives in, with "+dirty" when src/ has changes."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def _machine_busy() -> float | None:
-    """CPU seconds all cores spent not idle, from /proc/stat."""
-    try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    v = [int(x) for x in first[1:9]]
-    busy = sum(v) - v[3] - v[4]  # minus idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _server_cpu(pid: int | None) -> tuple[float, float] | None:
-    """(whole process, main thread = the event loop) CPU seconds of the server."""
-    total = _cpu_seconds_pid(pid)
-    main = _cpu_seconds_pid(pid, pid)
-    if total is None or main is None:
-        return None
-    return total, main
-
-
 # --------------------------------------------------------------------------------------------
 # HTTP load generator (runs in its own process)
 # --------------------------------------------------------------------------------------------
-
-
-class _HttpConn(asyncio.Protocol):
-    """One HTTP/1.1 keep-alive connection; one request in flight at a time."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[int] | None = None
-        self.closed = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        i = buf.find(b"\r\n\r\n")
-        if i < 0:
-            return
-        head = bytes(buf[:i]).lower()
-        j = head.find(b"\ncontent-length:")
-        if j < 0:
-            self._fail(ConnectionError(f"response without content-length: {head[:200]!r}"))
-            return
-        k = head.find(b"\r", j + 16)
-        length = int(head[j + 16 : k if k >= 0 else len(head)])
-        total = i + 4 + length
-        if len(buf) < total:
-            return
-        status = int(head[9:12])
-        del buf[:total]
-        if b"\nconnection: close" in head:
-            self.closed = True
-        w = self.waiter
-        self.waiter = None
-        if w is not None and not w.done():
-            w.set_result(status)
-
-    def _fail(self, exc: BaseException) -> None:
-        self.closed = True
-        w = self.waiter
-        self.waiter = None
-        if w is not None and not w.done():
-            w.set_exception(exc)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._fail(exc or ConnectionError("connection closed by server"))
-
-    def request(self, data: bytes) -> asyncio.Future[int]:
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.waiter = fut
-        assert self.transport is not None
-        self.transport.write(data)
-        return fut
 
 
 @dataclass
@@ -275,10 +127,10 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
     state = {"next": 0, "max_lag": 0}
     perf_ns = time.perf_counter_ns
     wall_ns = time.time_ns
-    conns: list[_HttpConn] = []
+    conns: list[StatusConn] = []
 
-    async def connect() -> _HttpConn:
-        _, proto = await loop.create_connection(_HttpConn, spec.host, spec.port)
+    async def connect() -> StatusConn:
+        _, proto = await loop.create_connection(StatusConn, spec.host, spec.port)
         conns.append(proto)
         return proto
 
@@ -286,7 +138,7 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
         body = b"%s%d%s%d%s" % (body_a, seq, body_b, t_ns, b'"}}')
         return b"%s%d\r\n\r\n%s" % (prefix, len(body), body)
 
-    async def one(conn: _HttpConn, i: int, t_wall: int, t_start: int) -> _HttpConn:
+    async def one(conn: StatusConn, i: int, t_wall: int, t_start: int) -> StatusConn:
         """Send post i, record its outcome; return a usable connection."""
         req = build(spec.seq_start + i, t_wall)
         res.sent += 1
@@ -364,7 +216,7 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
             conn = await one(conn, i, wall0 + (intended - t0), intended)
             last_done[0] = perf_ns()
 
-    cpu0 = _cpu_seconds_self()
+    cpu0 = cpu_seconds_self()
     if spec.rate > 0:
         tasks = [asyncio.ensure_future(dispatcher())]
         tasks += [asyncio.ensure_future(paced_worker()) for _ in range(spec.concurrency)]
@@ -382,9 +234,9 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
         if not t.cancelled() and t.exception() is not None:
             exc = t.exception()
             res.errors[f"task:{type(exc).__name__}:{exc}"[:200]] += 1
-    res.cpu_seconds = _cpu_seconds_self() - cpu0
+    res.cpu_seconds = cpu_seconds_self() - cpu0
     res.elapsed = (last_done[0] - t0) / 1e9
-    res.latency_ms = _percentiles(lat)
+    res.latency_ms = percentiles(lat)
     res.accepted_map = bytes(accepted[: state["next"]])
     res.max_lag_ms = state["max_lag"] / 1e6
     for c in conns:
@@ -395,7 +247,7 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
 
 def _loadgen_entry(conn: Any, spec: LoadSpec) -> None:
     try:
-        result = _run_loop(_run_load(spec))
+        result = run_loop(_run_load(spec))
         conn.send(("ok", result))
     except BaseException as exc:  # report anything to the parent
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -404,26 +256,12 @@ def _loadgen_entry(conn: Any, spec: LoadSpec) -> None:
 
 
 def run_load(spec: LoadSpec) -> LoadResult:
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_loadgen_entry, args=(child, spec), daemon=True)
-    proc.start()
-    child.close()
+    loadgen = Child("load generator", _loadgen_entry, spec)
     budget = spec.duration + spec.drain_grace + 2 * spec.request_timeout + 30
     try:
-        if not parent.poll(budget):
-            raise HarnessError(f"load generator gave no result within {budget:.0f}s")
-        kind, payload = parent.recv()
-    except EOFError as exc:
-        raise HarnessError("load generator died without a result") from exc
+        return loadgen.result(budget, "load")  # type: ignore[no-any-return]
     finally:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if kind != "ok":
-        raise HarnessError(f"load generator failed: {payload}")
-    return payload  # type: ignore[no-any-return]
+        loadgen.join(5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,7 +475,7 @@ class _Receivers:
         self.stopping = False
         self.keepers: list[asyncio.Task[None]] = []
         self.done: asyncio.Future[None] | None = None
-        self.cpu0 = _cpu_seconds_self()
+        self.cpu0 = cpu_seconds_self()
 
     async def _open(self, dev: _Device) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -714,7 +552,7 @@ class _Receivers:
 
     def latency(self, lo: int, hi: int) -> dict:
         sel = [v for s, v in zip(self.rec.lat_seq, self.rec.lat_ns, strict=True) if lo <= s < hi]
-        return _percentiles(sel)
+        return percentiles(sel)
 
     async def ack_loop(self) -> None:
         while True:
@@ -765,7 +603,7 @@ class _Receivers:
             elif cmd == "latency":
                 out = self.latency(*args)
             elif cmd == "cpu":
-                out = _cpu_seconds_self() - self.cpu0
+                out = cpu_seconds_self() - self.cpu0
             elif cmd == "close":
                 assert self.done is not None
                 self.done.set_result(None)
@@ -778,153 +616,17 @@ class _Receivers:
 
 
 def _receivers_entry(pipe: Any, ack_interval: float, batch: bool) -> None:
-    _run_loop(_Receivers(pipe, ack_interval, batch).serve())
+    run_loop(_Receivers(pipe, ack_interval, batch).serve())
 
 
-class ReceiverProcess:
+class ReceiverProcess(Child):
     def __init__(self, ack_interval: float, batch: bool) -> None:
-        ctx = mp.get_context("fork")
-        self.pipe, child = ctx.Pipe()
-        self.proc = ctx.Process(
-            target=_receivers_entry, args=(child, ack_interval, batch), daemon=True
-        )
-        self.proc.start()
-        child.close()
-
-    def call(self, cmd: str, *args: Any, timeout: float = 60.0) -> Any:
-        self.pipe.send((cmd, args))
-        if not self.pipe.poll(timeout):
-            raise HarnessError(f"device receivers did not answer {cmd!r} within {timeout}s")
-        try:
-            kind, out = self.pipe.recv()
-        except EOFError as exc:
-            raise HarnessError("device receiver process died") from exc
-        if kind != "ok":
-            raise HarnessError(f"device receivers: {cmd}: {out}")
-        return out
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.call("close", timeout=5)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join()
+        super().__init__("device receivers", _receivers_entry, ack_interval, batch)
 
 
 # --------------------------------------------------------------------------------------------
 # Server and setup
 # --------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnServer:
-    """`python -m pushgate serve` on a free loopback port with a temporary data dir."""
-
-    def __init__(self, keep_dir: bool = False) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="pushgate-bench-"))
-        self.keep_dir = keep_dir
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "PUSHGATE_DATA_DIR": str(self.dir),
-            # The fan-out benchmark holds as many device connections as the open-files limit
-            # allows; the server's own default leaves 512 descriptors spare below it.
-            "PUSHGATE_MAX_CONNECTIONS": "1000000",
-        }
-        self.log_path = self.dir / "server.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _pushgate(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pushgate", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def start(self, timeout: float = 30.0) -> None:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pushgate", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise HarnessError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                status, _ = _http("POST", self.url, "/api/v1/ping", {}, b"{}", timeout=1)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise HarnessError(f"server did not answer /api/v1/ping in {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def create_account(self) -> str:
-        cp = self._pushgate("account", "create", "bench", "--json")
-        if cp.returncode != 0:
-            raise HarnessError(f"account create failed: {cp.stderr or cp.stdout}")
-        try:
-            data = orjson.loads(cp.stdout.strip().splitlines()[-1])
-            return str(data["user_token"])
-        except (ValueError, KeyError, IndexError) as exc:
-            raise HarnessError(f"account create printed no user_token: {cp.stdout!r}") from exc
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if not self.keep_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _http(
-    method: str, base: str, path: str, headers: dict[str, str], body: bytes | None,
-    timeout: float = 30,
-) -> tuple[int, Any]:  # fmt: skip
-    u = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=timeout)
-    try:
-        hdrs = {"Content-Type": "application/json", **headers} if body is not None else headers
-        conn.request(method, path, body=body, headers=hdrs)
-        resp = conn.getresponse()
-        raw = resp.read()
-        try:
-            data: Any = orjson.loads(raw) if raw else None
-        except ValueError:
-            data = raw.decode(errors="replace")
-        return resp.status, data
-    finally:
-        conn.close()
-
-
-def _check(status: int, data: Any, what: str, ok: tuple[int, ...] = (200, 201)) -> Any:
-    if status not in ok:
-        raise HarnessError(f"{what}: HTTP {status}: {data!r}")
-    if isinstance(data, dict) and data.get("error") is True:
-        raise HarnessError(f"{what}: {data!r}")
-    return data
 
 
 @dataclass
@@ -936,36 +638,21 @@ class Setup:
 
 def setup_account(base: str, user_token: str, devices: int) -> Setup:
     tok = {"x-instapush-token": user_token}
-    app = _check(
-        *_http("POST", base, "/v1/apps/add", tok, orjson.dumps({"title": "bench"})), "apps/add"
+    app = check(
+        *http_request("POST", base, "/v1/apps/add", tok, orjson.dumps({"title": "bench"})),
+        "apps/add",
     )
     app_id, secret = str(app["id"]), str(app["secret"])
     creds = {"x-instapush-appid": app_id, "x-instapush-appsecret": secret}
     event = {"title": EVENT, "trackers": ["seq", "t"], "message": "bench {seq} at {t}"}
-    _check(*_http("POST", base, "/v1/events/add", creds, orjson.dumps(event)), "events/add")
+    check(*http_request("POST", base, "/v1/events/add", creds, orjson.dumps(event)), "events/add")
     tokens = []
     auth = {"Authorization": f"Bearer {user_token}"}
     for i in range(devices):
         body = orjson.dumps({"platform": "channel", "name": f"bench-{i}"})
-        dev = _check(*_http("POST", base, "/api/v1/devices", auth, body), "register device")
+        dev = check(*http_request("POST", base, "/api/v1/devices", auth, body), "register device")
         tokens.append(str(dev["device_token"]))
     return Setup(app_id, secret, tokens)
-
-
-def _require_loopback(url: str) -> tuple[str, int]:
-    u = urllib.parse.urlsplit(url)
-    if u.scheme != "http" or not u.hostname:
-        raise HarnessError(f"--server must be an http:// URL, got {url!r}")
-    host = u.hostname
-    try:
-        addrs = {
-            ai[4][0] for ai in socket.getaddrinfo(host, u.port or 80, proto=socket.IPPROTO_TCP)
-        }
-    except OSError as exc:
-        raise HarnessError(f"cannot resolve {host!r}: {exc}") from exc
-    if not addrs or not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs):
-        raise HarnessError(f"refusing non-loopback server {url!r} ({sorted(addrs)})")
-    return host, u.port or 80
 
 
 # --------------------------------------------------------------------------------------------
@@ -1038,15 +725,9 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     rx: ReceiverProcess | None = None
     result: dict[str, Any] = {
         "benchmark": "ingest",
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": _source_version(),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "cpu_model": _cpu_model(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loop": "uvloop" if uvloop is not None else "asyncio",
-        },
+        "date": utc_now(),
+        "source": source_version(),
+        "machine": machine_info(LOOP),
         "config": {
             "concurrency": args.concurrency,
             "devices": args.devices,
@@ -1061,7 +742,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     }
     try:
         if args.server:
-            host, port = _require_loopback(args.server)
+            host, port = require_loopback(args.server)
             base = args.server.rstrip("/")
             if not args.user_token:
                 raise HarnessError("--server needs --user-token")
@@ -1092,11 +773,11 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 host=host, port=port, path=path, headers=creds, concurrency=args.concurrency,
                 duration=duration, max_posts=args.max_posts, rate=rate, seq_start=seq_start,
             )  # fmt: skip
-            srv0, rx0, m0 = _server_cpu(server_pid), rx.call("cpu"), _machine_busy()
+            srv0, rx0, m0 = server_cpu(server_pid), rx.call("cpu"), machine_busy()
             w0 = time.perf_counter()
             r = run_load(spec)
             wall = time.perf_counter() - w0
-            srv1, rx1, m1 = _server_cpu(server_pid), rx.call("cpu"), _machine_busy()
+            srv1, rx1, m1 = server_cpu(server_pid), rx.call("cpu"), machine_busy()
 
             def pct(v: float) -> float:
                 return round(100 * v / wall, 1)
@@ -1231,13 +912,9 @@ def _targets(r: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]
 
 
 def _fmt(v: Any, unit: str = "") -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if unit == "%":
-            return f"{v:.0f}%"
-        return f"{v:,.1f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
-    return f"{v:,}{unit}"
+    if unit == "%" and isinstance(v, float):
+        return pct(v)
+    return fmt(v, unit, big=",.1f")
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -1322,40 +999,7 @@ def print_table(r: dict[str, Any]) -> None:
     for name in ("floor", "ingest", "latency"):
         if r[name]["errors"] or set(r[name]["statuses"]) - {"200", "201"}:
             print(f"  {name}: statuses {r[name]['statuses']} errors {r[name]['errors']}")
-    print("\ntargets:")
-    for t in r["targets"]:
-        mark = ("PASS" if t["pass"] else "FAIL") + ("*" if t.get("notes") else "")
-        print(f"  [{mark}] {t['target']}: {t['measured']}")
-        for note in t.get("notes") or []:
-            print(f"         note: {note}")
-
-
-def add_output_options(ap: argparse.ArgumentParser) -> None:
-    """--keep-data, --json and --json-out, shared by the benchmarks."""
-    ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and log")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
-
-
-def run_and_report(args: argparse.Namespace, run: Any, print_table: Any) -> int:
-    """Run a benchmark (progress on stderr), then print its table or JSON; the exit code is 2
-    on a harness error, else 0 whatever the targets say."""
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
-    try:
-        r = run(args, log)
-    except HarnessError as exc:
-        log(f"harness error: {exc}")
-        return 2
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2) + b"\n")
-    if args.json:
-        sys.stdout.write(orjson.dumps(r, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print_table(r)
-    return 0
+    print_targets(r["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,8 @@ The server's own CPU seconds per accepted notification are shown for 1 and 2. Be
 the benchmark waits until the server has fanned out what it accepted (no job left), so one
 phase's backlog does not slow the next.
 
-    .venv/bin/python benchmarks/insider.py
-    .venv/bin/python benchmarks/insider.py --duration 5 --json
+    .venv/bin/python -m benchmarks.insider
+    .venv/bin/python -m benchmarks.insider --duration 5 --json
 """
 
 from __future__ import annotations
@@ -40,30 +40,17 @@ import asyncio
 import base64
 import os
 import sqlite3
-import subprocess
 import sys
 import time
-from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ingest import (  # noqa: E402
-    HarnessError,
-    OwnServer,
-    _check,
-    _cpu_seconds_pid,
-    _free_port,
-    _http,
-    _HttpConn,
-    add_output_options,
-    run_and_report,
-)
+from benchmarks.harness.http import closed_loop_phase, post_json, raw_post
+from benchmarks.harness.report import add_output_options, print_targets, run_and_report, target
+from benchmarks.harness.server import OwnServer, free_port
 
 BATCH = 20
 BROWSERS = (
@@ -129,77 +116,13 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _request(path: str, headers: dict[str, str], body: bytes) -> bytes:
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
-    if not any(k.lower() == "content-type" for k in headers):
-        head.append("Content-Type: application/json")
-    head += [f"{k}: {v}" for k, v in headers.items()]
-    head.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-async def _load(
-    port: int, requests: list[bytes], concurrency: int, duration: float, max_requests: int
-) -> tuple[Counter[int], float]:
-    """Send the requests round-robin on ``concurrency`` connections; status counts and time."""
-    loop = asyncio.get_running_loop()
-    statuses: Counter[int] = Counter()
-    state = {"next": 0}
-    started = time.perf_counter()
-    deadline = started + duration
-
-    async def worker() -> None:
-        _, conn = await loop.create_connection(_HttpConn, "127.0.0.1", port)
-        while time.perf_counter() < deadline and state["next"] < max_requests:
-            n = state["next"]
-            state["next"] += 1
-            try:
-                status = await asyncio.wait_for(conn.request(requests[n % len(requests)]), 30)
-            except (ConnectionError, OSError, TimeoutError):
-                statuses[0] += 1
-                _, conn = await loop.create_connection(_HttpConn, "127.0.0.1", port)
-                continue
-            statuses[status] += 1
-        if conn.transport is not None:
-            conn.transport.close()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statuses, time.perf_counter() - started
-
-
-def _settle(db: Path, timeout: float) -> float:
-    """Wait until the server has no fan-out or delivery job left; seconds waited."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with sqlite3.connect(db, timeout=30) as conn:
-            (jobs,) = conn.execute("SELECT count(*) FROM jobs").fetchone()
-        if jobs == 0:
-            return time.monotonic() - started
-        time.sleep(0.2)
-    raise HarnessError(f"the server still had jobs after {timeout} s")
-
-
-def _cli(server: OwnServer, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "pushgate", *args],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise HarnessError(f"pushgate {args[0]} failed: {done.stderr or done.stdout}")
-    return done.stdout
-
-
 def _setup(server: OwnServer, web_subscribers: int, sink_port: int) -> dict[str, Any]:
     base = server.url
     token = server.create_account()
     auth = {"Authorization": f"Bearer {token}"}
 
     def post(path: str, body: Any, headers: dict[str, str] = auth) -> Any:
-        return _check(*_http("POST", base, path, headers, orjson.dumps(body)), path)
+        return post_json(base, path, headers, body)
 
     single = post("/v1/apps/add", {"title": "single"}, {"x-instapush-token": token})
     creds = {"x-instapush-appid": single["id"], "x-instapush-appsecret": single["secret"]}
@@ -244,7 +167,7 @@ def _setup(server: OwnServer, web_subscribers: int, sink_port: int) -> dict[str,
     path = server.dir / "web.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
     started = time.monotonic()
-    _cli(server, "subscribers", "import", "--app", web, str(path), "--json", "--quiet")
+    server.pushgate("subscribers", "import", "--app", web, str(path), "--json", "--quiet")
     return {
         "token": token,
         "single": creds,
@@ -262,7 +185,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     from pushgate.testing.tls import local_ca
 
     ca = local_ca()
-    sink_port = _free_port()
+    sink_port = free_port()
     sink = multiprocessing.get_context("fork").Process(
         target=_sink_main, args=(sink_port, str(ca.cert_file), str(ca.key_file)), daemon=True
     )
@@ -282,10 +205,10 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             "web_subscribers": args.web_subscribers,
             "import_seconds": ctx["import_seconds"],
         }
-        _settle(db, 120)
+        server.settle(120)
 
         singles = [
-            _request(
+            raw_post(
                 "/v1/post",
                 ctx["single"],
                 orjson.dumps({"event": "order", "trackers": {"n": str(n)}}),
@@ -305,14 +228,14 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             for n in range(BATCH)
         ]
         batch = [
-            _request(
+            raw_post(
                 "/api/v2/notification/user",
                 {},
                 orjson.dumps({"api_key": ctx["mobile_key"], "notifications": items}),
             )
         ]
         web = [
-            _request(
+            raw_post(
                 "/v2/single/campaign_id",
                 {"Authorization": f"Bearer {ctx['web_key']}"},
                 orjson.dumps(
@@ -336,14 +259,11 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         )
         for name, requests, per_request, limit in phases:
             log(f"phase {name}")
-            cpu_before = _cpu_seconds_pid(pid) or 0.0
-            statuses, elapsed = asyncio.run(
-                _load(server.port, requests, args.concurrency, args.duration, limit)
+            statuses, elapsed, cpu, ok = closed_loop_phase(
+                server.port, pid, requests, args.concurrency, args.duration, limit
             )
-            cpu = (_cpu_seconds_pid(pid) or 0.0) - cpu_before
-            ok = statuses.get(201, 0) + statuses.get(200, 0)
             accepted = ok * per_request
-            settle = _settle(db, args.settle_timeout)
+            settle = server.settle(args.settle_timeout)
             result[name] = {
                 "requests_per_s": round(ok / elapsed, 1),
                 "notifications_per_s": round(accepted / elapsed, 1),
@@ -364,6 +284,14 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         ratio = result["batch"]["notifications_per_s"] / single_rate if single_rate else None
         result["batch_vs_single"] = None if ratio is None else round(ratio, 2)
         result["target_batch_5x"] = "PASS" if ratio is not None and ratio >= 5 else "FAIL"
+        result["targets"] = [
+            target(
+                "Insider mobile batches: notifications/s >= 5 x the single post's",
+                f"{result['batch_vs_single']} x",
+                ratio is not None and ratio >= 5,
+                result["batch_vs_single"],
+            )
+        ]
         return result
     finally:
         server.stop()
@@ -383,8 +311,7 @@ def print_table(r: dict[str, Any]) -> None:
             f"{p['server_cpu_ms_per_notification'] or '-':>13}  {p['statuses']}"
         )
     print(f"web campaigns made {r['web']['deliveries']} deliveries")
-    print(f"batch / single notifications per second: {r['batch_vs_single']} "
-          f"(target >= 5: {r['target_batch_5x']})")  # fmt: skip
+    print_targets(r["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,8 @@ it, answer ``POST /api/v1/ping`` in alternating batches (in process: no sockets,
 parsing), so that whatever else the machine does hits both alike. Prints the median CPU time
 per request of each and the median of the paired differences.
 
-    .venv/bin/python benchmarks/observe_cost.py              # access line on (the default)
-    .venv/bin/python benchmarks/observe_cost.py --no-access  # pushgate.access=warning
+    .venv/bin/python -m benchmarks.observe_cost              # access line on (the default)
+    .venv/bin/python -m benchmarks.observe_cost --no-access  # pushgate.access=warning
 """
 
 from __future__ import annotations
@@ -19,6 +19,13 @@ import tempfile
 import time
 from typing import Any
 
+from benchmarks.harness.report import (
+    Log,
+    add_output_options,
+    print_targets,
+    run_and_report,
+    utc_now,
+)
 from pushgate.app import create_app
 from pushgate.config import Settings
 from pushgate.observability.logs import configure_logging
@@ -54,7 +61,7 @@ async def send(message: Any) -> None:
     pass
 
 
-async def run(rounds: int, batch: int) -> dict[str, float]:
+async def measure(rounds: int, batch: int) -> dict[str, float]:
     observed = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="pg-observed-")))
     bare = create_app(Settings(data_dir=tempfile.mkdtemp(prefix="pg-bare-")))
     bare.user_middleware = [m for m in bare.user_middleware if m.cls is not RequestObserver]
@@ -77,25 +84,42 @@ async def run(rounds: int, batch: int) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    # The access lines go to stderr: keep them off the terminal.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    levels = {"pushgate.access": "WARNING"} if args.no_access else {}
+    configure_logging("info", levels, "json")
+    return {
+        "benchmark": "observe_cost",
+        "date": utc_now(),
+        "access_line": not args.no_access,
+        "rounds": args.rounds,
+        "batch": args.batch,
+        "paired_rounds": args.rounds - args.rounds // 8,
+        **asyncio.run(measure(args.rounds, args.batch)),
+        "targets": [],
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    access = "on" if r["access_line"] else "off"
+    print(
+        f"access line {access}: with the observer {r['observed_us']:.1f} us/request, "
+        f"without {r['bare_us']:.1f} us/request, paired difference "
+        f"{r['cost_us']:.1f} us/request (median of {r['paired_rounds']})"
+    )
+    print_targets(r["targets"])
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-access", action="store_true", help="pushgate.access=warning")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--batch", type=int, default=1000)
-    args = parser.parse_args()
-    # The access lines go to stderr: keep them off the terminal.
-    log = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(log, 2)
-    levels = {"pushgate.access": "WARNING"} if args.no_access else {}
-    configure_logging("info", levels, "json")
-    result = asyncio.run(run(args.rounds, args.batch))
-    access = "off" if args.no_access else "on"
-    print(
-        f"access line {access}: with the observer {result['observed_us']:.1f} us/request, "
-        f"without {result['bare_us']:.1f} us/request, paired difference "
-        f"{result['cost_us']:.1f} us/request (median of {args.rounds - args.rounds // 8})"
-    )
+    add_output_options(parser, keep_data=False)
+    return run_and_report(parser.parse_args(argv), run, print_table)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

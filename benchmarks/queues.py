@@ -15,8 +15,8 @@ is also shown as a ratio of it. The run is bounded: phases stop at --time-limit 
 all) and report what they finished. Nothing is written anywhere but temp dirs, the temporary
 database and keys that are removed again.
 
-    .venv/bin/python benchmarks/queues.py
-    .venv/bin/python benchmarks/queues.py --jobs 5000 --engines sqlite,redis --json out.json
+    .venv/bin/python -m benchmarks.queues
+    .venv/bin/python -m benchmarks.queues --jobs 5000 --engines sqlite,redis --json out.json
 """
 
 from __future__ import annotations
@@ -39,32 +39,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 import redis
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
+from benchmarks.harness import HarnessError
+from benchmarks.harness.report import Log, print_targets, run_and_report
+from benchmarks.harness.scratch_db import ScratchError, create_database, drop_database
+from benchmarks.harness.server import LOOP, run_loop
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.queue.redis import RedisQueue, redact_url
 from pushgate.storage.database import open_database
 from pushgate.storage.migrate import migrate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import ScratchError, create_database, drop_database  # noqa: E402
-
-try:  # uvloop comes with uvicorn[standard]; workers run on it
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
 ENGINES = ("sqlite", "postgresql", "redis")
 QUEUE = "bench"
 LEASE_SECONDS = 300.0
-
-
-class HarnessError(RuntimeError):
-    """The benchmark could not measure (a server unreachable, a tool missing, ...)."""
 
 
 @dataclass
@@ -267,7 +258,7 @@ def table(rows: list[Row], ceiling: float | None) -> str:
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace, deadline: float) -> list[Row]:
+async def run_engines(args: argparse.Namespace, deadline: float, log: Log) -> list[Row]:
     rows: list[Row] = []
     storages = {
         "sqlite": sqlite_storage,
@@ -276,7 +267,7 @@ async def run(args: argparse.Namespace, deadline: float) -> list[Row]:
     }
     for name in args.engines:
         if time.monotonic() > deadline:
-            print(f"skipped {name}: --time-limit reached", file=sys.stderr)
+            log(f"skipped {name}: --time-limit reached")
             continue
         async with storages[name]() as opener:
             rows += await run_engine(name, opener, args, deadline)
@@ -309,66 +300,74 @@ def main(argv: list[str] | None = None) -> int:
         "--ceiling-requests", type=int, default=200_000, help="redis-benchmark requests (min)"
     )
     ap.add_argument("--ceiling", action="store_true", help="measure the ceiling without redis")
-    ap.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    ap.add_argument(
+        "--json", nargs="?", const=True, default=False, metavar="PATH",
+        help="print one JSON object; with PATH, print the table and write the JSON there",
+    )  # fmt: skip
+    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
     args = ap.parse_args(argv)
     unknown = set(args.engines) - set(ENGINES)
     if unknown:
         ap.error(f"unknown --engines {sorted(unknown)}")
     if args.jobs < 1 or args.batch < 1 or args.payload_bytes < 8:
         ap.error("--jobs and --batch must be >= 1, --payload-bytes >= 8")
+    if args.json is not True and args.json is not False:  # --json PATH, as before --json-out
+        args.json_out, args.json = Path(args.json), False
 
-    print(
+    return run_and_report(args, run, print_table)
+
+
+def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    log(
         f"queues benchmark: {args.jobs} jobs x {args.payload_bytes} B, batch {args.batch}, "
-        f"loop {'uvloop' if uvloop else 'asyncio'}, python {platform.python_version()}, "
-        f"{os.cpu_count()} cpus",
-        flush=True,
+        f"loop {LOOP}, python {platform.python_version()}, {os.cpu_count()} cpus"
     )
     before = os.getloadavg()
     started = time.monotonic()
-    try:
-        ceiling = None
-        if "redis" in args.engines or args.ceiling:
-            requests = max(args.jobs, args.ceiling_requests)
-            ceiling = redis_benchmark_xadd(args.redis_url, requests, args.payload_bytes)
-        deadline = started + args.time_limit
-        rows = (uvloop.run if uvloop else asyncio.run)(run(args, deadline))
-    except HarnessError as exc:
-        print(f"harness error: {exc}", file=sys.stderr)
-        return 2
-    print(table(rows, ceiling))
+    ceiling = None
+    if "redis" in args.engines or args.ceiling:
+        requests = max(args.jobs, args.ceiling_requests)
+        ceiling = redis_benchmark_xadd(args.redis_url, requests, args.payload_bytes)
+    deadline = started + args.time_limit
+    rows = run_loop(run_engines(args, deadline, log))
     load = os.getloadavg()
+    return {
+        "args": {
+            **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "redis_url": redact_url(args.redis_url),
+            "postgres_url": make_url(args.postgres_url).render_as_string(hide_password=True),
+        },
+        "python": platform.python_version(),
+        "loop": LOOP,
+        "cpus": os.cpu_count(),
+        "seconds": round(time.monotonic() - started, 1),
+        "load_average_before_after": [before[0], load[0]],
+        "ceiling_xadd_per_s": ceiling,
+        "rows": [
+            {
+                **asdict(r),
+                "jobs_per_s": r.rate,
+                "ratio": (r.rate / ceiling if ceiling else None),
+            }
+            for r in rows
+        ],
+        "targets": [],
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    a = r["args"]
     print(
-        f"({time.monotonic() - started:.1f} s in all; "
-        f"load average before {before[0]:.2f}, after {load[0]:.2f})"
+        f"queues benchmark: {a['jobs']} jobs x {a['payload_bytes']} B, batch {a['batch']}, "
+        f"loop {r['loop']}, python {r['python']}, {r['cpus']} cpus"
     )
-    if max(before[0], load[0]) > 0.5 * (os.cpu_count() or 1):
-        print(
-            "warning: the machine was not quiet; rates and ratios are noisy",
-            file=sys.stderr,
-        )
-    if args.json:
-        result: dict[str, Any] = {
-            "args": {
-                **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                "redis_url": redact_url(args.redis_url),
-                "postgres_url": make_url(args.postgres_url).render_as_string(hide_password=True),
-            },
-            "python": platform.python_version(),
-            "loop": "uvloop" if uvloop else "asyncio",
-            "cpus": os.cpu_count(),
-            "load_average_before_after": [before[0], load[0]],
-            "ceiling_xadd_per_s": ceiling,
-            "rows": [
-                {
-                    **asdict(r),
-                    "jobs_per_s": r.rate,
-                    "ratio": (r.rate / ceiling if ceiling else None),
-                }
-                for r in rows
-            ],
-        }
-        args.json.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    return 0
+    print(table([Row(**{k: x[k] for k in Row.__dataclass_fields__}) for x in r["rows"]],
+                r["ceiling_xadd_per_s"]))  # fmt: skip
+    before, after = r["load_average_before_after"]
+    print(f"({r['seconds']} s in all; load average before {before:.2f}, after {after:.2f})")
+    if max(before, after) > 0.5 * (r["cpus"] or 1):
+        print("warning: the machine was not quiet; rates and ratios are noisy")
+    print_targets(r["targets"])
 
 
 if __name__ == "__main__":

@@ -19,24 +19,31 @@ PostgreSQL (a scratch database on a loopback server, dropped afterwards):
    the baseline's;
 4. after: what is left, and the storage again (SQLite keeps the freed pages for new rows).
 
-    .venv/bin/python benchmarks/retention.py
-    .venv/bin/python benchmarks/retention.py --engines sqlite --devices 100 --json-out r.json
+    .venv/bin/python -m benchmarks.retention
+    .venv/bin/python -m benchmarks.retention --engines sqlite --devices 100 --json-out r.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import text
 
+from benchmarks.harness import HarnessError
+from benchmarks.harness.report import (
+    Log,
+    add_output_options,
+    print_targets,
+    run_and_report,
+    target,
+    utc_now,
+)
+from benchmarks.harness.scratch_db import add_engine_options, migrated_database, per_engine
 from pushgate.app import tune_interpreter
 from pushgate.observability.metrics import Metrics
 from pushgate.queue.embedded import EmbeddedQueue
@@ -45,16 +52,8 @@ from pushgate.services.pipeline import DeliveryPipeline, NewNotification
 from pushgate.services.retention import DAY_MS, Report, Retention, cutoff_for
 from pushgate.storage.database import Database, now_ms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import ScratchError, migrated_database  # noqa: E402
-
-ENGINES = ("sqlite", "postgresql")
 # Notifications per INSERT ... SELECT of deliveries.
 FILL_CHUNK = 50
-
-
-class HarnessError(Exception):
-    pass
 
 
 def _series(db: Database, count_param: str) -> str:
@@ -338,6 +337,21 @@ async def run_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+TARGET_HOLD_MS = 50.0
+
+
+def _targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        target(
+            f"{r['engine']}: no prune batch holds the write lock {TARGET_HOLD_MS:.0f} ms or more",
+            f"longest hold {r['sweep']['max_hold_ms']} ms",
+            r["sweep"]["max_hold_ms"] < TARGET_HOLD_MS,
+            r["sweep"]["max_hold_ms"],
+        )
+        for r in results
+    ]
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| engine | old deliveries | deleted | batches | longest lock hold | median hold | "
@@ -369,7 +383,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -387,47 +401,37 @@ def main() -> int:
         "--probe-interval", type=float, default=0.01, help="pause between two probes (0.01)"
     )
     parser.add_argument("--time-limit", type=float, default=300.0, help="sweep limit, s (300)")
-    parser.add_argument(
-        "--engines", default=",".join(ENGINES), help="comma-separated: sqlite,postgresql"
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
-        help="an admin URL of a loopback PostgreSQL server for the scratch database",
-    )
+    add_engine_options(parser)
     parser.add_argument(
         "--no-checkpoints",
         action="store_true",
         help="SQLite: no WAL checkpoints during the run (a server checkpoints every second)",
     )
-    parser.add_argument("--json-out", type=Path, help="also write the results as JSON here")
-    args = parser.parse_args()
+    add_output_options(parser, keep_data=False)
+    args = parser.parse_args(argv)
     if args.no_checkpoints:
         pipeline.CHECKPOINT_INTERVAL_SECONDS = 1e9
 
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
     if not 1 <= args.devices <= 100_000 or not 1 <= args.old_notifications <= 100_000:
         parser.error("--devices and --old-notifications must be 1..100000")
     if args.devices * args.old_notifications > 20_000_000:
         parser.error("at most 20,000,000 old deliveries")
-    results = []
-    try:
-        for engine in engines:
-            results.append(asyncio.run(run_engine(engine, args)))
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ScratchError as exc:
-        print(f"error: --postgres-url: {exc}", file=sys.stderr)
-        return 2
-    print(table(results))
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    return 0
+    return run_and_report(args, run, print_table)
+
+
+def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    results = per_engine(args.engines, lambda engine: run_engine(engine, args))
+    return {
+        "benchmark": "retention",
+        "date": utc_now(),
+        "results": results,
+        "targets": _targets(results),
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(table(r["results"]))
+    print_targets(r["targets"])
 
 
 if __name__ == "__main__":

@@ -15,32 +15,34 @@ least any exact count can cost), so the result is also a ratio. Runs on SQLite i
 and, with --postgres-url (default: $PUSHGATE_TEST_POSTGRES_URL or the local test server), on a
 temporary PostgreSQL database that is dropped afterwards.
 
-    .venv/bin/python benchmarks/stats.py
-    .venv/bin/python benchmarks/stats.py --devices 20000 --engines sqlite --json-out s.json
+    .venv/bin/python -m benchmarks.stats
+    .venv/bin/python -m benchmarks.stats --devices 20000 --engines sqlite --json-out s.json
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
+from collections.abc import Coroutine
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select, text
 
+from benchmarks.harness import HarnessError
+from benchmarks.harness.report import (
+    Log,
+    add_output_options,
+    print_targets,
+    run_and_report,
+    utc_now,
+)
+from benchmarks.harness.scratch_db import add_engine_options, migrated_database, per_engine
 from pushgate.services.stats import StatsService
 from pushgate.storage.database import Database
 from pushgate.storage.models import deliveries, notifications
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import ScratchError, migrated_database  # noqa: E402
-
-ENGINES = ("sqlite", "postgresql")
 # (status, reason) by share of every 100 deliveries.
 MIX: tuple[tuple[str, str | None, int], ...] = (
     ("delivered", None, 70),
@@ -54,10 +56,6 @@ MIX: tuple[tuple[str, str | None, int], ...] = (
 )
 PATTERN = [(status, reason) for status, reason, share in MIX for _ in range(share)]
 CHUNK = 5000
-
-
-class HarnessError(Exception):
-    pass
 
 
 async def fill(db: Database, devices: int, notification_count: int) -> tuple[int, str, int]:
@@ -188,6 +186,11 @@ async def run_engine(engine: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """None: the statistics are measured against the bare count, not held to a figure."""
+    return []
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| engine | deliveries | count(*) baseline | campaign stats | x baseline | "
@@ -203,7 +206,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -212,40 +215,33 @@ def main() -> int:
         "--notifications", type=int, default=10, help="notifications in the campaign (10)"
     )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of each query (5)")
-    parser.add_argument(
-        "--engines", default=",".join(ENGINES), help="comma-separated: sqlite,postgresql"
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(
-            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-        ),
-        help="an admin URL of a PostgreSQL server to create the temporary database on",
-    )
-    parser.add_argument("--json-out", type=Path, help="also write the results as JSON here")
-    args = parser.parse_args()
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    if unknown := set(engines) - set(ENGINES):
-        parser.error(f"unknown engines: {', '.join(sorted(unknown))}")
+    add_engine_options(parser)
+    add_output_options(parser, keep_data=False)
+    args = parser.parse_args(argv)
     if not 1 <= args.devices <= 1_000_000 or not 1 <= args.notifications <= 100:
         parser.error("--devices must be 1..1000000 and --notifications 1..100")
-    results = []
-    try:
-        for engine in engines:
-            print(f"{engine}: storing {args.devices * args.notifications:,} deliveries...")
-            results.append(asyncio.run(run_engine(engine, args)))
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ScratchError as exc:
-        print(f"error: --postgres-url: {exc}", file=sys.stderr)
-        return 2
-    print(table(results))
-    for r in results:
-        print(f"{r['engine']}: {r['counts']} failed by reason {r['failed_by_reason']}")
-    if args.json_out:
-        args.json_out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
-    return 0
+    return run_and_report(args, run, print_table)
+
+
+def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    def measure(engine: str) -> Coroutine[Any, Any, dict[str, Any]]:
+        log(f"{engine}: storing {args.devices * args.notifications:,} deliveries...")
+        return run_engine(engine, args)
+
+    results = per_engine(args.engines, measure)
+    return {
+        "benchmark": "stats",
+        "date": utc_now(),
+        "results": results,
+        "targets": _targets(results),
+    }
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(table(r["results"]))
+    for x in r["results"]:
+        print(f"{x['engine']}: {x['counts']} failed by reason {x['failed_by_reason']}")
+    print_targets(r["targets"])
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ Everything happens in temp dirs, through the real command line (``python -m push
 Exit code 0 when it measured (and the checks passed), 1 when a check failed, 2 on a harness
 error.
 
-    .venv/bin/python benchmarks/subscriber_import.py
-    .venv/bin/python benchmarks/subscriber_import.py --subscribers 20000 --format ndjson --json
+    .venv/bin/python -m benchmarks.subscriber_import
+    .venv/bin/python -m benchmarks.subscriber_import --subscribers 20000 --format ndjson --json
 """
 
 from __future__ import annotations
@@ -46,13 +46,17 @@ from typing import Any
 
 import orjson
 
+from benchmarks.harness import HarnessError
+from benchmarks.harness.report import (
+    Log,
+    add_output_options,
+    print_targets,
+    run_and_report,
+    target,
+)
 from pushgate.testing.server import run_cli
 
 FLOOR_BATCH = 500
-
-
-class HarnessError(RuntimeError):
-    """The benchmark could not measure."""
 
 
 def _subscriber(number: int, rng: random.Random) -> dict[str, Any]:
@@ -213,7 +217,7 @@ def check(data_dir: Path, app: str, count: int) -> list[str]:
     return [f"{name}: {value} (want {count})" for name, value in found.items() if value != count]
 
 
-def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def measure(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     path = root / f"subscribers.{args.format}"
     t = time.perf_counter()
     people = write_file(path, args.subscribers, args.format)
@@ -304,12 +308,39 @@ def table(result: dict[str, Any]) -> str:
     lines.insert(1, "|" + "---|" * len(rows[0]))
     lines.append("")
     lines.append(f"re-run counts: subscribers {again['subscribers']}, devices {again['devices']}")
-    lines.append(f"checks: {'PASS' if not result['problems'] else '; '.join(result['problems'])}")
     machine = result["machine"]
     lines.append(
         f"machine: {machine['cpus']} CPUs, Python {machine['python']}, SQLite {machine['sqlite']}"
     )
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, log: Log) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="pushgate-import-bench-"))
+    try:
+        result = measure(args, root)
+    except (OSError, sqlite3.Error) as exc:
+        raise HarnessError(str(exc)) from exc
+    finally:
+        if args.keep_data:
+            log(f"data kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    problems = result["problems"]
+    result["targets"] = [
+        target(
+            "every row imported, and a re-run changes nothing",
+            "; ".join(problems) or "all subscribers and devices stored, re-run changed nothing",
+            not problems,
+            len(problems),
+        )
+    ]
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(table(result))
+    print_targets(result["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,25 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--per-row", type=int, default=2_000, help="rows of the per-row phase")
     ap.add_argument("--time-limit", type=float, default=1800.0, help="seconds per command")
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--json-out", type=Path, help="also write the JSON result there")
-    ap.add_argument("--keep-data", action="store_true", help="keep the temp dir")
+    add_output_options(ap)
     args = ap.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="pushgate-import-bench-"))
-    try:
-        result = run(args, root)
-    except (HarnessError, OSError, sqlite3.Error) as exc:
-        print(f"harness error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if args.keep_data:
-            print(f"data kept in {root}", file=sys.stderr)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    if args.json_out is not None:
-        args.json_out.write_text(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    print(orjson.dumps(result).decode() if args.json else table(result))
-    return 1 if result["problems"] else 0
+    return run_and_report(args, run, print_table, lambda r: 1 if r["problems"] else 0)
 
 
 if __name__ == "__main__":

@@ -12,19 +12,24 @@ file in a temporary directory. A URL that is not PostgreSQL or not on loopback i
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from benchmarks.harness import HarnessError
 from pushgate.storage.database import Database, open_database
 from pushgate.storage.migrate import migrate
 
+ENGINES = ("sqlite", "postgresql")
 LOOPBACK = (None, "", "localhost", "127.0.0.1", "::1")
 
 
@@ -96,3 +101,39 @@ async def migrated_database(label: str, postgres_url: str | None) -> AsyncIterat
             await db.dispose()
     finally:
         await drop_database(postgres_url, name)
+
+
+def per_engine(
+    engines: list[str], measure: Callable[[str], Coroutine[Any, Any, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """``measure(engine)`` for each engine ("sqlite", "postgresql"), each in an event loop of
+    its own; a ``ScratchError`` (the PostgreSQL server refused) as ``HarnessError``."""
+    try:
+        return [asyncio.run(measure(engine)) for engine in engines]
+    except ScratchError as exc:
+        raise HarnessError(f"--postgres-url: {exc}") from exc
+
+
+def _engines(value: str) -> list[str]:
+    engines = [e.strip() for e in value.split(",") if e.strip()]
+    if unknown := set(engines) - set(ENGINES):
+        raise argparse.ArgumentTypeError(f"unknown engines: {', '.join(sorted(unknown))}")
+    return engines
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--engines (comma-separated, of ``ENGINES``; all by default; a list in ``args``) and
+    --postgres-url (``PUSHGATE_TEST_POSTGRES_URL`` or a loopback default), for ``per_engine``."""
+    parser.add_argument(
+        "--engines",
+        type=_engines,
+        default=",".join(ENGINES),
+        help="comma-separated: sqlite,postgresql",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(
+            "PUSHGATE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+        ),
+        help="an admin URL of a loopback PostgreSQL server to create the scratch database on",
+    )
