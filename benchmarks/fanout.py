@@ -19,9 +19,10 @@ One run, all on loopback:
                duplicates), and every delivery of every round is ``delivered``.
 
 Targets (printed PASS/FAIL; exit code 0 whatever they say, 2 only when the harness fails):
-memory per idle connection <= 16 KiB; >= 50,000 deliveries/s; no device misses or repeats a
-notification; every delivery reaches ``delivered``. Pushgate's deliveries/s is also shown as a
-ratio of the raw ceiling measured in the same run.
+memory per idle connection <= 8 KiB; deliveries/s >= 0.7 x the raw ceiling measured in the same
+run; the server's CPU with every device connected and idle (pings included) <= 2 % of one core
+over ``--idle-wait`` seconds (60); no device misses or repeats a notification; every delivery
+reaches ``delivered`` (issue 13, targets 1-3).
 
 File descriptors: one process can hold at most RLIMIT_NOFILE descriptors. The benchmark raises
 the soft limit to the hard one (inherited by the server and the receivers) and splits the
@@ -79,8 +80,9 @@ from benchmarks.harness.stats import median, percentiles, sum_counts
 from benchmarks.ingest import EVENT, ReceiverProcess, _Receivers, setup_account
 from pushgate.channel.messages import notification_message
 
-TARGET_KIB_PER_CONNECTION = 16.0
-TARGET_DELIVERIES_PER_S = 50_000.0
+TARGET_KIB_PER_CONNECTION = 8.0
+TARGET_RATIO = 0.7
+TARGET_IDLE_CPU_PCT = 2.0
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Descriptors a receiver process needs besides its sockets (pipes, epoll, stdio, ...).
 RECEIVER_FD_OVERHEAD = 64
@@ -107,6 +109,10 @@ async def register_devices(
             if left <= 0:
                 raise HarnessError(f"time limit reached while registering devices ({i} of {n})")
             status, _, raw = await pool.request("POST", "/api/v1/devices", auth, body, left)
+            while status == 503 and time.monotonic() < deadline:  # busy: retry, as clients do
+                await asyncio.sleep(0.5)
+                left = deadline - time.monotonic()
+                status, _, raw = await pool.request("POST", "/api/v1/devices", auth, body, left)
             if status != 201:
                 raise HarnessError(f"register device: HTTP {status}: {raw[:300]!r}")
             tokens[i] = str(orjson.loads(raw)["device_token"])
@@ -427,7 +433,7 @@ def run_baseline(
         held = raw.call("count")
         if held != n:
             raise HarnessError(f"raw server holds {held} connections, expected {n}")
-        time.sleep(min(args.idle_wait, max(0.0, clock.left() - 5)))
+        time.sleep(min(args.idle_wait, 5.0, max(0.0, clock.left() - 5)))
         out["memory"] = _memory(rss0, rss_kib(raw.pid), n)
         for r in range(args.rounds):
             left = clock.left()
@@ -616,6 +622,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             "time_limit_s": args.time_limit,
             "setup_limit_s": args.setup_limit,
             "ack_interval_s": args.ack_interval,
+            "idle_wait_s": args.idle_wait,
             "ws_batch": True,
             "nofile": [soft, hard],
         },
@@ -733,7 +740,7 @@ def _targets(r: dict[str, Any], n: int) -> list[dict[str, Any]]:
             "notes": notes,
         },
         {
-            "target": f"deliveries/s >= {TARGET_DELIVERIES_PER_S:,.0f} (one post to all devices)",
+            "target": f"deliveries/s >= {TARGET_RATIO} x the raw ceiling (one post to all devices)",
             "measured": (
                 f"median {fmt(rate)}/s over {rounds_done} rounds = "
                 f"{summ['ratio_median']} x raw ceiling "
@@ -741,8 +748,18 @@ def _targets(r: dict[str, Any], n: int) -> list[dict[str, Any]]:
             )
             if rate
             else "no complete round",
-            "value": rate,
-            "pass": bool(rate) and rate >= TARGET_DELIVERIES_PER_S,
+            "value": summ["ratio_median"],
+            "pass": bool(rate) and (summ["ratio_median"] or 0) >= TARGET_RATIO,
+            "notes": notes,
+        },
+        {
+            "target": f"server CPU with every device connected and idle <= {TARGET_IDLE_CPU_PCT}"
+            " % of one core",
+            "measured": f"{pg.get('idle_cpu_pct')} % over {r['config'].get('idle_wait_s')} s "
+            f"({n:,} connections)",
+            "value": pg.get("idle_cpu_pct"),
+            "pass": pg.get("idle_cpu_pct") is not None
+            and pg["idle_cpu_pct"] <= TARGET_IDLE_CPU_PCT,
             "notes": notes,
         },
         {
@@ -883,7 +900,11 @@ def main(argv: list[str] | None = None) -> int:
         "--register-concurrency", type=int, default=32, help="registrations in flight (32)"
     )
     ap.add_argument(
-        "--idle-wait", type=float, default=3.0, help="idle seconds before measuring RSS (3)"
+        "--idle-wait",
+        type=float,
+        default=60.0,
+        help="idle seconds with every device connected: the server's RSS and CPU are read "
+        "over them (60)",
     )
     ap.add_argument("--round-timeout", type=float, default=60.0, help="max wait per round (s)")
     ap.add_argument(
