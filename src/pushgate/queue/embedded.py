@@ -130,7 +130,7 @@ class EmbeddedQueue(QueueEngine):
         if conn is not None:
             await self._insert(conn, queue, payloads, delay_seconds)
             return
-        async with self._db.write.begin() as own:
+        async with self._db.writing() as own:
             await self._insert(own, queue, payloads, delay_seconds)
         self.wake(queue)
 
@@ -188,7 +188,7 @@ class EmbeddedQueue(QueueEngine):
             f"ORDER BY visible_ms, id LIMIT {n}{skip_locked}) "
             "RETURNING id, payload, claims"
         )
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             rows: list[Any] = list(await conn.exec_driver_sql(sql, (queue, now, limit, until)))
         return sorted(
             (Job(str(id_), queue, bytes(payload), int(claims)) for id_, payload, claims in rows),
@@ -215,7 +215,7 @@ class EmbeddedQueue(QueueEngine):
     async def ack(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             await self.ack_within(conn, jobs)
 
     async def ack_within(self, conn: AsyncConnection, jobs: Sequence[Job]) -> None:

@@ -411,7 +411,7 @@ class DeliveryPipeline:
         """Store the batch in one transaction; if that fails, store each notification on its
         own so one bad row cannot fail the requests batched with it. Failed ones get 503."""
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 return list(await self._store_notifications(conn, batch, now))
         except Exception as exc:
             if len(batch) == 1:
@@ -432,7 +432,7 @@ class DeliveryPipeline:
 
     async def _store_statuses(self, statuses: _Statuses, sweep_at: int | None) -> None:
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 await self._writes.store_statuses(conn, *statuses.rows())
                 if sweep_at is not None:
                     after = self._last_sweep_ms - SWEEP_OVERLAP_MS
