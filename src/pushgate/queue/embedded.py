@@ -27,6 +27,7 @@ from pushgate.storage.params import markers
 
 # The fallback look for jobs no signal announces (other processes' jobs, expired leases).
 POLL_SECONDS = 1.0
+_DUE_MARGIN_SECONDS = 0.01
 # SQLite allows 32766 bound parameters per statement; four per job row.
 _ROWS_PER_INSERT = 5000
 
@@ -54,9 +55,10 @@ class EmbeddedQueue(QueueEngine):
         self._event(queue).set()
 
     def _wake_later(self, queue: str, delay: float) -> None:
-        """A delayed job enqueued here: signal its queue when it is due."""
+        """A delayed job enqueued here: signal its queue when it is due (a little late rather
+        than early: the due time is in whole ms of the wall clock, the timer on the loop's)."""
         with contextlib.suppress(RuntimeError):  # no running loop: the watcher finds it
-            asyncio.get_running_loop().call_later(delay, self.wake, queue)
+            asyncio.get_running_loop().call_later(delay + _DUE_MARGIN_SECONDS, self.wake, queue)
 
     async def ready(self, queue: str, seconds: float) -> bool:
         event = self._event(queue)
@@ -125,14 +127,15 @@ class EmbeddedQueue(QueueEngine):
     ) -> None:
         if not payloads:
             return
-        if delay_seconds > 0:
-            self._wake_later(queue, delay_seconds)
         if conn is not None:
             await self._insert(conn, queue, payloads, delay_seconds)
-            return
-        async with self._db.writing() as own:
-            await self._insert(own, queue, payloads, delay_seconds)
-        self.wake(queue)
+        else:
+            async with self._db.writing() as own:
+                await self._insert(own, queue, payloads, delay_seconds)
+            self.wake(queue)
+        if delay_seconds > 0:
+            # After the insert, whose clock reading made the due time.
+            self._wake_later(queue, delay_seconds)
 
     async def _insert(
         self, conn: AsyncConnection, queue: str, payloads: Sequence[bytes], delay: float
