@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(
         600.0, gt=0, le=86_400, description="Longest delay between two attempts."
     )
+    queue_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often an idle worker of the embedded queue looks for jobs that no "
+        "wake-up of its own process announced: jobs other processes committed, and jobs whose "
+        "lease ran out (one query per process for all its queues).",
+    )
     job_lease_seconds: float = Field(
         60.0,
         ge=0.5,

@@ -132,6 +132,8 @@ class Runtime:
         await self.broadcast.close()
         await self.keys.close()
         await self.queue.close()
+        if self.jobs is not self.queue:
+            await self.jobs.close()
         for transport in self.transports.values():
             await transport.close()
         await self.db.dispose()
@@ -177,7 +179,7 @@ def build_runtime(
         "Bytes of the frames written to device connections (without WebSocket framing).",
         lambda: hub.bytes_sent,
     )
-    jobs = EmbeddedQueue(db)
+    jobs = EmbeddedQueue(db, poll_seconds=settings.queue_poll_seconds)
     queue = build_queue(settings, jobs, db)
     broadcast: ChannelBroadcast
     if settings.queue_url is None:

@@ -106,22 +106,24 @@ class Workers:
         self._tasks = []
 
     async def _fan_out_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if await self._fan_out.step() == 0:
-                    await self._jobs.wait_for(FANOUT_QUEUE, CLAIM_WAIT_SECONDS)
-            except Exception:
-                log.exception("fan-out step failed; its jobs are retried")
-                await asyncio.sleep(ERROR_PAUSE_SECONDS)
+        await self._step_loop(FANOUT_QUEUE, self._fan_out.step, "fan-out")
 
     async def _scheduler_loop(self) -> None:
+        await self._step_loop(SENDING_QUEUE, self._scheduler.step, "scheduler")
+
+    async def _step_loop(self, queue: str, step: Callable[[], Awaitable[int]], what: str) -> None:
+        """Step when ``queue`` is signalled (jobs committed in this process, or found by the
+        queue's fallback look), and again at once while a step finds work; nothing otherwise."""
         while not self._stopping.is_set():
+            if not await self._jobs.ready(queue, CLAIM_WAIT_SECONDS):
+                continue
             try:
-                if await self._scheduler.step() == 0:
-                    await self._jobs.wait_for(SENDING_QUEUE, CLAIM_WAIT_SECONDS)
+                if await step() > 0:
+                    self._jobs.wake(queue)  # there may be more
             except Exception:
-                log.exception("scheduler step failed; its sendings are retried")
+                log.exception("%s step failed; its jobs are retried", what)
                 await asyncio.sleep(ERROR_PAUSE_SECONDS)
+                self._jobs.wake(queue)
 
     async def _job_loop(
         self, queue: str, limit: int, handle: Callable[[Job], Awaitable[None]]
@@ -157,16 +159,22 @@ class Workers:
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
                     continue
+                # With nothing in hand, claim only when the queue may have jobs (an engine
+                # whose claim blocks on its server says so at once).
+                if not running and not await self._queue.ready(queue, CLAIM_WAIT_SECONDS):
+                    continue
+                blocking = self._queue.blocking_claim and not running
                 try:
                     jobs = await self._queue.claim(
                         queue,
                         limit=free,
                         lease_seconds=self._lease,
-                        wait_seconds=0 if running else CLAIM_WAIT_SECONDS,
+                        wait_seconds=CLAIM_WAIT_SECONDS if blocking else 0,
                     )
                 except Exception:
                     log.exception("claiming jobs from %s failed", queue)
                     await asyncio.sleep(ERROR_PAUSE_SECONDS)
+                    self._queue.wake(queue)  # look again
                     continue
                 for job in jobs:
                     running.add(asyncio.create_task(run(job)))

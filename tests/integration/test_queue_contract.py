@@ -548,3 +548,72 @@ async def test_outbox_keeps_jobs_the_full_queue_refuses(outbox_storage: Storage)
         await conn.execute(text("DELETE FROM outbox WHERE payload = :p"), {"p": b"3"})
     jobs = await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
     assert [job.payload for job in jobs] == [b"1", b"2"]
+
+
+# --- waiting for work without polling: ``ready`` -------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def embedded_url(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    if request.param == "sqlite":
+        return "sqlite", f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+    return "postgresql", str(request.getfixturevalue("postgres_database_url"))
+
+
+@pytest.fixture
+async def embedded_storage(embedded_url: tuple[str, str]) -> AsyncIterator[Storage]:
+    async with make_storage(*embedded_url) as store:
+        yield store
+
+
+async def test_ready_is_signalled_by_this_process_and_quiet_otherwise(
+    embedded_storage: Storage,
+) -> None:
+    engine = await embedded_storage.open(poll_seconds=30.0)
+    assert await engine.ready(Q, 0.1)  # a new waiter looks once (jobs from before a restart)
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []
+    started = time.monotonic()
+    assert not await engine.ready(Q, 0.2)  # nothing enqueued: no signal, no claim needed
+    assert time.monotonic() - started >= 0.15
+
+    async def produce() -> None:
+        await asyncio.sleep(0.1)
+        await engine.enqueue(Q, [b"now"])
+
+    signalled, _ = await asyncio.gather(engine.ready(Q, 5), produce())
+    assert signalled
+    [job] = await engine.claim(Q, limit=10, lease_seconds=30)
+    await engine.ack([job])
+
+
+async def test_ready_wakes_when_a_delayed_job_becomes_due(embedded_storage: Storage) -> None:
+    engine = await embedded_storage.open(poll_seconds=30.0)
+    await engine.ready(Q, 0)
+    await engine.enqueue(Q, [b"later"], delay_seconds=0.4)
+    await engine.ready(Q, 0)  # the enqueue's own wake-up, before the job is due
+    assert await engine.claim(Q, limit=10, lease_seconds=30) == []
+    started = time.monotonic()
+    assert await engine.ready(Q, 5)
+    assert 0.25 <= time.monotonic() - started < 2
+    [job] = await engine.claim(Q, limit=10, lease_seconds=30)
+    assert job.payload == b"later"
+
+
+async def test_ready_finds_another_processes_jobs_within_the_poll(
+    embedded_storage: Storage,
+) -> None:
+    waiter = await embedded_storage.open(poll_seconds=0.3)
+    other = await embedded_storage.open(poll_seconds=30.0)
+    await waiter.ready(Q, 0)
+    assert await waiter.claim(Q, limit=10, lease_seconds=30) == []
+
+    async def produce() -> None:
+        await asyncio.sleep(0.1)
+        await other.enqueue(Q, [b"from elsewhere"])
+
+    started = time.monotonic()
+    signalled, _ = await asyncio.gather(waiter.ready(Q, 5), produce())
+    assert signalled
+    assert time.monotonic() - started < 1.5
+    [job] = await waiter.claim(Q, limit=10, lease_seconds=30)
+    assert job.payload == b"from elsewhere"

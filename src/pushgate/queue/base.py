@@ -90,3 +90,12 @@ class QueueEngine(ABC):
 
     def wake(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Jobs were committed to ``queue`` in this process: wake its waiting claimers."""
+
+    async def ready(self, queue: str, seconds: float) -> bool:
+        """Wait until ``queue`` may have jobs to claim, at most ``seconds``; False when nothing
+        said so (an idle worker then claims nothing). An engine whose ``claim`` itself blocks
+        cheaply until a job arrives answers True at once."""
+        return True
+
+    #: Whether ``claim(wait_seconds=...)`` blocks on the server (no polling of ours).
+    blocking_claim: bool = True

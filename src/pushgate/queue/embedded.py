@@ -3,8 +3,13 @@
 A claim is one ``UPDATE ... RETURNING`` that pushes the chosen jobs' ``visible_ms`` past the
 lease. On PostgreSQL the jobs are picked with ``FOR UPDATE SKIP LOCKED``, so claimers in many
 processes never wait for each other; on SQLite the write transaction (``BEGIN IMMEDIATE``)
-already makes each claim exclusive. Claimers in this process are woken as soon as jobs are
-committed here; jobs added by other processes, and delayed jobs, are found by polling.
+already makes each claim exclusive.
+
+Idle workers cost nothing until there is work: ``ready`` waits for a signal instead of
+claiming on a timer. A queue is signalled when jobs are committed to it in this process
+(``wake``), when a delayed job enqueued here becomes due (a timer), and by ONE watcher per
+engine that reads every ``poll_seconds`` whether any waited-on queue has a visible job (jobs
+committed by other processes, and jobs whose lease ran out), one query for all queues.
 """
 
 from __future__ import annotations
@@ -20,36 +25,94 @@ from pushgate.queue.base import Job, QueueEngine
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.params import markers
 
-POLL_SECONDS = 0.2
+# The fallback look for jobs no signal announces (other processes' jobs, expired leases).
+POLL_SECONDS = 1.0
+_DUE_MARGIN_SECONDS = 0.01
 # SQLite allows 32766 bound parameters per statement; four per job row.
 _ROWS_PER_INSERT = 5000
 
 
 class EmbeddedQueue(QueueEngine):
     kind = "embedded"
+    blocking_claim = False
 
     def __init__(self, db: Database, poll_seconds: float = POLL_SECONDS) -> None:
         self._db = db
         self._postgres = not db.is_sqlite
         self._poll = poll_seconds
         self._wakers: dict[str, asyncio.Event] = {}
+        self._watcher: asyncio.Task[None] | None = None
 
     def _event(self, queue: str) -> asyncio.Event:
         event = self._wakers.get(queue)
         if event is None:
+            # Set at first: a new waiter looks once (jobs left from before a restart).
             event = self._wakers[queue] = asyncio.Event()
+            event.set()
         return event
 
     def wake(self, queue: str) -> None:
         self._event(queue).set()
 
-    async def wait_for(self, queue: str, seconds: float) -> None:
-        """Until jobs are committed to ``queue`` in this process, or at most ``seconds`` (or
-        the poll interval) seconds, for jobs from other processes."""
+    def _wake_later(self, queue: str, delay: float) -> None:
+        """A delayed job enqueued here: signal its queue when it is due (a little late rather
+        than early: the due time is in whole ms of the wall clock, the timer on the loop's)."""
+        with contextlib.suppress(RuntimeError):  # no running loop: the watcher finds it
+            asyncio.get_running_loop().call_later(delay + _DUE_MARGIN_SECONDS, self.wake, queue)
+
+    async def ready(self, queue: str, seconds: float) -> bool:
         event = self._event(queue)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), min(seconds, self._poll))
+        if not event.is_set():
+            self._watch()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), seconds)
+        signalled = event.is_set()
         event.clear()
+        return signalled
+
+    async def wait_for(self, queue: str, seconds: float) -> None:
+        """Until ``queue`` is signalled (see ``ready``), or at most ``seconds``."""
+        await self.ready(queue, seconds)
+
+    def _watch(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch_loop(), name="pushgate-queue-watch")
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll)
+            waiting = [queue for queue, event in self._wakers.items() if not event.is_set()]
+            if not waiting:
+                continue
+            try:
+                found = await self._visible_queues(waiting, now_ms())
+            except Exception:
+                # The database is away for now; every waiter looks for itself.
+                found = waiting
+            for queue in found:
+                self.wake(queue)
+
+    async def _visible_queues(self, queues: list[str], now: int) -> list[str]:
+        """Which of ``queues`` have a visible job: one read, an index probe per queue."""
+        marks = self._marks(2 * len(queues))
+        sql = " UNION ALL ".join(
+            f"SELECT {i} AS q WHERE EXISTS (SELECT 1 FROM jobs WHERE queue = {marks[2 * i]} "
+            f"AND visible_ms <= {marks[2 * i + 1]})"
+            for i in range(len(queues))
+        )
+        params: list[object] = []
+        for queue in queues:
+            params.extend((queue, now))
+        async with self._db.read.connect() as conn:
+            rows = list(await conn.exec_driver_sql(sql, tuple(params)))
+        return [queues[int(row[0])] for row in rows]
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
 
     def _marks(self, count: int) -> list[str]:
         return markers(self._postgres, count)
@@ -66,10 +129,13 @@ class EmbeddedQueue(QueueEngine):
             return
         if conn is not None:
             await self._insert(conn, queue, payloads, delay_seconds)
-            return
-        async with self._db.write.begin() as own:
-            await self._insert(own, queue, payloads, delay_seconds)
-        self.wake(queue)
+        else:
+            async with self._db.writing() as own:
+                await self._insert(own, queue, payloads, delay_seconds)
+            self.wake(queue)
+        if delay_seconds > 0:
+            # After the insert, whose clock reading made the due time.
+            self._wake_later(queue, delay_seconds)
 
     async def _insert(
         self, conn: AsyncConnection, queue: str, payloads: Sequence[bytes], delay: float
@@ -125,7 +191,7 @@ class EmbeddedQueue(QueueEngine):
             f"ORDER BY visible_ms, id LIMIT {n}{skip_locked}) "
             "RETURNING id, payload, claims"
         )
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             rows: list[Any] = list(await conn.exec_driver_sql(sql, (queue, now, limit, until)))
         return sorted(
             (Job(str(id_), queue, bytes(payload), int(claims)) for id_, payload, claims in rows),
@@ -152,7 +218,7 @@ class EmbeddedQueue(QueueEngine):
     async def ack(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             await self.ack_within(conn, jobs)
 
     async def ack_within(self, conn: AsyncConnection, jobs: Sequence[Job]) -> None:

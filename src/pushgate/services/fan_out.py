@@ -74,7 +74,7 @@ class FanOut:
         """Fan out up to ``limit`` accepted notifications; returns how many."""
         queued: set[str] = set()
         direct: list[tuple[list[int], int, bytes]] = []
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             jobs = await self._jobs.take_within(conn, FANOUT_QUEUE, limit)
             if not jobs:
                 return 0

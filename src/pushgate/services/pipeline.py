@@ -10,6 +10,11 @@ delivered) and expires deliveries whose TTL ran out.
 
 New notifications start a cycle at once. Status changes wait up to ``STATUS_FLUSH_SECONDS``
 so that a "sent" and the device's acknowledgement that follows it become one row update.
+
+An idle writer costs next to nothing: the expiry sweep runs every ``SWEEP_INTERVAL_SECONDS``
+only while this writer has written something since the last sweep, otherwise every
+``IDLE_SWEEP_SECONDS`` (for notifications other processes stored); the WAL checkpoint runs
+only when the write-ahead log changed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -38,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_NOTIFICATIONS_PER_CYCLE = 1024
 SWEEP_INTERVAL_SECONDS = 1.0
+IDLE_SWEEP_SECONDS = 10.0
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 STATUS_FLUSH_SECONDS = 0.1
 # Most delivery status changes written in one transaction.
@@ -161,6 +168,8 @@ class DeliveryPipeline:
         self._checkpoints: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_sweep_ms = 0
+        # Whether this writer stored anything since the last expiry sweep.
+        self._wrote = True
 
     # -- producers ---------------------------------------------------------------------------
 
@@ -214,11 +223,23 @@ class DeliveryPipeline:
             self._checkpoints = asyncio.create_task(self._checkpoint(), name="pushgate-checkpoint")
 
     async def _checkpoint(self) -> None:
-        """Keep SQLite's write-ahead log short, off the writer's path."""
+        """Keep SQLite's write-ahead log short, off the writer's path; only when the log
+        changed since the last checkpoint (any writer of any process)."""
+        database = self._db.write.url.database
+        wal = f"{database}-wal" if database else None
+        checkpointed: tuple[int, int] | None = None
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+            seen: tuple[int, int] | None = None
+            if wal is not None:
+                with contextlib.suppress(OSError):
+                    stat = os.stat(wal)
+                    seen = (stat.st_mtime_ns, stat.st_size)
+                if seen is not None and seen == checkpointed:
+                    continue
             try:
                 await self._db.checkpoint()
+                checkpointed = seen
             except Exception:
                 log.exception("WAL checkpoint failed; retrying later")
 
@@ -236,9 +257,16 @@ class DeliveryPipeline:
                 await self._task
             self._task = None
 
+    def _sweep_interval(self) -> float:
+        return (
+            SWEEP_INTERVAL_SECONDS
+            if self._wrote
+            else max(SWEEP_INTERVAL_SECONDS, IDLE_SWEEP_SECONDS)
+        )
+
     def _seconds_to_next_duty(self) -> float:
         loop_now = asyncio.get_running_loop().time()
-        sweep_in = SWEEP_INTERVAL_SECONDS - (now_ms() - self._last_sweep_ms) / 1000
+        sweep_in = self._sweep_interval() - (now_ms() - self._last_sweep_ms) / 1000
         if self._statuses:
             flush_in = self._statuses_since + STATUS_FLUSH_SECONDS - loop_now
             return max(0.0, min(sweep_in, flush_in))
@@ -284,6 +312,7 @@ class DeliveryPipeline:
             ids = await self._store_batch(batch, now)
             self._commit_seconds.observe(time.perf_counter() - started)
             self._batch_sizes.observe(len(batch))
+            self._wrote = True
             self._jobs.wake(FANOUT_QUEUE)
             for pending, notification_id in zip(batch, ids, strict=True):
                 if notification_id is not None and not pending.future.done():
@@ -291,7 +320,9 @@ class DeliveryPipeline:
         # Status changes and expiry go in a transaction of their own, in bounded chunks, so
         # an accepted notification never waits behind a large flush.
         statuses = self._take_statuses()
-        sweep = now - self._last_sweep_ms >= SWEEP_INTERVAL_SECONDS * 1000
+        sweep = now - self._last_sweep_ms >= self._sweep_interval() * 1000
+        if statuses:
+            self._wrote = True
         if statuses or sweep:
             self._writing = statuses
             try:
@@ -301,6 +332,7 @@ class DeliveryPipeline:
                 self._writing = _Statuses.empty()
             if sweep:
                 self._last_sweep_ms = now
+                self._wrote = bool(statuses)
 
     def _remember(self, written: _Statuses) -> None:
         loop_now = asyncio.get_running_loop().time()
@@ -379,7 +411,7 @@ class DeliveryPipeline:
         """Store the batch in one transaction; if that fails, store each notification on its
         own so one bad row cannot fail the requests batched with it. Failed ones get 503."""
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 return list(await self._store_notifications(conn, batch, now))
         except Exception as exc:
             if len(batch) == 1:
@@ -400,7 +432,7 @@ class DeliveryPipeline:
 
     async def _store_statuses(self, statuses: _Statuses, sweep_at: int | None) -> None:
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 await self._writes.store_statuses(conn, *statuses.rows())
                 if sweep_at is not None:
                     after = self._last_sweep_ms - SWEEP_OVERLAP_MS

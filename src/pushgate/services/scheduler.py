@@ -129,7 +129,7 @@ class Scheduler:
         if self._db.is_sqlite and not await self._jobs.any_due(SENDING_QUEUE):
             return 0
         made = 0
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             jobs = await self._jobs.take_within(conn, SENDING_QUEUE, limit)
             if not jobs:
                 return 0
