@@ -448,7 +448,7 @@ def _start_py_spy(out: Path, pid: int, log: Any) -> subprocess.Popen[bytes] | No
     log(f"py-spy recording the restarted server into {out}")
     return subprocess.Popen(
         [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "-r", "200",
-         "--nonblocking"],
+         "--nonblocking", "--threads"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -542,11 +542,19 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         # -- Pushgate: connect everything, nothing owed ----------------------------------------
         group = StormGroup(procs, args.ack_interval, slots)
         log(f"pushgate: connecting {n:,} devices (nothing owed) ...")
+        if args.py_spy and args.py_spy_phase == "connect":
+            spy = _start_py_spy(args.py_spy, pid, log)
+            time.sleep(0.5)
         c0 = _cpu_seconds_pid(pid)
         result["initial_connect"] = group.connect_all(
             server.port, tokens, setup_clock.need("connect", 10), args.connect_concurrency
         )
         c1 = _cpu_seconds_pid(pid)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(60)
+            spy = None
         if c0 is not None and c1 is not None:
             result["initial_connect"]["server_cpu_s"] = round(c1 - c0, 2)
         log(f"  {_fmt_rate(result['initial_connect'])}")
@@ -587,7 +595,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         spawn_ns, ready_ns = _restart(server, min(120.0, clock.need("restart", 10)))
         pid = server.proc.pid
         cpu_ready = _cpu_seconds_pid(pid)
-        if args.py_spy:
+        if args.py_spy and args.py_spy_phase == "storm":
             spy = _start_py_spy(args.py_spy, pid, log)
         ticks: list[dict[str, Any]] = []
 
@@ -819,7 +827,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=300.0, help="seconds from the restart")
     ap.add_argument("--setup-limit", type=float, default=900.0, help="seconds for the setup")
     ap.add_argument("--fd-margin", type=int, default=128, help="descriptors kept free (128)")
-    ap.add_argument("--py-spy", type=Path, metavar="OUT", help="py-spy the restarted server")
+    ap.add_argument("--py-spy", type=Path, metavar="OUT", help="py-spy the server (raw format)")
+    ap.add_argument(
+        "--py-spy-phase", choices=("storm", "connect"), default="storm",
+        help="what --py-spy records: the storm after the restart (default) or the burst "
+        "connect before the kill (nothing owed)",
+    )  # fmt: skip
     add_output_options(ap)
     args = ap.parse_args(argv)
     if args.devices < 1 or args.backlog < 1 or args.receivers < 1:
