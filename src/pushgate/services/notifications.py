@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.services.apps import owned_app_id
@@ -67,6 +68,15 @@ class DeliveryPage:
     next_after_device_id: int | None
 
 
+def _language_of(device_id: int) -> Select[Any]:
+    """The language a device's notifications are localized to: its own, else its owner's."""
+    return (
+        select(func.coalesce(devices.c.language, subscribers.c.language))
+        .select_from(devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id))
+        .where(devices.c.id == device_id)
+    )
+
+
 class NotificationQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -81,16 +91,8 @@ class NotificationQueries:
         """
         after = since or 0
         remaining = limit
-        async with self._db.read.connect() as conn:
-            language = (
-                await conn.execute(
-                    select(func.coalesce(devices.c.language, subscribers.c.language))
-                    .select_from(
-                        devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
-                    )
-                    .where(devices.c.id == device_id)
-                )
-            ).scalar()
+        language: str | None = None
+        language_read = False
         while remaining is None or remaining > 0:
             page = BACKLOG_PAGE if remaining is None else min(BACKLOG_PAGE, remaining)
             query = (
@@ -119,8 +121,13 @@ class NotificationQueries:
                 query = query.where(_d.status.in_(("queued", "sent")))
             else:
                 query = query.where(_d.status.not_in(("failed", "capped")))
+            # One connection per page; the device's language is read on the first page's,
+            # and only when something is owed (a reconnecting device mostly owes nothing).
             async with self._db.read.connect() as conn:
                 rows = (await conn.execute(query)).all()
+                if rows and not language_read:
+                    language = (await conn.execute(_language_of(device_id))).scalar()
+                    language_read = True
             for row in rows:
                 yield Content.from_row(row).localized(language)
             if len(rows) < page:
