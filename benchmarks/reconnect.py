@@ -115,6 +115,19 @@ class _StormConn(_WsConn):
     def __init__(self, dev: _StormDevice, rx: _StormReceivers) -> None:
         super().__init__(dev, rx.rec)
         self.rx = rx
+        # the HTTP 101 (what websockets' open_timeout, and so pushgate listen, waits for)
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # upgraded, or refused (the error is in ``ready``)
+        if not self.opened.done() and (self.upgraded or self.ready.done()):
+            self.opened.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        if not self.opened.done():
+            self.opened.set_result(None)
 
     def _on_notification(self, msg: Any, now: int) -> None:
         super()._on_notification(msg, now)
@@ -142,14 +155,20 @@ class _StormReceivers(_Receivers):
         self.handshake_ns = array("q")
         self.failures: Counter[str] = Counter()
 
-    async def _open(self, dev: _Device) -> dict[str, Any]:
+    async def _open(self, dev: _Device, open_timeout: float | None = None) -> dict[str, Any]:
+        """Connect; ``open_timeout`` bounds the TCP connect and the HTTP 101 (as websockets'
+        ``open_timeout`` does for pushgate listen), not the backlog and ``ready`` after it."""
         loop = asyncio.get_running_loop()
+        t_end = None if open_timeout is None else loop.time() + open_timeout
         key = base64.b64encode(os.urandom(16)).decode()
         conn: _StormConn
-        _, conn = await loop.create_connection(
-            lambda: _StormConn(dev, self),  # type: ignore[arg-type]
-            self.host,
-            self.port,
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: _StormConn(dev, self),  # type: ignore[arg-type]
+                self.host,
+                self.port,
+            ),
+            open_timeout,
         )
         dev.conn = conn
         dev.connects += 1
@@ -161,6 +180,13 @@ class _StormReceivers(_Receivers):
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
         )
+        if t_end is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(conn.opened), max(0.0, t_end - loop.time()))
+            except TimeoutError:
+                if conn.transport is not None:
+                    conn.transport.abort()
+                raise
         return await conn.ready
 
     async def _attempt(self, dev: _StormDevice, timeout: float) -> bool:
@@ -170,11 +196,9 @@ class _StormReceivers(_Receivers):
             self.attempt_ns.append(t0)
         dev.conn = None
         try:
-            msg = await asyncio.wait_for(self._open(dev), timeout)
+            msg = await self._open(dev, timeout)
         except TimeoutError:
             self.failures["timeout"] += 1
-            if dev.conn is not None and dev.conn.transport is not None:
-                dev.conn.transport.abort()
             return False
         except ConnectionRefusedError:
             self.failures["refused"] += 1
