@@ -111,12 +111,20 @@ class _StormDevice(_Device):
         self.backlog = -1  # what the server's "ready" said
 
 
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _StormConn(_WsConn):
     def __init__(self, dev: _StormDevice, rx: _StormReceivers) -> None:
         super().__init__(dev, rx.rec)
         self.rx = rx
         # the HTTP 101 (what websockets' open_timeout, and so pushgate listen, waits for)
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a connection given up on still fails its ``ready``: retrieve that error, or asyncio
+        # logs "exception was never retrieved" for each one (tens of thousands in a storm)
+        self.ready.add_done_callback(_retrieve)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -368,7 +376,7 @@ class StormGroup(ReceiverGroup):
 
     def progress(self, expected: int) -> dict[str, int]:
         total: Counter[str] = Counter()
-        for p in self.all("progress", expected, timeout=30):
+        for p in self.all("progress", expected, timeout=120):
             total.update(p)
         return dict(total)
 
