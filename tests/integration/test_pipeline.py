@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from pushgate.channel.hub import Hub
 from pushgate.config import Settings
+from pushgate.domain.translations import Translation, Translations
 from pushgate.runtime import build_runtime
 from pushgate.services import pipeline as pipeline_module
 from pushgate.services.devices import DeviceRegistration, DeviceService
@@ -174,6 +176,48 @@ async def test_backlog_pages_through_many(world: World, monkeypatch: pytest.Monk
     await world.wait_for(max(ids), [(d, "queued", 0) for d in world.device_ids])
     got = [i.notification_id async for i in world.queries.backlog(world.device_ids[0], None)]
     assert got == sorted(ids)
+
+
+def _count_selects(world: World) -> list[str]:
+    """The SELECT statements about devices and deliveries run on the read engine from now on
+    (the background workers' job polls left out)."""
+    seen: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM jobs" not in statement:
+            seen.append(statement)
+
+    event.listen(world.db.read.sync_engine, "before_cursor_execute", before)
+    return seen
+
+
+async def test_backlog_page_is_one_statement(world: World) -> None:
+    seen = _count_selects(world)
+    assert [item async for item in world.queries.backlog(world.device_ids[0], None)] == []
+    # SQLite: one raw statement on the reader's thread, none through SQLAlchemy
+    assert len(seen) == (0 if world.db.is_sqlite else 1)
+
+
+async def test_backlog_is_localized_to_the_device_language_read_with_the_page(
+    world: World,
+) -> None:
+    german = (
+        await world.devices.register(world.account_id, DeviceRegistration("channel", language="de"))
+    ).device.id
+    translations = Translations(
+        "en", (Translation("en", "Hi", "hello"), Translation("de", "Hallo", "guten Tag"))
+    )
+    new = replace(world.notification(), translations_json=translations.to_json())
+    notification_id = await world.pipeline.submit(new)
+    await world.wait_for(
+        notification_id, [(d, "queued", 0) for d in sorted([*world.device_ids, german])]
+    )
+    seen = _count_selects(world)
+    got = [item async for item in world.queries.backlog(german, None)]
+    assert [(c.title, c.message) for c in got] == [("Hallo", "guten Tag")]
+    assert len(seen) == (0 if world.db.is_sqlite else 1)  # the language is in the page
+    english = [item async for item in world.queries.backlog(world.device_ids[0], None)]
+    assert [(c.title, c.message) for c in english] == [("Hi", "hello")]
 
 
 async def test_stop_finishes_pending_and_then_refuses(world: World) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from pushgate.crypto import SecretBox
 from pushgate.domain.errors import Conflict, InvalidInput, NotFound
@@ -139,6 +139,36 @@ async def test_devices_share_a_subscriber_by_external_id(db: Database) -> None:
     assert [d.id for d in listed] == [one.device.id, two.device.id, three.device.id]
     assert [d.external_id for d in listed] == ["u1", "u1", None]
     assert {d.app_key for d in listed} == {None}  # personal channel devices of the account
+
+
+async def test_device_authentication_is_one_read_and_types_its_row(db: Database) -> None:
+    account = (await AccountService(db, BOX).create("acme")).account
+    service = DeviceService(db, BOX)
+    created = await service.register(
+        account.id, DeviceRegistration("channel", name="laptop", language="de", external_id="u7")
+    )
+    other = await service.register(account.id, DeviceRegistration("channel"))
+    assert await service.disable(other.device.id, "gone")
+    statements: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(db.read.sync_engine, "before_cursor_execute", before)
+    try:
+        found = await service.authenticate(created.device_token)
+    finally:
+        event.remove(db.read.sync_engine, "before_cursor_execute", before)
+    assert found == created.device
+    assert found is not None and found.enabled is True
+    disabled = await service.authenticate(other.device_token)
+    assert disabled is not None and disabled.enabled is False
+    assert disabled.disabled_reason == "gone"
+    assert await service.authenticate(created.device_token + "0") is None
+    if db.is_sqlite:  # the raw one-trip read: SQLAlchemy runs no statement (no BEGIN either)
+        assert statements == []
+    else:
+        assert len(statements) == 1
 
 
 async def test_concurrent_registrations_of_one_external_id(db: Database) -> None:

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.crypto import SecretBox, new_token
@@ -145,6 +146,23 @@ _device_columns = (
 _device_join = devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id).outerjoin(
     apps, apps.c.id == devices.c.app_id
 )
+
+
+_AUTHENTICATE = (
+    select(*_device_columns, devices.c.token_hash)
+    .select_from(_device_join)
+    .where(devices.c.token_hash == bindparam("token_hash"))
+)
+_AUTHENTICATE_SQLITE = str(_AUTHENTICATE.compile(dialect=sqlite.dialect()))
+_ENABLED = _device_columns.index(devices.c.enabled)
+
+
+def _typed_device_row(raw: Sequence[Any]) -> list[Any]:
+    """A raw SQLite row of ``_AUTHENTICATE`` as SQLAlchemy types it (only ``enabled``, a
+    Boolean stored as 0/1, differs)."""
+    row = list(raw)
+    row[_ENABLED] = bool(row[_ENABLED])
+    return row
 
 
 def _identifiers(spec: DeviceRegistration) -> Identifiers:
@@ -374,15 +392,14 @@ class DeviceService:
         if len(device_token) > 128:
             return None
         digest = self._box.digest(device_token)
-        async with self._db.read.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*_device_columns, devices.c.token_hash)
-                    .select_from(_device_join)
-                    .where(devices.c.token_hash == digest)
-                )
-            ).first()
-        if row is None or not self._box.matches(device_token, row.token_hash):
+        row: Sequence[Any] | None
+        if self._db.is_sqlite:  # every channel (re)connection comes here: one thread trip
+            rows = await self._db.read_once(_AUTHENTICATE_SQLITE, (digest,))
+            row = None if not rows else _typed_device_row(rows[0])
+        else:
+            async with self._db.read.connect() as conn:
+                row = (await conn.execute(_AUTHENTICATE, {"token_hash": digest})).first()
+        if row is None or not self._box.matches(device_token, row[-1]):
             return None
         return self._device(row[:-1])
 

@@ -3,10 +3,12 @@ one notification's deliveries and delivery counts by status."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BindParameter, Select, bindparam, func, or_, select
+from sqlalchemy.dialects import sqlite
 
 from pushgate.domain.errors import InvalidInput, NotFound
 from pushgate.services.apps import owned_app_id
@@ -67,6 +69,59 @@ class DeliveryPage:
     next_after_device_id: int | None
 
 
+def _backlog_query(unacknowledged: bool) -> Select[Any]:
+    """One page of a device's backlog (parameters ``device_id``, ``after``, ``now`` and
+    ``page``), each row with the language it is localized to: the device's, else its
+    owner's (a scalar subquery, so a page is one statement)."""
+    device_id: BindParameter[Any] = bindparam("device_id")
+    language = (
+        select(func.coalesce(devices.c.language, subscribers.c.language))
+        .select_from(devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id))
+        .where(devices.c.id == device_id)
+        .scalar_subquery()
+    )
+    query = (
+        select(
+            _n.id,
+            _n.account_id,
+            apps.c.app_key,
+            _n.event,
+            _n.title,
+            _n.message,
+            _n.data,
+            _n.created_ms,
+            _n.expires_ms,
+            _n.options,
+            _n.app_id,
+            _n.audience,
+            _n.translations,
+            language,
+        )
+        .select_from(_with_app.join(deliveries, _d.notification_id == _n.id))
+        .where(_d.device_id == device_id, _d.notification_id > bindparam("after"))
+        .where(_n.expires_ms > bindparam("now"))
+        .order_by(_d.notification_id)
+        .limit(bindparam("page"))
+    )
+    # Plain comparisons rather than IN: their parameters compile to fixed positions.
+    if unacknowledged:
+        return query.where(or_(_d.status == "queued", _d.status == "sent"))
+    return query.where(_d.status != "failed", _d.status != "capped")
+
+
+def _sqlite_positional(query: Select[Any]) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """``query`` compiled for SQLite: its SQL, the names of its ``?`` parameters in order,
+    and the values of those it fixes itself (the statuses)."""
+    compiled = query.compile(dialect=sqlite.dialect())
+    fixed = {k: v for k, v in compiled.params.items() if v is not None}
+    return str(compiled), tuple(compiled.positiontup or ()), fixed
+
+
+_BACKLOG = {True: _backlog_query(True), False: _backlog_query(False)}
+_BACKLOG_SQLITE = {k: _sqlite_positional(q) for k, q in _BACKLOG.items()}
+_LANGUAGE = 13
+
+
 class NotificationQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -81,51 +136,23 @@ class NotificationQueries:
         """
         after = since or 0
         remaining = limit
-        async with self._db.read.connect() as conn:
-            language = (
-                await conn.execute(
-                    select(func.coalesce(devices.c.language, subscribers.c.language))
-                    .select_from(
-                        devices.join(subscribers, subscribers.c.id == devices.c.subscriber_id)
-                    )
-                    .where(devices.c.id == device_id)
-                )
-            ).scalar()
+        unacknowledged = since is None
         while remaining is None or remaining > 0:
             page = BACKLOG_PAGE if remaining is None else min(BACKLOG_PAGE, remaining)
-            query = (
-                select(
-                    _n.id,
-                    _n.account_id,
-                    apps.c.app_key,
-                    _n.event,
-                    _n.title,
-                    _n.message,
-                    _n.data,
-                    _n.created_ms,
-                    _n.expires_ms,
-                    _n.options,
-                    _n.app_id,
-                    _n.audience,
-                    _n.translations,
-                )
-                .select_from(_with_app.join(deliveries, _d.notification_id == _n.id))
-                .where(_d.device_id == device_id, _d.notification_id > after)
-                .where(_n.expires_ms > now_ms())
-                .order_by(_d.notification_id)
-                .limit(page)
-            )
-            if since is None:
-                query = query.where(_d.status.in_(("queued", "sent")))
+            params = {"device_id": device_id, "after": after, "now": now_ms(), "page": page}
+            rows: Sequence[Sequence[Any]]
+            if self._db.is_sqlite:  # every channel (re)connection comes here: one thread trip
+                sql, names, fixed = _BACKLOG_SQLITE[unacknowledged]
+                values = {**fixed, **params}
+                rows = await self._db.read_once(sql, tuple(values[n] for n in names))
             else:
-                query = query.where(_d.status.not_in(("failed", "capped")))
-            async with self._db.read.connect() as conn:
-                rows = (await conn.execute(query)).all()
+                async with self._db.read.connect() as conn:
+                    rows = (await conn.execute(_BACKLOG[unacknowledged], params)).all()
             for row in rows:
-                yield Content.from_row(row).localized(language)
+                yield Content.from_row(row).localized(row[_LANGUAGE])
             if len(rows) < page:
                 return
-            after = rows[-1].id
+            after = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
 

@@ -69,6 +69,18 @@ class Database:
             assert driver is not None
             await driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    async def read_once(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """SQLite only: one SELECT (``sql`` compiled for SQLite, ``?`` parameters) on a reader
+        connection, in ONE trip to its aiosqlite thread, raw values (no SQLAlchemy result
+        types). Through SQLAlchemy the same statement takes eight trips (BEGIN, cursor,
+        execute, fetch, close...), each a thread wake-up both ways: on a hot path such as a
+        device's (re)connection that costs more than the query. A single statement outside a
+        transaction reads one consistent snapshot all the same."""
+        async with self.read.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            return list(await driver.execute_fetchall(sql, params))
+
     async def dispose(self) -> None:
         await self.write.dispose()
         if self.read is not self.write:
