@@ -183,7 +183,8 @@ def build_history(
                 el = time.perf_counter() - t0
                 log(f"  history: {done:,} of {total:,} notifications, {el:.0f}s")
         fill_s = time.perf_counter() - t0
-        con.execute("ANALYZE")
+        # No ANALYZE: Pushgate never runs it, and its queries are written for the planner
+        # without statistics (see storage/audience_sql.py).
         con.execute("PRAGMA journal_mode=WAL")
         counts = {
             "notifications": con.execute(
