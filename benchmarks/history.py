@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fanout  # noqa: E402
@@ -256,7 +258,7 @@ def _ingest_args(args: argparse.Namespace) -> argparse.Namespace:
 def _fanout_args(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(
         devices=args.fanout_devices, rounds=args.rounds, time_limit=300.0, setup_limit=300.0,
-        receivers=2, ack_interval=0.05, register_concurrency=32, idle_wait=1.0,
+        receivers=2, ack_interval=0.05, register_concurrency=8, idle_wait=1.0,
         round_timeout=60.0, settle_timeout=30.0, pause=0.5, fd_margin=128, py_spy=None,
         keep_data=False, json=False, json_out=None,
     )  # fmt: skip
@@ -334,7 +336,7 @@ def _compare(
 
 
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    root = Path(tempfile.mkdtemp(prefix="pushgate-history-", dir=args.work_dir))
+    root = args.reuse or Path(tempfile.mkdtemp(prefix="pushgate-history-", dir=args.work_dir))
     dirs = {"empty": root / "empty", "full": root / "full"}
     result: dict[str, Any] = {
         "benchmark": "history",
@@ -354,14 +356,21 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         },
     }
     try:
-        for d in dirs.values():
-            d.mkdir(mode=0o700)
-            migrate_dir(d)
-        log(f"building a history of {args.deliveries:,} deliveries ...")
-        result["history"] = build_history(
-            dirs["full"] / "pushgate.db", args.deliveries, args.history_devices,
-            args.broadcast_share, args.build_limit, log,
-        )  # fmt: skip
+        built = root / "history.json"
+        if args.reuse and built.exists():
+            result["history"] = orjson.loads(built.read_bytes())
+            result["history"]["reused"] = str(root)
+            log(f"reusing the databases in {root}")
+        else:
+            for d in dirs.values():
+                d.mkdir(mode=0o700)
+                migrate_dir(d)
+            log(f"building a history of {args.deliveries:,} deliveries ...")
+            result["history"] = build_history(
+                dirs["full"] / "pushgate.db", args.deliveries, args.history_devices,
+                args.broadcast_share, args.build_limit, log,
+            )  # fmt: skip
+            built.write_bytes(orjson.dumps(result["history"]))
         h = result["history"]
         log(
             f"  built in {h['build_s']} s ({h['deliveries_per_s']:,} deliveries/s), "
@@ -383,9 +392,18 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 # falls on both sides
                 for label in first if rep % 2 == 0 else first[::-1]:
                     log(f"--- {what} on the {label} database ({rep + 1}/{args.repeats}) ---")
-                    with _servers_on(dirs[label], mod):
-                        r = mod.run(args_of(args), log)
-                    raw[label][what].append(figures(r))
+                    try:
+                        with _servers_on(dirs[label], mod):
+                            r = mod.run(args_of(args), log)
+                        raw[label][what].append(figures(r))
+                    except HarnessError as exc:  # keep what the other runs measured
+                        log(f"harness error in {what} on the {label} database: {exc}")
+                        result.setdefault("errors", []).append(f"{what} {label}: {exc}")
+                    if args.json_out:  # what is measured so far, in case a later run fails
+                        result["repeats"] = raw
+                        args.json_out.write_bytes(orjson.dumps(result))
+        if any(not raw[label][what] for label in dirs for what in ("ingest", "fanout")):
+            raise HarnessError(f"a measurement has no complete run: {result.get('errors')}")
         result["runs"] = {
             label: {what: _median_figures(raw[label][what]) for what in ("ingest", "fanout")}
             for label in dirs
@@ -411,7 +429,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         )  # fmt: skip
         result["nothing_lost_or_repeated"] = loss == 0
     finally:
-        if not (args.keep_data or (args.build_only and "history" in result)):
+        if not (args.keep_data or args.reuse or (args.build_only and "history" in result)):
             shutil.rmtree(root, ignore_errors=True)
         else:
             result["kept"] = str(root)
@@ -495,6 +513,10 @@ def main(argv: list[str] | None = None) -> int:
         "medians are compared",
     )  # fmt: skip
     ap.add_argument("--work-dir", type=Path, help="where the data directories go (temp)")
+    ap.add_argument(
+        "--reuse", type=Path, metavar="DIR",
+        help="the databases a run with --keep-data left in DIR (skips the build)",
+    )  # fmt: skip
     ap.add_argument("--build-only", action="store_true", help="build the history and stop")
     add_output_options(ap)
     args = ap.parse_args(argv)
