@@ -75,7 +75,12 @@ from ingest import (  # noqa: E402
 )
 from scratch_db import ScratchError, create_scratch, drop_scratch  # noqa: E402
 
-from pushgate.testing.server import ServerProcess, WorkerProcess, create_account  # noqa: E402
+from pushgate.testing.server import (  # noqa: E402
+    ServerProcess,
+    ServerStartError,
+    WorkerProcess,
+    create_account,
+)
 from pushgate.testing.tls import local_ca  # noqa: E402
 
 TARGET_RATIO = 1.15
@@ -164,10 +169,16 @@ class Layout:
 
     def start(self) -> None:
         for i in range(self.n):
-            s = ServerProcess(
-                self.root / f"serve{i}", {**self.env, "PUSHGATE_RUN_WORKERS": "false"}
-            )
-            self.servers.append(s.start())
+            for attempt in range(3):  # a free port may be taken before the server binds it
+                s = ServerProcess(
+                    self.root / f"serve{i}", {**self.env, "PUSHGATE_RUN_WORKERS": "false"}
+                )
+                try:
+                    self.servers.append(s.start())
+                    break
+                except ServerStartError as exc:
+                    if attempt == 2 or "port is in use" not in str(exc):
+                        raise HarnessError(f"pushgate serve did not start: {exc}") from exc
         for i in range(self.n):
             w = WorkerProcess(self.root / f"worker{i}", self.env, name=f"worker{i}")
             self.workers.append(w.start())
