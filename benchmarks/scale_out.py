@@ -37,6 +37,7 @@ import contextlib
 import datetime as dt
 import multiprocessing as mp
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -398,6 +399,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 result["runs"][str(n)].append(run_layout(n, args, fake, ca.ca_file, log))
     finally:
         fake.close()
+        shutil.rmtree(ca.ca_file.parent, ignore_errors=True)
     one, two = result["runs"]["1"], result["runs"]["2"]
 
     def med(runs: list[dict[str, Any]]) -> float | None:
