@@ -46,6 +46,13 @@ log = logging.getLogger("pushgate.channel")
 
 Scope = MutableMapping[str, Any]
 
+# Connections being opened at once (token, handshake, backlog): past this, an upgrade request
+# is answered 503 with Retry-After at once. Devices back off and retry (``pushgate listen``
+# does), so after a restart the fleet comes back at the rate the server opens connections,
+# instead of every handshake waiting on the same database and timing out together.
+MAX_OPENING = 256
+BUSY = "The server is opening many device connections right now; retry in a moment."
+
 
 def text_frame(payload: bytes) -> bytes:
     """``payload`` as one unmasked text frame (websockets' framing)."""
@@ -77,6 +84,7 @@ class ChannelServer:
         self._rt = rt
         self.hub: Hub = rt.hub
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._opening = 0  # connections between the upgrade request and going live
         self._proxy = (
             ProxyHeadersMiddleware(_nothing, trusted_hosts=trusted_proxies)
             if trusted_proxies
@@ -99,10 +107,16 @@ class ChannelServer:
 
     def upgrade(self, transport: asyncio.Transport, scope: Scope, connections: set[Any]) -> None:
         """Take over an upgrade request's connection (``scope``: its HTTP request)."""
+        if self._opening >= MAX_OPENING:
+            # A reconnect storm: refused at once, before any work, so that the connections
+            # being opened finish quickly instead of all timing out together.
+            self._refuse(transport, 503, refusal(503, BUSY, {"Retry-After": "1"}))
+            return
         connection = ChannelConnection(self, transport, connections)
         transport.set_protocol(connection)
         connections.add(connection)
         transport.pause_reading()
+        self._opening += 1
         self._spawn(self._open(connection, scope))
 
     def forget(self, connection: ChannelConnection) -> None:
@@ -161,6 +175,8 @@ class ChannelServer:
         except Exception:
             log.exception("opening a device channel connection failed")
             transport.abort()
+        finally:
+            self._opening -= 1
         return None
 
     async def _client_of(self, scope: Scope) -> Scope:
