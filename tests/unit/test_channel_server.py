@@ -54,3 +54,18 @@ def test_a_notification_frame_is_built_once_and_parses_as_text() -> None:
     [received] = client.events_received()
     assert isinstance(received, Frame) and received.opcode is Opcode.TEXT
     assert received.data == item.payload
+
+
+async def test_the_client_behind_a_trusted_proxy_is_the_forwarded_one() -> None:
+    hub = SimpleNamespace(hub=Hub())
+    scope = {
+        "type": "http",
+        "path": "/api/v1/channel/ws",
+        "client": ("127.0.0.1", 40000),
+        "headers": [(b"x-forwarded-for", b"203.0.113.9")],
+    }
+    trusting = ChannelServer(hub, 0, ["127.0.0.1/32"])  # type: ignore[arg-type]
+    assert (await trusting._client_of(scope))["client"][0] == "203.0.113.9"
+    assert scope["client"] == ("127.0.0.1", 40000)  # the request's own scope is left as it was
+    untrusting = ChannelServer(hub, 0, [])  # type: ignore[arg-type]
+    assert (await untrusting._client_of(scope))["client"][0] == "127.0.0.1"
