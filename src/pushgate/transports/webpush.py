@@ -42,10 +42,12 @@ Speed: encrypting costs ~100 µs per message (ECDH ~50 µs of it, with the GIL r
 batch is encrypted in chunks of ``chunk_size`` on ``encrypt_threads`` worker threads (0:
 inline, yielding to the loop between chunks), and each chunk's requests go out as soon as it
 is encrypted: up to ``concurrency`` workers per batch take the next delivery in turn (no task
-per request), bounded together with the other batches' by one semaphore. On a 2-core machine the threads do not raise throughput (the GIL hand-offs
-cost about what the parallel ECDH saves); the default single thread keeps the event loop
-free while a large batch is encrypted. Parsed subscriptions are not cached: parsing costs
-~17 µs and fan-outs rarely repeat a subscription soon.
+per request), bounded together with the other batches' by one semaphore. On a 2-core
+machine the threads do not raise throughput (the GIL hand-offs cost about what the parallel
+ECDH saves), and no thread lowers the CPU spent (it only moves it off the event loop); the
+default single thread keeps the event loop free while a large batch is encrypted. Parsed
+subscriptions are not cached: parsing costs ~17 µs and fan-outs rarely repeat a
+subscription soon.
 """
 
 from __future__ import annotations
