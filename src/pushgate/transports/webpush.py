@@ -44,8 +44,9 @@ inline, yielding to the loop between chunks), and each chunk's requests go out a
 is encrypted: up to ``concurrency`` workers per batch take the next delivery in turn (no task
 per request), bounded together with the other batches' by one semaphore. On a 2-core
 machine the threads do not raise throughput (the GIL hand-offs cost about what the parallel
-ECDH saves), and no thread lowers the CPU spent (it only moves it off the event loop); the
-default single thread keeps the event loop free while a large batch is encrypted. Parsed
+ECDH saves), and no thread lowers the CPU spent (it only moves it off the event loop): with
+one thread the server spent ~10% more CPU per delivery than inline (2026-12-06,
+docs/performance.md), so the default is inline; a chunk of 32 holds the loop ~4 ms. Parsed
 subscriptions are not cached: parsing costs ~17 µs and fan-outs rarely repeat a
 subscription soon.
 """
@@ -298,7 +299,7 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
         sender: HttpSender,
         *,
         concurrency: int = 64,
-        encrypt_threads: int = 1,
+        encrypt_threads: int = 0,
         chunk_size: int = 32,
     ) -> None:
         super().__init__(credentials, sender)
