@@ -112,6 +112,8 @@ GOOD_KEYS = Browser().json()
             "uncompressed P-256",
         ),
         ("{" + " " * 5000 + "}", "too long"),
+        (GOOD_KEYS.replace("push.example.net/", "push.example.net:99999/"), "port"),
+        (GOOD_KEYS.replace("push.example.net/", "push.example.net:x/"), "port"),
     ],
 )
 def test_malformed_subscriptions_are_refused(address: str, why: str) -> None:
@@ -294,8 +296,9 @@ class ScriptedSender:
         self.closed = True
 
 
+@pytest.mark.parametrize("concurrency", [3, 64])  # fewer workers than requests, and more
 @pytest.mark.parametrize("threads", [0, 2])
-async def test_send_answers_one_outcome_per_target_in_order(threads: int) -> None:
+async def test_send_answers_one_outcome_per_target_in_order(threads: int, concurrency: int) -> None:
     browsers = [Browser(f"https://push.example.net/push/{i}") for i in range(40)]
     sender = ScriptedSender(
         {
@@ -307,7 +310,11 @@ async def test_send_answers_one_outcome_per_target_in_order(threads: int) -> Non
         }
     )
     transport = WebPushTransport(
-        StaticSource(CREDENTIALS), sender, encrypt_threads=threads, chunk_size=8
+        StaticSource(CREDENTIALS),
+        sender,
+        encrypt_threads=threads,
+        chunk_size=8,
+        concurrency=concurrency,
     )
     targets = [Target(i, b.json()) for i, b in enumerate(browsers)]
     targets.insert(4, Target(99, "garbage"))

@@ -137,10 +137,11 @@ class PushDelivery:
         invalid: list[tuple[int, str]] = []
         sent_at = now_ms()
         counted = self._count(transport_name, outcomes)
+        sent: list[int] = []  # the usual case, kept apart: no key object per delivery
         for target, outcome in zip(targets, outcomes, strict=True):
             device_id = target.device_id
             if isinstance(outcome, Delivered):
-                changes[_Change("sent", None, sent_at)].append(device_id)
+                sent.append(device_id)
             elif isinstance(outcome, TokenInvalid):
                 reason = short_reason(outcome.reason)
                 changes[_Change("failed", reason, None)].append(device_id)
@@ -149,6 +150,8 @@ class PushDelivery:
                 changes[_Change("failed", short_reason(outcome.reason), None)].append(device_id)
             else:
                 later[(claimed[device_id], outcome.after_seconds, outcome.reason)].append(device_id)
+        if sent:
+            changes[_Change("sent", None, sent_at)].extend(sent)
         # One decision per group of deliveries that failed alike, so they retry as one job.
         for (attempts, after_seconds, why), device_ids in later.items():
             step = self._policy.next_step(

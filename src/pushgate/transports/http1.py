@@ -539,20 +539,47 @@ def _split(url: str) -> tuple[str, str]:
     return url[:end], path
 
 
+_HEADER_BLOCKS: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+_HEADER_BLOCKS_MAX = 256
+
+
+def _header_block(host: str, headers: dict[str, str]) -> str:
+    """The caller's header lines (those the sender sets left out), checked for line breaks
+    (and ``host`` too); kept for the next request with the same headers (a batch's requests
+    share theirs: only the path and the body differ)."""
+    key = (host, tuple(headers.items()))
+    block = _HEADER_BLOCKS.get(key)
+    if block is None:
+        lines = [
+            f"{name}: {value}\r\n"
+            for name, value in headers.items()
+            if name.lower() not in _SET_BY_SENDER
+        ]
+        block = "".join(lines)
+        if (
+            block.count("\n") != len(lines)
+            or block.count("\r") != len(lines)
+            or "\n" in host
+            or "\r" in host
+        ):
+            raise ValueError("a line break in the request line or a header")
+        if len(_HEADER_BLOCKS) >= _HEADER_BLOCKS_MAX:
+            _HEADER_BLOCKS.clear()
+        _HEADER_BLOCKS[key] = block
+    return block
+
+
 def _encode(request: ProviderRequest, path: str, host: str) -> bytes:
     body = request.body
     method = request.method
-    head = f"{method} {path} HTTP/1.1\r\nhost: {host}\r\n"
-    lines = 2
-    if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
-        head += f"content-length: {len(body)}\r\n"
-        lines += 1
-    for name, value in request.headers.items():
-        if name.lower() in _SET_BY_SENDER:
-            continue
-        head += f"{name}: {value}\r\n"
-        lines += 1
-    head += "\r\n"
-    if head.count("\n") != lines + 1 or head.count("\r") != lines + 1:
+    if "\n" in path or "\r" in path or "\n" in method or "\r" in method:
         raise ValueError("a line break in the request line or a header")
+    block = _header_block(host, request.headers)
+    if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
+        head = (
+            f"{method} {path} HTTP/1.1\r\nhost: {host}\r\n"
+            f"content-length: {len(body)}\r\n{block}\r\n"
+        )
+    else:
+        head = f"{method} {path} HTTP/1.1\r\nhost: {host}\r\n{block}\r\n"
     return head.encode("latin-1") + body

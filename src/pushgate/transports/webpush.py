@@ -41,10 +41,14 @@ with ``Retry-After``. A subscription that does not parse fails with ``InvalidSub
 Speed: encrypting costs ~100 µs per message (ECDH ~50 µs of it, with the GIL released). A
 batch is encrypted in chunks of ``chunk_size`` on ``encrypt_threads`` worker threads (0:
 inline, yielding to the loop between chunks), and each chunk's requests go out as soon as it
-is encrypted. On a 2-core machine the threads do not raise throughput (the GIL hand-offs
-cost about what the parallel ECDH saves); the default single thread keeps the event loop
-free while a large batch is encrypted. Parsed subscriptions are not cached: parsing costs
-~17 µs and fan-outs rarely repeat a subscription soon.
+is encrypted: up to ``concurrency`` workers per batch take the next delivery in turn (no task
+per request), bounded together with the other batches' by one semaphore. On a 2-core
+machine the threads do not raise throughput (the GIL hand-offs cost about what the parallel
+ECDH saves), and no thread lowers the CPU spent (it only moves it off the event loop): with
+one thread the server spent ~10% more CPU per delivery than inline (2026-12-06,
+docs/performance.md), so the default is inline; a chunk of 32 holds the loop ~4 ms. Parsed
+subscriptions are not cached: parsing costs ~17 µs and fan-outs rarely repeat a
+subscription soon.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ from pushgate.transports.webpush_crypto import (
     VapidTokens,
     encrypt,
     load_public_key,
-    origin_of,
+    origin_of_parts,
+    seal,
 )
 
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -121,6 +126,10 @@ def parse_subscription(address: str) -> Subscription:
     parts = urlsplit(endpoint)
     if not parts.hostname or parts.scheme != "https":
         raise InvalidSubscription("the endpoint must be an https:// URL")
+    try:
+        origin = origin_of_parts(parts)
+    except ValueError as exc:  # a port that is not a number, or out of range
+        raise InvalidSubscription("the endpoint's port is not valid") from exc
     p256dh, auth = keys.get("p256dh"), keys.get("auth")
     if not isinstance(p256dh, str) or not isinstance(auth, str):
         raise InvalidSubscription("the subscription's keys need 'p256dh' and 'auth'")
@@ -135,7 +144,7 @@ def parse_subscription(address: str) -> Subscription:
         key = load_public_key(point)
     except InvalidKey as exc:
         raise InvalidSubscription(str(exc)) from exc
-    return Subscription(endpoint, origin_of(endpoint), point, secret, key)
+    return Subscription(endpoint, origin, point, secret, key)
 
 
 def payload(content: Content) -> dict[str, Any]:
@@ -277,7 +286,8 @@ def outcome_of(response: ProviderResponse) -> Outcome:
 
 
 def _encrypt_all(plaintext: bytes, subscriptions: Sequence[Subscription]) -> list[bytes]:
-    return [encrypt(plaintext, s.p256dh, s.auth, ua_key=s.key) for s in subscriptions]
+    # The plaintext's size was checked once for the batch, each subscription when parsed.
+    return [seal(plaintext, s.p256dh, s.auth, s.key) for s in subscriptions]
 
 
 class WebPushTransport(ProviderTransport[VapidCredentials]):
@@ -289,11 +299,12 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
         sender: HttpSender,
         *,
         concurrency: int = 64,
-        encrypt_threads: int = 1,
+        encrypt_threads: int = 0,
         chunk_size: int = 32,
     ) -> None:
         super().__init__(credentials, sender)
-        self._limit = asyncio.Semaphore(concurrency)
+        self._concurrency = max(1, concurrency)
+        self._limit = asyncio.Semaphore(concurrency)  # shared by the sends in progress
         self._threads = encrypt_threads
         self._chunk = max(1, chunk_size)
         self._pool: ThreadPoolExecutor | None = None
@@ -320,38 +331,54 @@ class WebPushTransport(ProviderTransport[VapidCredentials]):
                 authorization = self.tokens.authorization(credentials, found.origin)
                 by_origin[found.origin] = headers(content, now_ms, authorization)
             todo.append((index, found))
-        chunks = [todo[i : i + self._chunk] for i in range(0, len(todo), self._chunk)]
-        loop = asyncio.get_running_loop()
-        threaded = self._threads > 0 and len(todo) > 2
+        if not todo:
+            return [o if o is not None else RetryLater("not sent") for o in outcomes]
+        size = self._chunk
+        chunks = [[s for _, s in todo[i : i + size]] for i in range(0, len(todo), size)]
+        bodies: list[list[bytes] | None] = [None] * len(chunks)
         encrypting: list[asyncio.Future[list[bytes]]] = []
-        if threaded:
+        if self._threads > 0 and len(todo) > 2:
+            loop = asyncio.get_running_loop()
             pool = self._executor()
             encrypting = [
-                loop.run_in_executor(pool, _encrypt_all, plaintext, [s for _, s in chunk])
-                for chunk in chunks
+                loop.run_in_executor(pool, _encrypt_all, plaintext, chunk) for chunk in chunks
             ]
-        sending: list[asyncio.Task[None]] = []
+        cursor = 0
+
+        async def worker() -> None:
+            # A few workers take the next delivery until none is left (no task per request);
+            # the first to reach a chunk waits for its encryption (or, without threads, does
+            # it here: one chunk at a time, so the loop runs between chunks).
+            nonlocal cursor
+            while cursor < len(todo):
+                position = cursor
+                cursor += 1
+                number, offset = divmod(position, size)
+                done = bodies[number]
+                if done is None:
+                    if encrypting:
+                        done = await encrypting[number]
+                    else:
+                        done = _encrypt_all(plaintext, chunks[number])
+                    bodies[number] = done
+                index, subscription = todo[position]
+                origin = subscription.origin
+                request = ProviderRequest(
+                    "POST", subscription.endpoint, by_origin[origin], done[offset]
+                )
+                await self._post(index, origin, request, outcomes)
+
         try:
-            for number, chunk in enumerate(chunks):
-                if threaded:
-                    bodies = await encrypting[number]
-                else:
-                    if number:
-                        await asyncio.sleep(0)  # let the loop breathe between chunks
-                    bodies = _encrypt_all(plaintext, [s for _, s in chunk])
-                for (index, subscription), body in zip(chunk, bodies, strict=True):
-                    request = ProviderRequest(
-                        "POST", subscription.endpoint, by_origin[subscription.origin], body
-                    )
-                    sending.append(
-                        loop.create_task(self._post(index, subscription.origin, request, outcomes))
-                    )
-            await asyncio.gather(*sending)
+            workers = min(self._concurrency, len(todo))
+            if workers == 1:
+                await worker()
+            else:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(workers):
+                        group.create_task(worker())
         finally:  # only does something when this send is cancelled or fails
             for future in encrypting:
                 future.cancel()
-            for task in sending:
-                task.cancel()
         return [o if o is not None else RetryLater("not sent") for o in outcomes]
 
     def _executor(self) -> ThreadPoolExecutor:

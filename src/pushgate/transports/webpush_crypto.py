@@ -23,13 +23,12 @@ one token per (key pair, origin) and reuses it for hours.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -49,6 +48,10 @@ TOKEN_RENEW_BEFORE_SECONDS = 3600
 MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
 
 _CURVE = ec.SECP256R1()
+_ECDH = ec.ECDH()
+_X962 = serialization.Encoding.X962
+_UNCOMPRESSED = serialization.PublicFormat.UncompressedPoint
+_RS_IDLEN = struct.pack("!IB", RECORD_SIZE, 65)  # the same in every message
 _KEY_INFO = b"WebPush: info\x00"
 _CEK_INFO = b"Content-Encoding: aes128gcm\x00\x01"
 _NONCE_INFO = b"Content-Encoding: nonce\x00\x01"
@@ -64,9 +67,7 @@ class InvalidKey(ValueError):
 
 def point_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
     """The uncompressed X9.62 point (65 bytes, starting with 0x04)."""
-    return key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
+    return key.public_bytes(_X962, _UNCOMPRESSED)
 
 
 def load_public_key(point: bytes) -> ec.EllipticCurvePublicKey:
@@ -79,8 +80,11 @@ def load_public_key(point: bytes) -> ec.EllipticCurvePublicKey:
         raise InvalidKey("p256dh is not a point on P-256") from exc
 
 
+_SHA256 = "sha256"  # hmac.digest's fastest form: OpenSSL's one-shot HMAC by name
+
+
 def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, hashlib.sha256)
+    return hmac.digest(key, data, _SHA256)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +134,33 @@ def encrypt(
         raise InvalidKey("auth must be a 16-byte secret")
     if ua_key is None:
         ua_key = load_public_key(ua_public)
+    return seal(plaintext, ua_public, auth_secret, ua_key, sender_key, salt)
+
+
+def seal(
+    plaintext: bytes,
+    ua_public: bytes,
+    auth_secret: bytes,
+    ua_key: ec.EllipticCurvePublicKey,
+    sender_key: ec.EllipticCurvePrivateKey | None = None,
+    salt: bytes | None = None,
+) -> bytes:
+    """``encrypt`` without its checks, for callers that made them already (a parsed
+    subscription, a plaintext whose size was checked once per batch): the same bytes, with
+    the key derivation of ``derive_keys`` written out (no object per message)."""
     if sender_key is None:
         sender_key = ec.generate_private_key(_CURVE)
     if salt is None:
         salt = os.urandom(16)
-    as_point = point_bytes(sender_key.public_key())
-    keys = derive_keys(
-        sender_key.exchange(ec.ECDH(), ua_key), auth_secret, ua_public, as_point, salt
+    as_point = sender_key.public_key().public_bytes(_X962, _UNCOMPRESSED)
+    digest = hmac.digest
+    prk_key = digest(auth_secret, sender_key.exchange(_ECDH, ua_key), _SHA256)
+    ikm = digest(prk_key, _KEY_INFO + ua_public + as_point + b"\x01", _SHA256)
+    prk = digest(salt, ikm, _SHA256)
+    record = AESGCM(digest(prk, _CEK_INFO, _SHA256)[:16]).encrypt(
+        digest(prk, _NONCE_INFO, _SHA256)[:12], plaintext + b"\x02", None
     )
-    record = AESGCM(keys.cek).encrypt(keys.nonce, plaintext + b"\x02", None)
-    return salt + struct.pack("!IB", RECORD_SIZE, 65) + as_point + record
+    return salt + _RS_IDLEN + as_point + record
 
 
 def decrypt(
@@ -188,7 +209,13 @@ def origin_of(url: str) -> str:
     parts = urlsplit(url)
     if not parts.scheme or not parts.hostname:
         raise ValueError(f"not an absolute URL: {url!r}")
-    host = parts.hostname
+    return origin_of_parts(parts)
+
+
+def origin_of_parts(parts: SplitResult) -> str:
+    """``origin_of`` for a URL already split (with a scheme and a host); ``ValueError`` for
+    a port that is not one."""
+    host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
     default_port = {"https": 443, "http": 80}.get(parts.scheme)
@@ -276,8 +303,10 @@ __all__ = [
     "encrypt",
     "load_public_key",
     "origin_of",
+    "origin_of_parts",
     "parse_authorization",
     "point_bytes",
+    "seal",
     "vapid_authorization",
     "vapid_token",
 ]
