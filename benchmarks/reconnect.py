@@ -505,7 +505,7 @@ def _start_py_spy(out: Path, pid: int, log: Any) -> subprocess.Popen[bytes] | No
     log(f"py-spy recording the restarted server into {out}")
     return subprocess.Popen(
         [exe, "record", "-p", str(pid), "-o", str(out), "--format", "raw", "-r", "200",
-         "--nonblocking", "--threads"],
+         "--nonblocking", "--threads", "--idle"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -15,12 +15,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+# SQLite connections of ``Database.read_once`` (each with its own aiosqlite thread).
+RAW_READERS = 2
 
 
 def now_ms() -> int:
@@ -39,6 +42,10 @@ class Database:
     maintenance: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Taken around the hot write transactions of this process on SQLite (see ``writing``).
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # SQLite: the connections ``read_once`` uses (opened on first use).
+    _raw: list[Any] = field(default_factory=list)
+    _raw_turn: int = 0
+    _raw_opening: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def is_sqlite(self) -> bool:
@@ -70,18 +77,39 @@ class Database:
             await driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def read_once(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        """SQLite only: one SELECT (``sql`` compiled for SQLite, ``?`` parameters) on a reader
-        connection, in ONE trip to its aiosqlite thread, raw values (no SQLAlchemy result
-        types). Through SQLAlchemy the same statement takes eight trips (BEGIN, cursor,
-        execute, fetch, close...), each a thread wake-up both ways: on a hot path such as a
-        device's (re)connection that costs more than the query. A single statement outside a
-        transaction reads one consistent snapshot all the same."""
-        async with self.read.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            return list(await driver.execute_fetchall(sql, params))
+        """SQLite only: one SELECT (``sql`` compiled for SQLite, ``?`` parameters) in ONE trip
+        to an aiosqlite thread, raw values (no SQLAlchemy result types). Through SQLAlchemy
+        the same statement takes eight trips (BEGIN, cursor, execute, fetch, close...), each a
+        thread wake-up both ways, and a pool checkout: on a hot path such as a device's
+        (re)connection that costs more than the query. The statement runs on one of
+        ``RAW_READERS`` connections of its own, outside any transaction: a single statement
+        reads one consistent snapshot all the same."""
+        path = make_url(self.url).database or ""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            async with self.read.connect() as conn:  # a private database: the pool's only
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None
+                return list(await driver.execute_fetchall(sql, params))
+        return list(await (await self._raw_reader(path)).execute_fetchall(sql, params))
+
+    async def _raw_reader(self, path: str) -> Any:
+        if len(self._raw) < RAW_READERS:
+            async with self._raw_opening:
+                if len(self._raw) < RAW_READERS:
+                    conn = await aiosqlite.connect(
+                        path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
+                    )
+                    await conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                    await conn.execute("PRAGMA query_only=ON")
+                    self._raw.append(conn)
+                    return conn
+        self._raw_turn = (self._raw_turn + 1) % len(self._raw)
+        return self._raw[self._raw_turn]
 
     async def dispose(self) -> None:
+        raw, self._raw = self._raw, []
+        for conn in raw:
+            await conn.close()
         await self.write.dispose()
         if self.read is not self.write:
             await self.read.dispose()
