@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -47,6 +48,10 @@ class Database:
     _raw_turn: int = 0
     _raw_opening: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @functools.cached_property
+    def _sqlite_path(self) -> str:
+        return make_url(self.url).database or ""
+
     @property
     def is_sqlite(self) -> bool:
         return self.write.dialect.name == "sqlite"
@@ -84,7 +89,7 @@ class Database:
         (re)connection that costs more than the query. The statement runs on one of
         ``RAW_READERS`` connections of its own, outside any transaction: a single statement
         reads one consistent snapshot all the same."""
-        path = make_url(self.url).database or ""
+        path = self._sqlite_path
         if not path or path == ":memory:" or path.startswith("file:"):
             async with self.read.connect() as conn:  # a private database: the pool's only
                 driver = (await conn.get_raw_connection()).driver_connection
