@@ -145,10 +145,10 @@ class ChannelConnection(asyncio.Protocol):
             return
         if self.ws is None or self.ws.state is not State.OPEN:
             return
-        transport.write(self.server.frame_of(item))
-        self.server.hub.count_sent(1, len(item.payload))
+        server = self.server
+        transport.write(server.frame_of(item))
         assert self.session is not None
-        self.session.sent_batch([item])
+        server.sent(self.session.device_id, item)
 
     def sweep(self) -> None:
         """One ping round (``ChannelServer`` calls it every ``websocket_ping_seconds``): a

@@ -102,6 +102,9 @@ class ChannelServer:
         # The frame of the notification being fanned out: built once for every connection.
         self._frame_item: Outgoing | None = None
         self._frame = b""
+        # The notification being fanned out and the devices it was written to so far.
+        self._sent_item: Outgoing | None = None
+        self._sent_to: list[int] = []
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -129,6 +132,24 @@ class ChannelServer:
             self._frame_item = item
             self._frame = text_frame(item.payload)
         return self._frame
+
+    def sent(self, device_id: int, item: Outgoing) -> None:
+        """``item`` was written to a device's connection: recorded (status ``sent``, the
+        frame counters) once for all the devices of a fan-out, right after it."""
+        if item is not self._sent_item:
+            self._record_sent()
+            self._sent_item = item
+            # Runs before the loop reads the devices' next frames (their acks).
+            asyncio.get_running_loop().call_soon(self._record_sent)
+        self._sent_to.append(device_id)
+
+    def _record_sent(self) -> None:
+        item, device_ids = self._sent_item, self._sent_to
+        self._sent_item, self._sent_to = None, []
+        if item is None or not device_ids:
+            return
+        self.hub.count_sent(len(device_ids), len(item.payload) * len(device_ids))
+        self._rt.pipeline.record_sent_to(device_ids, item.notification_id)
 
     def opened(self, device_id: int, notification_ids: list[int]) -> None:
         """An ``opened`` report: written in a task of its own."""

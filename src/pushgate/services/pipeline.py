@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
 
@@ -193,6 +194,16 @@ class DeliveryPipeline:
         at = now_ms()
         sent = self._statuses.sent
         for notification_id in notification_ids:
+            key = (device_id, notification_id)
+            previous = sent.get(key)
+            sent[key] = (1, at) if previous is None else (previous[0] + 1, at)
+
+    def record_sent_to(self, device_ids: Iterable[int], notification_id: int) -> None:
+        """``record_sent`` of one notification to many devices (a live fan-out)."""
+        self._status_recorded()
+        at = now_ms()
+        sent = self._statuses.sent
+        for device_id in device_ids:
             key = (device_id, notification_id)
             previous = sent.get(key)
             sent[key] = (1, at) if previous is None else (previous[0] + 1, at)
