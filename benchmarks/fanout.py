@@ -60,6 +60,7 @@ from benchmarks.harness.child import Child, ask_all
 from benchmarks.harness.http import HttpPool, check, header, http_request
 from benchmarks.harness.machine import (
     cpu_seconds_pid,
+    device_room,
     fd_count,
     machine_busy,
     machine_info,
@@ -638,21 +639,8 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         st = setup_account(server.url, user_token, 0)
         creds = {"x-instapush-appid": st.app_id, "x-instapush-appsecret": st.app_secret}
 
-        # How many sockets can the server take next to what it holds already?
-        server_limit = nofile_of(pid) or (soft, hard)
-        idle_fds = fd_count(pid) or 0
-        room = server_limit[0] - idle_fds - args.fd_margin
-        n = args.devices
-        cap_note = None
-        if n > room:
-            n = max(1, room)
-            cap_note = (
-                f"capped from {args.devices:,} to {n:,} devices: the server's RLIMIT_NOFILE is "
-                f"{server_limit[0]} (hard {server_limit[1]}, which this user cannot raise: "
-                f"prlimit/setrlimit need CAP_SYS_RESOURCE), it holds {idle_fds} descriptors "
-                f"at idle and keeps {args.fd_margin} free for database files, the HTTP "
-                "requests of the run and connection churn"
-            )
+        n, cap_note = device_room(pid, args.devices, args.fd_margin, (soft, hard))
+        if cap_note:
             log("NOTE: " + cap_note)
         per_proc = max(1, hard - RECEIVER_FD_OVERHEAD)
         procs = max(args.receivers, math.ceil(n / per_proc))
@@ -660,8 +648,8 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             devices=n,
             device_cap_note=cap_note,
             receiver_processes=procs,
-            server_nofile=list(server_limit),
-            server_fds_idle=idle_fds,
+            server_nofile=list(nofile_of(pid) or (soft, hard)),
+            server_fds_idle=fd_count(pid),
         )
 
         log(f"registering {n:,} channel devices ({args.register_concurrency} at a time) ...")

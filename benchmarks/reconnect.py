@@ -68,9 +68,9 @@ from benchmarks.harness.http import HttpPool
 from benchmarks.harness.machine import (
     cpu_seconds_pid,
     cpu_seconds_self,
+    device_room,
     fd_count,
     machine_info,
-    nofile_of,
     raise_nofile,
     source_version,
 )
@@ -551,18 +551,8 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         st = setup_account(server.url, user_token, 0)
         creds = {"x-instapush-appid": st.app_id, "x-instapush-appsecret": st.app_secret}
 
-        server_limit = nofile_of(pid) or (soft, hard)
-        idle_fds = fd_count(pid) or 0
-        room = server_limit[0] - idle_fds - args.fd_margin
-        n = args.devices
-        cap_note = None
-        if n > room:
-            n = max(1, room)
-            cap_note = (
-                f"capped from {args.devices:,} to {n:,} devices: the server's RLIMIT_NOFILE is "
-                f"{server_limit[0]} (hard {server_limit[1]}), it holds {idle_fds} descriptors at "
-                f"idle and keeps {args.fd_margin} free"
-            )
+        n, cap_note = device_room(pid, args.devices, args.fd_margin, (soft, hard))
+        if cap_note:
             log("NOTE: " + cap_note)
         procs = max(args.receivers, math.ceil(n / max(1, hard - RECEIVER_FD_OVERHEAD)))
         result["config"].update(devices=n, device_cap_note=cap_note, receiver_processes=procs)

@@ -142,3 +142,23 @@ def source_version() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+def device_room(
+    pid: int, requested: int, fd_margin: int, own: tuple[int, int]
+) -> tuple[int, str | None]:
+    """How many device connections server ``pid`` can hold next to the descriptors it holds
+    already plus ``fd_margin`` spare ones (its RLIMIT_NOFILE, or ``own`` limits when it cannot
+    be read): ``requested`` or fewer, and a note saying why when fewer."""
+    limit = nofile_of(pid) or own
+    idle_fds = fd_count(pid) or 0
+    room = limit[0] - idle_fds - fd_margin
+    if requested <= room:
+        return requested, None
+    n = max(1, room)
+    return n, (
+        f"capped from {requested:,} to {n:,} devices: the server's RLIMIT_NOFILE is "
+        f"{limit[0]} (hard {limit[1]}, which this user cannot raise: prlimit/setrlimit need "
+        f"CAP_SYS_RESOURCE), it holds {idle_fds} descriptors at idle and keeps {fd_margin} "
+        "free for database files, the HTTP requests of the run and connection churn"
+    )

@@ -190,21 +190,17 @@ class DeliveryPipeline:
             self._wake.set()
 
     def record_sent(self, device_id: int, notification_ids: list[int]) -> None:
-        self._status_recorded()
-        at = now_ms()
-        sent = self._statuses.sent
-        for notification_id in notification_ids:
-            key = (device_id, notification_id)
-            previous = sent.get(key)
-            sent[key] = (1, at) if previous is None else (previous[0] + 1, at)
+        self._sent((device_id, notification_id) for notification_id in notification_ids)
 
     def record_sent_to(self, device_ids: Iterable[int], notification_id: int) -> None:
         """``record_sent`` of one notification to many devices (a live fan-out)."""
+        self._sent((device_id, notification_id) for device_id in device_ids)
+
+    def _sent(self, keys: Iterable[tuple[int, int]]) -> None:
         self._status_recorded()
         at = now_ms()
         sent = self._statuses.sent
-        for device_id in device_ids:
-            key = (device_id, notification_id)
+        for key in keys:
             previous = sent.get(key)
             sent[key] = (1, at) if previous is None else (previous[0] + 1, at)
 
