@@ -24,7 +24,7 @@ from websockets.protocol import Protocol, Side, State
 
 from pushgate.channel.hub import Outgoing, Subscription
 from pushgate.channel.messages import batch_message
-from pushgate.channel.session import DeviceSession
+from pushgate.channel.session import MAX_BATCH, DeviceSession
 from pushgate.channel.websocket import report_ids
 from pushgate.domain.errors import InvalidInput
 
@@ -42,6 +42,7 @@ MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 # is cut.
 CLOSE_TIMEOUT_SECONDS = 10.0
 TRY_AGAIN_LATER = 1013
+TOO_FAR_BEHIND = "too far behind; reconnect to catch up"
 GOING_AWAY = 1001
 _DATA = (Opcode.TEXT, Opcode.BINARY)
 
@@ -84,7 +85,7 @@ class ChannelConnection(asyncio.Protocol):
 
     # -- opening (driven by ChannelServer) -----------------------------------------------------
 
-    def opened(self, answer: bytes, session: DeviceSession, batch: bool) -> Subscription:
+    def opened(self, answer: bytes, session: DeviceSession, batch: bool) -> None:
         """The handshake's 101 ``answer`` is written; frames may flow. Subscribes the device
         (the backlog is read after this)."""
         self.transport.write(answer)
@@ -93,7 +94,6 @@ class ChannelConnection(asyncio.Protocol):
         self.batch = batch
         self.subscription = session.open()
         self.transport.resume_reading()
-        return self.subscription
 
     def send_page(self, items: list[Outgoing]) -> None:
         """Backlog notifications (or the ``ready`` message), in one batch frame when the
@@ -123,11 +123,11 @@ class ChannelConnection(asyncio.Protocol):
         if subscription is None or session is None or self.closing:
             return
         if subscription.overflowed:
-            self.close(TRY_AGAIN_LATER, "too far behind; reconnect to catch up")
+            self.close(TRY_AGAIN_LATER, TOO_FAR_BEHIND)
             return
         waiting = session.unseen(subscription.drain(subscription.qsize()))
-        for start in range(0, len(waiting), 100):
-            self.send_page(waiting[start : start + 100])
+        for start in range(0, len(waiting), MAX_BATCH):
+            self.send_page(waiting[start : start + MAX_BATCH])
         subscription.sink = self.deliver
 
     @property
@@ -141,7 +141,7 @@ class ChannelConnection(asyncio.Protocol):
         """The hub's sink: write one live notification now."""
         transport = self.transport
         if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
-            self.close(TRY_AGAIN_LATER, "too far behind; reconnect to catch up")
+            self.close(TRY_AGAIN_LATER, TOO_FAR_BEHIND)
             return
         if self.ws is None or self.ws.state is not State.OPEN:
             return

@@ -21,7 +21,6 @@ import logging
 from collections.abc import Awaitable, MutableMapping
 from typing import Any
 
-import orjson
 from starlette.requests import HTTPConnection
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from websockets.datastructures import Headers
@@ -40,7 +39,7 @@ from pushgate.channel.websocket import (
 )
 from pushgate.domain.errors import InvalidInput, TooManyRequests
 from pushgate.runtime import Runtime
-from pushgate.web.errors import CODES
+from pushgate.web.errors import error_body
 
 log = logging.getLogger("pushgate.channel")
 
@@ -61,7 +60,7 @@ def text_frame(payload: bytes) -> bytes:
 
 def refusal(status: int, message: str, headers: dict[str, str] | None = None) -> bytes:
     """An HTTP answer refusing the handshake, with the native error body."""
-    body = orjson.dumps({"error": {"code": CODES.get(status, "error"), "message": message}})
+    body = error_body(message, status)
     fields = Headers(
         [
             ("Content-Type", "application/json"),

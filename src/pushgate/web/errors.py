@@ -22,7 +22,11 @@ CODES = {
 }
 
 
+def error_body(message: str, status: int) -> bytes:
+    """``{"error": {"code", "message"}}`` for an answer of ``status``."""
+    return orjson.dumps({"error": {"code": CODES.get(status, "error"), "message": message}})
+
+
 def native_error(message: str, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    code = CODES.get(status, "error")
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    body = error_body(message, status)
     return Response(body, status_code=status, media_type="application/json", headers=headers)
