@@ -90,7 +90,7 @@ class Database:
         ``RAW_READERS`` connections of its own, outside any transaction: a single statement
         reads one consistent snapshot all the same."""
         path = self._sqlite_path
-        if not path or path == ":memory:" or path.startswith("file:"):
+        if not _a_plain_file(path):
             async with self.read.connect() as conn:  # a private database: the pool's only
                 driver = (await conn.get_raw_connection()).driver_connection
                 assert driver is not None
@@ -146,11 +146,16 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     return engine
 
 
+def _a_plain_file(path: str) -> bool:
+    """Whether a SQLite database path names a file on disk (not ``:memory:`` or a URI)."""
+    return bool(path) and path != ":memory:" and not path.startswith("file:")
+
+
 def _private_file(path: str) -> None:
     """Create the SQLite file readable by this user only (it holds e-mail addresses and
     message text), or narrow an existing one to that. SQLite gives the ``-wal`` and ``-shm``
     files the database file's permissions."""
-    if not path or path == ":memory:" or path.startswith("file:"):
+    if not _a_plain_file(path):
         return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
