@@ -188,10 +188,20 @@ def build_runtime(
         broadcast = RedisBroadcast(
             settings.queue_url, settings.queue_prefix, hub if accepting else None
         )
-    pipeline = DeliveryPipeline(db, jobs, metrics)
     # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
-    # does them itself right after its commit (see FanOut).
+    # does them itself right after its commit (see FanOut), and the accepting pipeline fans
+    # out what is due at once in its own transaction.
     channel_jobs = settings.queue_url is not None
+    fan_out = FanOut(
+        db,
+        jobs,
+        queue,
+        ChannelOut(broadcast),
+        direct=not channel_jobs,
+        unengaged_after_days=settings.unengaged_after_days,
+        scheduler_lag=metrics.scheduler_lag,
+    )
+    pipeline = DeliveryPipeline(db, jobs, metrics, fan_out)
     chosen = build_transports(settings, credentials, egress) if transports is None else transports
     policy = RetryPolicy(
         max_attempts=settings.max_attempts,
@@ -201,15 +211,7 @@ def build_runtime(
     workers = Workers(
         jobs=jobs,
         queue=queue,
-        fan_out=FanOut(
-            db,
-            jobs,
-            queue,
-            ChannelOut(broadcast),
-            direct=not channel_jobs,
-            unengaged_after_days=settings.unengaged_after_days,
-            scheduler_lag=metrics.scheduler_lag,
-        ),
+        fan_out=fan_out,
         scheduler=Scheduler(
             db, jobs, settings.notification_ttl_seconds, start_lag=metrics.sending_lag
         ),

@@ -17,6 +17,7 @@ from pushgate.channel.hub import Hub
 from pushgate.config import Settings
 from pushgate.domain.translations import Translation, Translations
 from pushgate.runtime import build_runtime
+from pushgate.services import fan_out as fan_out_module
 from pushgate.services import pipeline as pipeline_module
 from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.notifications import NotificationQueries
@@ -95,6 +96,45 @@ async def test_submit_fans_out_one_delivery_per_enabled_device_of_the_account(
     async with world.db.read.connect() as conn:
         print(list(await conn.execute(select(jobs))))
     assert left == 0
+
+
+def _job_inserts(world: World) -> list[str]:
+    """The queues jobs are inserted into on the write engine from now on."""
+    queued: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO JOBS"):
+            queued.append(str(parameters[0]))
+
+    event.listen(world.db.write.sync_engine, "before_cursor_execute", before)
+    return queued
+
+
+async def test_a_small_app_is_fanned_out_in_the_accepting_transaction(world: World) -> None:
+    queued = _job_inserts(world)
+    notification_id = await world.pipeline.submit(world.notification())
+    # Stored with the notification: there when the submit is answered, without a fan-out job.
+    assert await world.statuses(notification_id) == [(d, "queued", 0) for d in world.device_ids]
+    assert "fanout" not in queued
+
+
+async def test_a_larger_app_gets_a_fan_out_job_instead(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fan_out_module, "AT_ACCEPT_MAX_DEVICES", len(world.device_ids) - 1)
+    queued = _job_inserts(world)
+    notification_id = await world.pipeline.submit(world.notification())
+    await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
+    assert queued.count("fanout") == 1
+
+
+async def test_notifications_handed_over_together_reach_a_device_in_order(world: World) -> None:
+    subscription = world.hub.subscribe(world.device_ids[0])
+    ids = await asyncio.gather(
+        *(world.pipeline.submit(world.notification(str(i))) for i in range(5))
+    )
+    got = [await asyncio.wait_for(subscription.get(), 2) for _ in ids]
+    assert [item.notification_id for item in got] == sorted(ids)
 
 
 async def test_live_connections_get_the_message_after_commit(world: World) -> None:

@@ -3,8 +3,9 @@ connection").
 
 A device connection lives for hours and mostly idles, so once open it is a plain asyncio
 protocol of a few slots: no task, no queue and no framework objects of its own. The hub hands
-each live notification straight to ``deliver``, which writes the notification's frame (built
-once for every connection, by ``ChannelServer.frame_of``) to the socket.
+each live notification straight to ``deliver``, which takes the notification's frame (built
+once for every connection, by ``ChannelServer.frame_of``); the frames a connection was given
+in one turn of the event loop are written to its socket together, by ``write_out``.
 
 The WebSocket protocol is websockets' sans-I/O layer: a bare server-side ``Protocol`` parses
 the device's frames, answers its pings and runs the closing handshake; Pushgate writes no
@@ -63,6 +64,7 @@ class ChannelConnection(asyncio.Protocol):
         "_partial",
         "_writable",
         "_cut",
+        "_out",
     )
 
     def __init__(
@@ -82,6 +84,9 @@ class ChannelConnection(asyncio.Protocol):
         self._partial: bytearray | None = None  # a fragmented message being received
         self._writable: asyncio.Future[None] | None = None
         self._cut: asyncio.TimerHandle | None = None
+        # Live frames given since the loop last ran ``write_out``: written together, in one
+        # system call (a fan-out of several notifications to a device costs one write).
+        self._out: list[bytes] | None = None
 
     # -- opening (driven by ChannelServer) -----------------------------------------------------
 
@@ -146,9 +151,21 @@ class ChannelConnection(asyncio.Protocol):
         if self.ws is None or self.ws.state is not State.OPEN:
             return
         server = self.server
-        transport.write(server.frame_of(item))
+        frame = server.frame_of(item)
+        out = self._out
+        if out is None:
+            self._out = [frame]
+            server.write_soon(self)
+        else:
+            out.append(frame)
         assert self.session is not None
         server.sent(self.session.device_id, item)
+
+    def write_out(self) -> None:
+        """Write the live frames given since the last call, in one write."""
+        out, self._out = self._out, None
+        if out and not self.transport.is_closing():
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def sweep(self) -> None:
         """One ping round (``ChannelServer`` calls it every ``websocket_ping_seconds``): a
@@ -265,6 +282,8 @@ class ChannelConnection(asyncio.Protocol):
     def _flush(self) -> None:
         ws = self.ws
         assert ws is not None
+        if self._out is not None:
+            self.write_out()  # frames given earlier go first
         transport = self.transport
         for chunk in ws.data_to_send():
             if chunk:

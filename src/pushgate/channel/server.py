@@ -104,6 +104,8 @@ class ChannelServer:
         # The notification being fanned out and the devices it was written to so far.
         self._sent_item: Outgoing | None = None
         self._sent_to: list[int] = []
+        # Connections with live frames to write at the loop's next turn (``write_soon``).
+        self._to_write: list[ChannelConnection] = []
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -131,6 +133,18 @@ class ChannelServer:
             self._frame_item = item
             self._frame = text_frame(item.payload)
         return self._frame
+
+    def write_soon(self, connection: ChannelConnection) -> None:
+        """``connection`` has live frames to write: written at the loop's next turn, with
+        the frames of every notification handed over before it."""
+        if not self._to_write:
+            asyncio.get_running_loop().call_soon(self._write_out)
+        self._to_write.append(connection)
+
+    def _write_out(self) -> None:
+        connections, self._to_write = self._to_write, []
+        for connection in connections:
+            connection.write_out()
 
     def sent(self, device_id: int, item: Outgoing) -> None:
         """``item`` was written to a device's connection: recorded (status ``sent``, the

@@ -11,7 +11,10 @@ Channel deliveries of a single process skip the queue (see ``__init__``).
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,9 +41,27 @@ from pushgate.transports.base import Content
 log = logging.getLogger(__name__)
 
 FANOUT_BATCH = 64
+# The accepting pipeline fans out in its own transaction only to apps this small; larger ones
+# get a fan-out job (see ``foldable``). App sizes are looked up again after SIZE_SECONDS.
+AT_ACCEPT_MAX_DEVICES = 1000
+SIZE_SECONDS = 10.0
+SIZES_KEPT = 10_000
 DAY_MS = 86_400_000
 EVERY_DEVICE_OF_APP = Audience()
 EVERY_DEVICE_AND_PERSONAL = Audience(personal=True)
+
+
+# (notification_id, account_id, app_id, audience JSON) of a notification just stored
+Accepted = tuple[int, int, "int | None", "str | None"]
+
+
+@dataclass(slots=True)
+class Handoff:
+    """What a fan-out leaves for after its commit: the delivery queues it filled, and the
+    channel messages to hand to this process's connections (device ids, notification, bytes)."""
+
+    queued: set[str] = field(default_factory=set)
+    direct: list[tuple[list[int], int, bytes]] = field(default_factory=list)
 
 
 class FanOut:
@@ -69,120 +90,173 @@ class FanOut:
         # processes a channel job carries it, so a crashed worker's hand-off is done by another.
         self._channel = channel
         self._direct = direct
+        # (app_id, account_id, personal) -> (look again after, at most AT_ACCEPT_MAX_DEVICES)
+        self._sizes: dict[tuple[int | None, int, bool], tuple[float, bool]] = {}
 
     async def step(self, limit: int = FANOUT_BATCH) -> int:
         """Fan out up to ``limit`` accepted notifications; returns how many."""
-        queued: set[str] = set()
-        direct: list[tuple[list[int], int, bytes]] = []
         async with self._db.writing() as conn:
             jobs = await self._jobs.take_within(conn, FANOUT_QUEUE, limit)
             if not jobs:
                 return 0
-            ids = [fanout_id(job.payload) for job in jobs]
-            rows = await self._writes.notifications_by_id(conn, ids)
-            contents = [Content.from_row(row) for row in rows]
-            if self._lag is not None:
-                started = now_ms()
-                for row in rows:
-                    if row[14] is not None:
-                        self._lag.observe(max(0, started - int(row[14])) / 1000)
-            by_id = {content.notification_id: content for content in contents}
-            # Without an audience of its own (Instapush, a plain send): the app's devices and
-            # the account's personal ones, many notifications in one statement.
-            created = await self._writes.fan_out(
+            handoff = await self.within(conn, [fanout_id(job.payload) for job in jobs])
+        await self.after_commit(handoff)
+        return len(jobs)
+
+    @property
+    def at_accept(self) -> bool:
+        """Whether the accepting pipeline may fan out in its own transaction (one process:
+        the embedded queue's jobs and the channel hand-over both stay in this process)."""
+        return self._direct
+
+    async def foldable(self, conn: AsyncConnection, candidates: Sequence[Accepted]) -> set[int]:
+        """Which of these just-stored notifications the accepting pipeline fans out in its own
+        transaction (saving a job and a transaction of its own): those due now that go to one
+        user, or to every device of an app of at most ``AT_ACCEPT_MAX_DEVICES`` devices (so
+        that a post to a large app never holds up the posts accepted with it)."""
+        folded: set[int] = set()
+        for notification_id, account_id, app_id, audience_json in candidates:
+            if audience_json is None:
+                personal = True
+            else:
+                audience = Audience.from_json(audience_json)
+                if app_id is not None and audience.single_user() is not None:
+                    folded.add(notification_id)
+                    continue
+                if audience not in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL):
+                    continue
+                personal = audience.personal
+            if await self._small(conn, app_id, account_id, personal):
+                folded.add(notification_id)
+        return folded
+
+    async def _small(
+        self, conn: AsyncConnection, app_id: int | None, account_id: int, personal: bool
+    ) -> bool:
+        key = (app_id, account_id, personal)
+        now = time.monotonic()
+        known = self._sizes.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        if len(self._sizes) > SIZES_KEPT:
+            self._sizes.clear()
+        small = await self._writes.devices_at_most(
+            conn, app_id, account_id if personal else None, AT_ACCEPT_MAX_DEVICES
+        )
+        self._sizes[key] = (now + SIZE_SECONDS, small)
+        return small
+
+    async def within(self, conn: AsyncConnection, ids: list[int]) -> Handoff:
+        """Make the deliveries of these stored notifications in ``conn``'s transaction and
+        queue their delivery jobs; what is left for after the commit is returned."""
+        handoff = Handoff()
+        direct = handoff.direct
+        rows = await self._writes.notifications_by_id(conn, ids)
+        contents = [Content.from_row(row) for row in rows]
+        if self._lag is not None:
+            started = now_ms()
+            for row in rows:
+                if row[14] is not None:
+                    self._lag.observe(max(0, started - int(row[14])) / 1000)
+        by_id = {content.notification_id: content for content in contents}
+        # Without an audience of its own (Instapush, a plain send): the app's devices and
+        # the account's personal ones, many notifications in one statement.
+        created = await self._writes.fan_out(
+            conn,
+            [
+                (c.notification_id, c.account_id, row[10], c.created_ms)
+                for c, row in zip(contents, rows, strict=True)
+                if row[11] is None
+            ],
+        )
+        engaged_since = now_ms() - self._unengaged_ms
+        audiences = {
+            c.notification_id: Audience.from_json(row[11])
+            for c, row in zip(contents, rows, strict=True)
+            if row[11] is not None and row[10] is not None
+        }
+        # Audiences with no rule but the app's (a sending to every device of an app):
+        # many notifications in one statement too.
+        everyone = {
+            n for n, a in audiences.items() if a in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL)
+        }
+        for personal in (False, True):
+            created += await self._writes.fan_out(
                 conn,
                 [
                     (c.notification_id, c.account_id, row[10], c.created_ms)
                     for c, row in zip(contents, rows, strict=True)
-                    if row[11] is None
+                    if c.notification_id in everyone
+                    and audiences[c.notification_id].personal == personal
                 ],
+                personal=personal,
             )
-            engaged_since = now_ms() - self._unengaged_ms
-            audiences = {
-                c.notification_id: Audience.from_json(row[11])
+        # Sends to one user each (Insider's batch): many notifications in one statement.
+        users = {n: a.single_user() for n, a in audiences.items() if n not in everyone}
+        created += await self._writes.fan_out_users(
+            conn,
+            [
+                (c.notification_id, user, int(row[10]), c.created_ms)
                 for c, row in zip(contents, rows, strict=True)
-                if row[11] is not None and row[10] is not None
-            }
-            # Audiences with no rule but the app's (a sending to every device of an app):
-            # many notifications in one statement too.
-            everyone = {
-                n
-                for n, a in audiences.items()
-                if a in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL)
-            }
-            for personal in (False, True):
-                created += await self._writes.fan_out(
+                if (user := users.get(c.notification_id)) is not None
+            ],
+        )
+        for content, row in zip(contents, rows, strict=True):
+            if content.notification_id in users and users[content.notification_id] is None:
+                created += await self._writes.fan_out_audience(
                     conn,
-                    [
-                        (c.notification_id, c.account_id, row[10], c.created_ms)
-                        for c, row in zip(contents, rows, strict=True)
-                        if c.notification_id in everyone
-                        and audiences[c.notification_id].personal == personal
-                    ],
-                    personal=personal,
+                    content.notification_id,
+                    content.created_ms,
+                    audiences[content.notification_id],
+                    app_id=int(row[10]),
+                    account_id=content.account_id,
+                    engaged_since_ms=engaged_since,
                 )
-            # Sends to one user each (Insider's batch): many notifications in one statement.
-            users = {n: a.single_user() for n, a in audiences.items() if n not in everyone}
-            created += await self._writes.fan_out_users(
-                conn,
-                [
-                    (c.notification_id, user, int(row[10]), c.created_ms)
-                    for c, row in zip(contents, rows, strict=True)
-                    if (user := users.get(c.notification_id)) is not None
-                ],
-            )
-            for content, row in zip(contents, rows, strict=True):
-                if content.notification_id in users and users[content.notification_id] is None:
-                    created += await self._writes.fan_out_audience(
-                        conn,
-                        content.notification_id,
-                        content.created_ms,
-                        audiences[content.notification_id],
-                        app_id=int(row[10]),
-                        account_id=content.account_id,
-                        engaged_since_ms=engaged_since,
+        capped: set[tuple[int, int]] = set()
+        now = now_ms()
+        for content, row in zip(contents, rows, strict=True):
+            if row[13] is not None and row[10] is not None:
+                capped.update(
+                    (content.notification_id, device_id)
+                    for device_id in await self._writes.cap(
+                        conn, content.notification_id, int(row[10]), int(row[13]),
+                        now - DAY_MS, now,
                     )
-            capped: set[tuple[int, int]] = set()
-            now = now_ms()
-            for content, row in zip(contents, rows, strict=True):
-                if row[13] is not None and row[10] is not None:
-                    capped.update(
-                        (content.notification_id, device_id)
-                        for device_id in await self._writes.cap(
-                            conn, content.notification_id, int(row[10]), int(row[13]),
-                            now - DAY_MS, now,
-                        )
-                    )  # fmt: skip
-            groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-            for notification_id, device_id, transport in created:
-                if (notification_id, device_id) not in capped:
-                    groups[(notification_id, transport)].append(device_id)
-            payloads: dict[str, list[bytes]] = defaultdict(list)
-            for (notification_id, transport), device_ids in groups.items():
-                if transport == CHANNEL:
-                    content = by_id[notification_id]
-                    for localized, ids_ in await self._localized(conn, content, device_ids):
-                        message = self._channel.message(localized)
-                        if self._direct:
-                            direct.append((ids_, notification_id, message))
-                            continue
-                        payloads[deliver_queue(CHANNEL)].extend(
-                            ChannelJob(notification_id, part, message).encode()
-                            for part in batches(ids_, CHANNEL_BATCH)
-                        )
-                else:
-                    payloads[deliver_queue(transport)].extend(
-                        PushJob(notification_id, part, 0).encode()
-                        for part in batches(device_ids, PUSH_BATCH)
+                )  # fmt: skip
+        groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for notification_id, device_id, transport in created:
+            if (notification_id, device_id) not in capped:
+                groups[(notification_id, transport)].append(device_id)
+        payloads: dict[str, list[bytes]] = defaultdict(list)
+        for (notification_id, transport), device_ids in groups.items():
+            if transport == CHANNEL:
+                content = by_id[notification_id]
+                for localized, ids_ in await self._localized(conn, content, device_ids):
+                    message = self._channel.message(localized)
+                    if self._direct:
+                        direct.append((ids_, notification_id, message))
+                        continue
+                    payloads[deliver_queue(CHANNEL)].extend(
+                        ChannelJob(notification_id, part, message).encode()
+                        for part in batches(ids_, CHANNEL_BATCH)
                     )
-            for queue, items in payloads.items():
-                await self._queue.enqueue(queue, items, conn=conn)
-                queued.add(queue)
-        for queue in queued:
+            else:
+                payloads[deliver_queue(transport)].extend(
+                    PushJob(notification_id, part, 0).encode()
+                    for part in batches(device_ids, PUSH_BATCH)
+                )
+        for queue, items in payloads.items():
+            await self._queue.enqueue(queue, items, conn=conn)
+            handoff.queued.add(queue)
+        return handoff
+
+    async def after_commit(self, handoff: Handoff) -> None:
+        """Wake the delivery queues a fan-out filled, and hand its channel messages to this
+        process's connections (only once the deliveries are stored)."""
+        for queue in handoff.queued:
             self._queue.wake(queue)
-        for device_ids, notification_id, message in direct:
+        for device_ids, notification_id, message in handoff.direct:
             await self._channel.hand_over(device_ids, notification_id, message)
-        return len(jobs)
 
     async def _localized(
         self, conn: AsyncConnection, content: Content, device_ids: list[int]

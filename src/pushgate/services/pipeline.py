@@ -4,7 +4,12 @@ fan-out jobs, batched delivery-status updates from device connections, and TTL e
 One writer task owns these writes. A cycle first writes the pending notifications in ONE
 transaction: the notification rows and one ``fanout`` job per notification. Only after that
 commit are the callers answered, so nothing is answered as accepted before it is durable; the
-fan-out (``services/fan_out.py``) then makes the deliveries. In a transaction of its own, a
+fan-out (``services/fan_out.py``) then makes the deliveries. With one process (the embedded
+queue), the notifications due at once that go to one user or to an app of at most
+``fan_out.AT_ACCEPT_MAX_DEVICES`` devices get their deliveries in that same transaction
+instead of a job, and are handed to the device connections right after the commit: one
+transaction and one wait for SQLite's write lock less between a post and its devices. In a
+transaction of its own, a
 cycle writes a bounded chunk of the status changes reported by device connections (sent,
 delivered) and expires deliveries whose TTL ran out.
 
@@ -25,7 +30,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -37,6 +42,7 @@ from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
 from pushgate.observability.metrics import Metrics
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
+from pushgate.services.fan_out import Accepted, FanOut, Handoff
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow, StatusRow
 from pushgate.storage.models import idempotency_keys
@@ -150,9 +156,24 @@ class _Statuses:
         return sent_rows, delivered_rows, seen_rows
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A stored batch: its ids (None: not stored, answered with an error), what its fan-out
+    left for after the commit, and whether it queued fan-out jobs."""
+
+    ids: Sequence[int | None]
+    handoff: Handoff | None
+    jobs: bool
+
+
 class DeliveryPipeline:
-    def __init__(self, db: Database, jobs: EmbeddedQueue, metrics: Metrics) -> None:
+    def __init__(
+        self, db: Database, jobs: EmbeddedQueue, metrics: Metrics, fan_out: FanOut | None = None
+    ) -> None:
         self._db = db
+        # With one process, notifications due now are fanned out in their own transaction
+        # (see ``FanOut.foldable``) and handed to the device connections right after it.
+        self._fan_out = fan_out if fan_out is not None and fan_out.at_accept else None
         self._batch_sizes = metrics.commit_batch
         self._commit_seconds = metrics.commit_latency
         self._writes = DeliveryWrites(db.write.dialect.name)
@@ -316,14 +337,20 @@ class DeliveryPipeline:
         now = now_ms()
         if batch:
             started = time.perf_counter()
-            ids = await self._store_batch(batch, now)
+            stored = await self._store_batch(batch, now)
             self._commit_seconds.observe(time.perf_counter() - started)
             self._batch_sizes.observe(len(batch))
             self._wrote = True
-            self._jobs.wake(FANOUT_QUEUE)
-            for pending, notification_id in zip(batch, ids, strict=True):
+            if stored.jobs:
+                self._jobs.wake(FANOUT_QUEUE)
+            for pending, notification_id in zip(batch, stored.ids, strict=True):
                 if notification_id is not None and not pending.future.done():
                     pending.future.set_result(notification_id)
+            if stored.handoff is not None and self._fan_out is not None:
+                try:
+                    await self._fan_out.after_commit(stored.handoff)
+                except Exception:  # stored: the devices get them from their backlog
+                    log.exception("handing accepted notifications to connections failed")
         # Status changes and expiry go in a transaction of their own, in bounded chunks, so
         # an accepted notification never waits behind a large flush.
         statuses = self._take_statuses()
@@ -356,14 +383,15 @@ class DeliveryPipeline:
             recent[key] = loop_now
 
     async def _store_notifications(
-        self, conn: AsyncConnection, batch: list[_Pending], now: int
-    ) -> list[int]:
-        if not batch:
-            return []
+        self, conn: AsyncConnection, batch: list[_Pending], now: int, fan_out: FanOut | None
+    ) -> _Stored:
+        """Store the batch with a fan-out job per notification; with ``fan_out``, those it
+        takes (``FanOut.foldable``) are fanned out here instead, in the same transaction."""
         ids = await self._writes.reserve_notification_ids(conn, len(batch))
         rows: list[NotificationRow] = []
         keys: list[tuple[Idempotency, int]] = []
         later: dict[int, list[bytes]] = defaultdict(list)
+        due: list[Accepted] = []
         for notification_id, pending in zip(ids, batch, strict=True):
             n = pending.notification
             start = max(now, n.due_ms or now)
@@ -391,7 +419,10 @@ class DeliveryPipeline:
             )
             if n.idempotency is not None:
                 keys.append((n.idempotency, notification_id))
-            later[start - now].append(fanout_payload(notification_id))
+            if start == now and fan_out is not None:
+                due.append((notification_id, n.account_id, n.app_id, n.audience_json))
+            else:
+                later[start - now].append(fanout_payload(notification_id))
         await self._writes.store_notifications(conn, rows)
         if keys:
             await conn.execute(
@@ -408,34 +439,48 @@ class DeliveryPipeline:
                     for key, notification_id in keys
                 ],
             )
+        handoff = None
+        if fan_out is not None and due:
+            folded = await fan_out.foldable(conn, due)
+            later[0].extend(fanout_payload(d[0]) for d in due if d[0] not in folded)
+            if folded:
+                handoff = await fan_out.within(conn, sorted(folded))
         for delay_ms, payloads in sorted(later.items()):
-            await self._jobs.enqueue(
-                FANOUT_QUEUE, payloads, delay_seconds=delay_ms / 1000, conn=conn
-            )
-        return ids
+            if payloads:
+                await self._jobs.enqueue(
+                    FANOUT_QUEUE, payloads, delay_seconds=delay_ms / 1000, conn=conn
+                )
+        return _Stored(ids, handoff, any(later.values()))
 
-    async def _store_batch(self, batch: list[_Pending], now: int) -> list[int | None]:
+    async def _store_batch(
+        self, batch: list[_Pending], now: int, *, alone: bool = False
+    ) -> _Stored:
         """Store the batch in one transaction; if that fails, store each notification on its
-        own so one bad row cannot fail the requests batched with it. Failed ones get 503."""
+        own (``alone``: with a fan-out job, not fanned out here) so one bad row cannot fail
+        the requests batched with it. Failed ones get 503."""
+        fan_out = None if alone else self._fan_out
         try:
             async with self._db.writing() as conn:
-                return list(await self._store_notifications(conn, batch, now))
+                return await self._store_notifications(conn, batch, now, fan_out)
         except Exception as exc:
-            if len(batch) == 1:
+            if alone:
                 future = batch[0].future
                 if isinstance(exc, IntegrityError) and batch[0].notification.idempotency:
                     if not future.done():
                         future.set_exception(DuplicateRequest())
-                    return [None]
+                    return _Stored([None], None, False)
                 log.exception("storing a notification failed; answering 503")
                 if not future.done():
                     future.set_exception(PipelineUnavailable(str(exc)))
-                return [None]
+                return _Stored([None], None, False)
             log.exception("storing %d notifications failed; retrying one by one", len(batch))
         ids: list[int | None] = []
+        jobs = False
         for pending in batch:
-            ids.extend(await self._store_batch([pending], now))
-        return ids
+            stored = await self._store_batch([pending], now, alone=True)
+            ids.extend(stored.ids)
+            jobs = jobs or stored.jobs
+        return _Stored(ids, None, jobs)
 
     async def _store_statuses(self, statuses: _Statuses, sweep_at: int | None) -> None:
         try:

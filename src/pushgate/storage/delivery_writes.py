@@ -176,6 +176,28 @@ class DeliveryWrites:
         )
         return [(int(n), int(d), str(t)) for n, d, t in result]
 
+    async def devices_at_most(
+        self, conn: AsyncConnection, app_id: int | None, account_id: int | None, limit: int
+    ) -> bool:
+        """Whether the app's enabled devices, with the account's enabled personal (app-less)
+        ones when ``account_id`` is given, number at most ``limit``: reads at most
+        ``limit + 1`` index entries of each, however large the app."""
+        enabled = self._enabled
+        m = self._marks(4)
+        counts = [
+            f"(SELECT count(*) FROM (SELECT 1 FROM devices WHERE devices.app_id = {m[0]} "
+            f"AND {enabled} LIMIT {m[1]}) a)"
+        ]
+        params: list[Any] = [app_id, limit + 1]
+        if account_id is not None:
+            counts.append(
+                "(SELECT count(*) FROM (SELECT 1 FROM devices WHERE devices.account_id = "
+                f"{m[2]} AND devices.app_id IS NULL AND {enabled} LIMIT {m[3]}) b)"
+            )
+            params += [account_id, limit + 1]
+        result = await conn.exec_driver_sql(f"SELECT {' + '.join(counts)}", tuple(params))
+        return int(result.scalar_one()) <= limit
+
     async def fan_out_users(
         self, conn: AsyncConnection, rows: Sequence[AudienceRow]
     ) -> list[tuple[int, int, str]]:
