@@ -16,6 +16,7 @@ from sqlalchemy import event, func, select
 from pushgate.channel.hub import Hub
 from pushgate.config import Settings
 from pushgate.domain.translations import Translation, Translations
+from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.runtime import build_runtime
 from pushgate.services import fan_out as fan_out_module
 from pushgate.services import pipeline as pipeline_module
@@ -98,20 +99,23 @@ async def test_submit_fans_out_one_delivery_per_enabled_device_of_the_account(
     assert left == 0
 
 
-def _job_inserts(world: World) -> list[str]:
-    """The queues jobs are inserted into on the write engine from now on."""
+def _queued(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The queues jobs are added to from now on."""
     queued: list[str] = []
+    enqueue = EmbeddedQueue.enqueue
 
-    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO JOBS"):
-            queued.append(str(parameters[0]))
+    async def spy(self: EmbeddedQueue, queue: str, *args: Any, **kwargs: Any) -> None:
+        queued.append(queue)
+        await enqueue(self, queue, *args, **kwargs)
 
-    event.listen(world.db.write.sync_engine, "before_cursor_execute", before)
+    monkeypatch.setattr(EmbeddedQueue, "enqueue", spy)
     return queued
 
 
-async def test_a_small_app_is_fanned_out_in_the_accepting_transaction(world: World) -> None:
-    queued = _job_inserts(world)
+async def test_a_small_app_is_fanned_out_in_the_accepting_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued = _queued(monkeypatch)
     notification_id = await world.pipeline.submit(world.notification())
     # Stored with the notification: there when the submit is answered, without a fan-out job.
     assert await world.statuses(notification_id) == [(d, "queued", 0) for d in world.device_ids]
@@ -122,7 +126,7 @@ async def test_a_larger_app_gets_a_fan_out_job_instead(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fan_out_module, "AT_ACCEPT_MAX_DEVICES", len(world.device_ids) - 1)
-    queued = _job_inserts(world)
+    queued = _queued(monkeypatch)
     notification_id = await world.pipeline.submit(world.notification())
     await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
     assert queued.count("fanout") == 1

@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.queue.base import Job, QueueEngine
-from pushgate.storage.database import Database, now_ms
+from pushgate.storage.database import Database, driver_rows, now_ms
 from pushgate.storage.params import markers
 
 # The fallback look for jobs no signal announces (other processes' jobs, expired leases).
@@ -155,7 +154,8 @@ class EmbeddedQueue(QueueEngine):
             params: list[object] = []
             for payload in chunk:
                 params.extend((queue, payload, visible, created))
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 "INSERT INTO jobs (queue, payload, visible_ms, claims, created_ms) "
                 f"VALUES {groups}",
                 tuple(params),
@@ -192,7 +192,7 @@ class EmbeddedQueue(QueueEngine):
             "RETURNING id, payload, claims"
         )
         async with self._db.writing() as conn:
-            rows: list[Any] = list(await conn.exec_driver_sql(sql, (queue, now, limit, until)))
+            rows = await driver_rows(conn, sql, (queue, now, limit, until))
         return sorted(
             (Job(str(id_), queue, bytes(payload), int(claims)) for id_, payload, claims in rows),
             key=lambda job: int(job.id),
@@ -226,8 +226,8 @@ class EmbeddedQueue(QueueEngine):
         ids = [int(job.id) for job in jobs]
         for start in range(0, len(ids), _ROWS_PER_INSERT):
             chunk = ids[start : start + _ROWS_PER_INSERT]
-            await conn.exec_driver_sql(
-                f"DELETE FROM jobs WHERE id IN ({', '.join(self._marks(len(chunk)))})", tuple(chunk)
+            await driver_rows(
+                conn, f"DELETE FROM jobs WHERE id IN ({', '.join(self._marks(len(chunk)))})", chunk
             )
 
     async def take_within(self, conn: AsyncConnection, queue: str, limit: int) -> list[Job]:
@@ -235,12 +235,11 @@ class EmbeddedQueue(QueueEngine):
         exactly when that transaction commits, and untouched when it rolls back."""
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
         q, upto, n = self._marks(3)
-        rows: list[Any] = list(
-            await conn.exec_driver_sql(
-                f"SELECT id, payload, claims FROM jobs WHERE queue = {q} AND visible_ms <= {upto} "
-                f"ORDER BY visible_ms, id LIMIT {n}{skip_locked}",
-                (queue, now_ms(), limit),
-            )
+        rows = await driver_rows(
+            conn,
+            f"SELECT id, payload, claims FROM jobs WHERE queue = {q} AND visible_ms <= {upto} "
+            f"ORDER BY visible_ms, id LIMIT {n}{skip_locked}",
+            (queue, now_ms(), limit),
         )
         jobs = [
             Job(str(id_), queue, bytes(payload), int(claims) + 1) for id_, payload, claims in rows

@@ -2,7 +2,8 @@
 
 Each batch is ONE statement, whatever its number of rows: new notifications in one INSERT, their
 deliveries in one ``INSERT ... SELECT`` joined to the devices (one parameter set per
-notification, not per device), status changes in one ``UPDATE ... FROM (VALUES ...)``. That
+notification, not per device), status changes in one ``UPDATE ... FROM (VALUES ...)`` (on
+SQLite from one JSON array, see ``_update_statuses``). That
 skips SQLAlchemy's per-row parameter processing, and it lets SQLite run a whole batch inside one
 ``sqlite3_step`` call, which releases the GIL, instead of handing the GIL back and forth with
 the event loop once per row. The SQL is the same on SQLite and PostgreSQL except for parameter
@@ -16,10 +17,12 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import Audience
 from pushgate.storage.audience_sql import Params, select_devices
+from pushgate.storage.database import driver_many, driver_rows
 from pushgate.storage.params import markers
 
 # (id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options,
@@ -77,6 +80,12 @@ _NOTIFICATION_CASTS = (
 _NOTIFICATIONS_PER_INSERT = 1024
 _AUDIENCE_CASTS = ("bigint", "bigint", "bigint", "bigint")
 _STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
+# Status rows on SQLite, from one JSON array of [sends, at, device_id, notification_id] arrays.
+_STATUS_ROWS_SQLITE = (
+    "(SELECT json_extract(j.value, '$[0]') AS column1, json_extract(j.value, '$[1]') AS column2, "
+    "json_extract(j.value, '$[2]') AS column3, json_extract(j.value, '$[3]') AS column4 "
+    "FROM json_each(?) j) AS v"
+)
 
 
 @lru_cache(maxsize=256)
@@ -119,14 +128,15 @@ class DeliveryWrites:
         if count == 0:
             return []
         if self._postgres:
-            result = await conn.exec_driver_sql(
+            result = await driver_rows(
+                conn,
                 "SELECT nextval(pg_get_serial_sequence('notifications', 'id')) "
                 "FROM generate_series(1, $1::int)",
                 (count,),
             )
             return sorted(int(row[0]) for row in result)
-        result = await conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM notifications")
-        start = int(result.scalar_one()) + 1
+        [(largest,)] = await driver_rows(conn, "SELECT coalesce(max(id), 0) FROM notifications")
+        start = int(largest) + 1
         return list(range(start, start + count))
 
     async def store_notifications(
@@ -136,7 +146,8 @@ class DeliveryWrites:
         for start in range(0, len(rows), _NOTIFICATIONS_PER_INSERT):
             chunk = rows[start : start + _NOTIFICATIONS_PER_INSERT]
             values = _values(len(chunk), _NOTIFICATION_CASTS, self._postgres)
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
                 _flat(chunk),
             )
@@ -161,7 +172,8 @@ class DeliveryWrites:
             else ""
         )
         result: list[Any] = list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 f"WITH v AS (SELECT * FROM {values}) "
                 "INSERT INTO deliveries "
                 "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
@@ -195,8 +207,8 @@ class DeliveryWrites:
                 f"{m[2]} AND devices.app_id IS NULL AND {enabled} LIMIT {m[3]}) b)"
             )
             params += [account_id, limit + 1]
-        result = await conn.exec_driver_sql(f"SELECT {' + '.join(counts)}", tuple(params))
-        return int(result.scalar_one()) <= limit
+        [(count,)] = await driver_rows(conn, f"SELECT {' + '.join(counts)}", params)
+        return int(count) <= limit
 
     async def fan_out_users(
         self, conn: AsyncConnection, rows: Sequence[AudienceRow]
@@ -212,7 +224,8 @@ class DeliveryWrites:
         enabled = self._enabled.replace("devices.", "d2.")
         optin = "s.optin_push" if self._postgres else "s.optin_push = 1"
         result: list[Any] = list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 f"WITH v AS (SELECT * FROM {values}) "
                 "INSERT INTO deliveries "
                 "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
@@ -248,7 +261,8 @@ class DeliveryWrites:
             p, audience, app_id=app_id, account_id=account_id, engaged_since_ms=engaged_since_ms
         )
         result: list[Any] = list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 "INSERT INTO deliveries "
                 "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
                 f"SELECT {n}, x.id, 'queued', x.platform, 0, {t}, {t} FROM ({devices_sql}) x "
@@ -274,7 +288,8 @@ class DeliveryWrites:
         ids."""
         n, app, since, limit, reason, at = self._marks(6)
         result: list[Any] = list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 f"UPDATE deliveries SET status = 'capped', reason = {reason}, updated_ms = {at} "
                 f"WHERE notification_id = {n} AND status = 'queued' AND device_id IN ("
                 f"SELECT d.id FROM devices d WHERE d.app_id = {app} AND d.subscriber_id IN ("
@@ -305,7 +320,8 @@ class DeliveryWrites:
         for start in range(0, len(device_ids), 500):
             chunk = device_ids[start : start + 500]
             rows: list[Any] = list(
-                await conn.exec_driver_sql(
+                await driver_rows(
+                    conn,
                     "SELECT d.id, coalesce(d.language, s.language) FROM devices d "
                     "JOIN subscribers s ON s.id = d.subscriber_id "
                     f"WHERE d.id IN ({self._list(1, len(chunk))})",
@@ -323,13 +339,22 @@ class DeliveryWrites:
         allowed = "('queued', 'sent')" if status == "sent" else "('queued', 'sent', 'expired')"
         # A delivery acknowledged in the same flush as its send was sent then too.
         also = "" if status == "sent" else "sent_ms = coalesce(deliveries.sent_ms, v.column2), "
-        values = _values(len(rows), _STATUS_CASTS, self._postgres)
-        await conn.exec_driver_sql(
+        if self._postgres:
+            values = _values(len(rows), _STATUS_CASTS, self._postgres)
+            params: tuple[Any, ...] = _flat(rows)
+        else:
+            # One JSON text instead of four parameters a row: the statement's text is the same
+            # whatever the number of rows, so SQLite compiles it once (a VALUES list of 2,000
+            # rows took longer to compile than to run) and binds one value.
+            values = _STATUS_ROWS_SQLITE
+            params = (orjson.dumps(rows).decode(),)
+        await driver_rows(
+            conn,
             f"UPDATE deliveries SET status = '{status}', attempts = attempts + v.column1, "
             f"{stamp} = v.column2, {also}updated_ms = v.column2 FROM {values} "
             "WHERE deliveries.device_id = v.column3 AND deliveries.notification_id = v.column4 "
             f"AND deliveries.status IN {allowed}",
-            _flat(rows),
+            params,
         )
 
     async def store_statuses(
@@ -343,14 +368,15 @@ class DeliveryWrites:
         await self._update_statuses(conn, delivered, "delivered", "delivered_ms")
         if seen:
             at, device = self._marks(2)
-            await conn.exec_driver_sql(
-                f"UPDATE devices SET last_seen_ms = {at} WHERE id = {device}", list(seen)
+            await driver_many(
+                conn, f"UPDATE devices SET last_seen_ms = {at} WHERE id = {device}", seen
             )
 
     async def expire(self, conn: AsyncConnection, now: int, after: int) -> None:
         """Deliveries still open whose notification's TTL ran out in ``(after, now]``."""
         at, upto, since = self._marks(3)
-        await conn.exec_driver_sql(
+        await driver_rows(
+            conn,
             f"UPDATE deliveries SET status = 'expired', updated_ms = {at} "
             "WHERE status IN ('queued', 'sent') AND notification_id IN "
             f"(SELECT id FROM notifications WHERE expires_ms <= {upto} AND expires_ms > {since})",
@@ -367,7 +393,8 @@ class DeliveryWrites:
         if not ids:
             return []
         return list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
                 "n.created_ms, n.expires_ms, n.options, n.app_id, n.audience, n.translations, "
                 "apps.frequency_cap, n.due_ms FROM notifications n "
@@ -383,7 +410,8 @@ class DeliveryWrites:
         if not ids:
             return []
         return list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 "SELECT d.id, d.account_id, d.platform, d.push_token_enc, "
                 "coalesce(d.language, s.language), coalesce(d.timezone, s.timezone), d.enabled "
                 "FROM devices d JOIN subscribers s ON s.id = d.subscriber_id "
@@ -405,7 +433,8 @@ class DeliveryWrites:
         whose last attempt started before ``stale_before``); device id -> attempts now."""
         n, made, stale, at = self._marks(4)
         rows: list[Any] = list(
-            await conn.exec_driver_sql(
+            await driver_rows(
+                conn,
                 f"UPDATE deliveries SET attempts = attempts + 1, updated_ms = {at} "
                 f"WHERE notification_id = {n} AND device_id IN ({self._list(5, len(device_ids))}) "
                 f"AND status = 'queued' AND (attempts = {made} OR updated_ms < {stale}) "
@@ -433,7 +462,8 @@ class DeliveryWrites:
         status_, reason_, sent, updated, n = self._marks(5)
         guard = " AND status = 'queued'" if only_queued else ""
         sent_cast = f"{sent}::bigint" if self._postgres else sent
-        await conn.exec_driver_sql(
+        await driver_rows(
+            conn,
             f"UPDATE deliveries SET status = {status_}, reason = {reason_}, "
             f"sent_ms = coalesce({sent_cast}, sent_ms), updated_ms = {updated} "
             f"WHERE notification_id = {n} AND device_id IN ({self._list(6, len(device_ids))})"
