@@ -12,6 +12,7 @@ markers and casts; the storage test suite runs it on both.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import chain
@@ -171,22 +172,67 @@ class DeliveryWrites:
             if personal
             else ""
         )
-        result: list[Any] = list(
-            await driver_rows(
-                conn,
-                f"WITH v AS (SELECT * FROM {values}) "
-                "INSERT INTO deliveries "
-                "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
-                "SELECT x.n, x.id, 'queued', x.platform, 0, x.t, x.t FROM ("
-                "SELECT v.column1 AS n, d.id AS id, d.platform AS platform, v.column4 AS t "
-                f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {enabled} "
-                f"{personal_devices}) x WHERE 1 = 1 ORDER BY x.n, x.id "
-                "ON CONFLICT (notification_id, device_id) DO NOTHING "
-                "RETURNING notification_id, device_id, transport",
-                _flat(audiences),
-            )
+        insert = (
+            f"WITH v AS (SELECT * FROM {values}) "
+            "INSERT INTO deliveries "
+            "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
+            "SELECT x.n, x.id, 'queued', x.platform, 0, x.t, x.t FROM ("
+            "SELECT v.column1 AS n, d.id AS id, d.platform AS platform, v.column4 AS t "
+            f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {enabled} "
+            f"{personal_devices}) x WHERE 1 = 1 ORDER BY x.n, x.id "
+            "ON CONFLICT (notification_id, device_id) DO NOTHING"
+        )
+        if not self._postgres:
+            return await self._fan_out_sqlite(conn, audiences, personal, insert)
+        result = await driver_rows(
+            conn, f"{insert} RETURNING notification_id, device_id, transport", _flat(audiences)
         )
         return [(int(n), int(d), str(t)) for n, d, t in result]
+
+    async def _fan_out_sqlite(
+        self, conn: AsyncConnection, audiences: Sequence[AudienceRow], personal: bool, insert: str
+    ) -> list[tuple[int, int, str]]:
+        """``fan_out`` on SQLite: the devices are read once per app (and account), not
+        returned once per delivery. The transaction holds SQLite's only write lock, so they are
+        the devices the INSERT joins; and a notification is fanned out once on SQLite (in the
+        transaction that accepts it, or in the one that deletes its fan-out job), so each of
+        them is a new delivery. ``RETURNING`` a row per delivery cost more than inserting it."""
+        by_app = await self._devices_by(conn, "app_id", {a[2] for a in audiences}, "")
+        by_account = (
+            await self._devices_by(
+                conn, "account_id", {a[1] for a in audiences}, " AND app_id IS NULL"
+            )
+            if personal
+            else {}
+        )
+        await driver_rows(conn, insert, _flat(audiences))
+        nothing: list[tuple[int, str]] = []
+        return [
+            (notification_id, device_id, platform)
+            for notification_id, account_id, app_id, _ in audiences
+            for devices in (
+                nothing if app_id is None else by_app.get(app_id, nothing),
+                by_account.get(account_id, nothing),
+            )
+            for device_id, platform in devices
+        ]
+
+    async def _devices_by(
+        self, conn: AsyncConnection, column: str, keys: set[Any], extra: str
+    ) -> dict[int, list[tuple[int, str]]]:
+        """(id, platform) of the enabled devices with these values of ``column``, by value."""
+        found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        wanted = sorted(key for key in keys if key is not None)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for key, device_id, platform in await driver_rows(
+                conn,
+                f"SELECT {column}, id, platform FROM devices WHERE {column} IN "
+                f"({self._list(1, len(chunk))}){extra} AND {self._enabled} ORDER BY id",
+                chunk,
+            ):
+                found[int(key)].append((int(device_id), str(platform)))
+        return found
 
     async def devices_at_most(
         self, conn: AsyncConnection, app_id: int | None, account_id: int | None, limit: int
