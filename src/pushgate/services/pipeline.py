@@ -463,7 +463,8 @@ class DeliveryPipeline:
             async with self._db.writing() as conn:
                 return await self._store_notifications(conn, batch, now, fan_out)
         except Exception as exc:
-            if alone:
+            # One notification stored as a job already: nothing different left to try.
+            if alone or (len(batch) == 1 and fan_out is None):
                 future = batch[0].future
                 if isinstance(exc, IntegrityError) and batch[0].notification.idempotency:
                     if not future.done():

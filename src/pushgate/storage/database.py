@@ -92,9 +92,7 @@ class Database:
         path = self._sqlite_path
         if not _a_plain_file(path):
             async with self.read.connect() as conn:  # a private database: the pool's only
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None
-                return list(await driver.execute_fetchall(sql, params))
+                return await driver_rows(conn, sql, params)
         return list(await (await self._raw_reader(path)).execute_fetchall(sql, params))
 
     async def _raw_reader(self, path: str) -> Any:
@@ -127,9 +125,7 @@ async def driver_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] = (
     a thread wake-up both ways that waits for the event loop: the hot write transactions hold
     SQLite's one write lock through all of them. On PostgreSQL it is ``exec_driver_sql``."""
     if conn.dialect.name == "sqlite":
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        return list(await driver.execute_fetchall(sql, tuple(params)))
+        return list(await (await _driver(conn)).execute_fetchall(sql, tuple(params)))
     result = await conn.exec_driver_sql(sql, tuple(params))
     return list(result) if result.returns_rows else []
 
@@ -137,11 +133,16 @@ async def driver_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] = (
 async def driver_many(conn: AsyncConnection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """``driver_rows`` of a statement without rows for each parameter set of ``rows``."""
     if conn.dialect.name == "sqlite":
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        await driver.executemany(sql, [tuple(row) for row in rows])
+        await (await _driver(conn)).executemany(sql, [tuple(row) for row in rows])
         return
     await conn.exec_driver_sql(sql, [tuple(row) for row in rows])
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    """The aiosqlite connection under a SQLite ``conn``."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:

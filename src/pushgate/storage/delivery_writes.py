@@ -7,7 +7,9 @@ SQLite from one JSON array, see ``_update_statuses``). That
 skips SQLAlchemy's per-row parameter processing, and it lets SQLite run a whole batch inside one
 ``sqlite3_step`` call, which releases the GIL, instead of handing the GIL back and forth with
 the event loop once per row. The SQL is the same on SQLite and PostgreSQL except for parameter
-markers and casts; the storage test suite runs it on both.
+markers and casts, and two statements written for SQLite alone: the status changes (from one
+JSON array) and the fan-out without ``RETURNING`` (``_fan_out_sqlite``); the storage test
+suite runs them on both databases.
 """
 
 from __future__ import annotations
@@ -269,22 +271,20 @@ class DeliveryWrites:
         values = _values(len(rows), _AUDIENCE_CASTS, self._postgres)
         enabled = self._enabled.replace("devices.", "d2.")
         optin = "s.optin_push" if self._postgres else "s.optin_push = 1"
-        result: list[Any] = list(
-            await driver_rows(
-                conn,
-                f"WITH v AS (SELECT * FROM {values}) "
-                "INSERT INTO deliveries "
-                "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
-                "SELECT v.column1, d.id, 'queued', d.platform, 0, v.column4, v.column4 "
-                "FROM v JOIN subscribers s ON s.id = v.column2 "
-                "JOIN devices d ON d.id = (SELECT d2.id FROM devices d2 "
-                "WHERE d2.subscriber_id = v.column2 AND d2.app_id = v.column3 "
-                f"AND {enabled} ORDER BY coalesce(d2.last_active_ms, 0) DESC, d2.id DESC "
-                f"LIMIT 1) WHERE {optin} ORDER BY v.column1 "
-                "ON CONFLICT (notification_id, device_id) DO NOTHING "
-                "RETURNING notification_id, device_id, transport",
-                _flat(rows),
-            )
+        result: list[Any] = await driver_rows(
+            conn,
+            f"WITH v AS (SELECT * FROM {values}) "
+            "INSERT INTO deliveries "
+            "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
+            "SELECT v.column1, d.id, 'queued', d.platform, 0, v.column4, v.column4 "
+            "FROM v JOIN subscribers s ON s.id = v.column2 "
+            "JOIN devices d ON d.id = (SELECT d2.id FROM devices d2 "
+            "WHERE d2.subscriber_id = v.column2 AND d2.app_id = v.column3 "
+            f"AND {enabled} ORDER BY coalesce(d2.last_active_ms, 0) DESC, d2.id DESC "
+            f"LIMIT 1) WHERE {optin} ORDER BY v.column1 "
+            "ON CONFLICT (notification_id, device_id) DO NOTHING "
+            "RETURNING notification_id, device_id, transport",
+            _flat(rows),
         )
         return [(int(n), int(d), str(t)) for n, d, t in result]
 
@@ -306,17 +306,15 @@ class DeliveryWrites:
         devices_sql = select_devices(
             p, audience, app_id=app_id, account_id=account_id, engaged_since_ms=engaged_since_ms
         )
-        result: list[Any] = list(
-            await driver_rows(
-                conn,
-                "INSERT INTO deliveries "
-                "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
-                f"SELECT {n}, x.id, 'queued', x.platform, 0, {t}, {t} FROM ({devices_sql}) x "
-                "WHERE 1 = 1 ORDER BY x.id "
-                "ON CONFLICT (notification_id, device_id) DO NOTHING "
-                "RETURNING notification_id, device_id, transport",
-                tuple(p.values),
-            )
+        result: list[Any] = await driver_rows(
+            conn,
+            "INSERT INTO deliveries "
+            "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
+            f"SELECT {n}, x.id, 'queued', x.platform, 0, {t}, {t} FROM ({devices_sql}) x "
+            "WHERE 1 = 1 ORDER BY x.id "
+            "ON CONFLICT (notification_id, device_id) DO NOTHING "
+            "RETURNING notification_id, device_id, transport",
+            tuple(p.values),
         )
         return [(int(n_), int(d), str(t_)) for n_, d, t_ in result]
 
@@ -333,28 +331,26 @@ class DeliveryWrites:
         ``cap`` or more earlier notifications of the app since ``since_ms``; their device
         ids."""
         n, app, since, limit, reason, at = self._marks(6)
-        result: list[Any] = list(
-            await driver_rows(
-                conn,
-                f"UPDATE deliveries SET status = 'capped', reason = {reason}, updated_ms = {at} "
-                f"WHERE notification_id = {n} AND status = 'queued' AND device_id IN ("
-                f"SELECT d.id FROM devices d WHERE d.app_id = {app} AND d.subscriber_id IN ("
-                "SELECT d2.subscriber_id FROM deliveries x JOIN devices d2 ON d2.id = x.device_id "
-                "WHERE x.notification_id IN (SELECT id FROM notifications "
-                f"WHERE app_id = {app} AND created_ms > {since} AND id < {n}) "
-                "AND x.status IN ('queued', 'sent', 'delivered', 'opened') "
-                "GROUP BY d2.subscriber_id "
-                f"HAVING count(DISTINCT x.notification_id) >= {limit})) "
-                "RETURNING device_id",
-                (
-                    notification_id,
-                    app_id,
-                    since_ms,
-                    cap,
-                    f"capped: at most {cap} notifications per subscriber per day",
-                    now,
-                ),
-            )
+        result: list[Any] = await driver_rows(
+            conn,
+            f"UPDATE deliveries SET status = 'capped', reason = {reason}, updated_ms = {at} "
+            f"WHERE notification_id = {n} AND status = 'queued' AND device_id IN ("
+            f"SELECT d.id FROM devices d WHERE d.app_id = {app} AND d.subscriber_id IN ("
+            "SELECT d2.subscriber_id FROM deliveries x JOIN devices d2 ON d2.id = x.device_id "
+            "WHERE x.notification_id IN (SELECT id FROM notifications "
+            f"WHERE app_id = {app} AND created_ms > {since} AND id < {n}) "
+            "AND x.status IN ('queued', 'sent', 'delivered', 'opened') "
+            "GROUP BY d2.subscriber_id "
+            f"HAVING count(DISTINCT x.notification_id) >= {limit})) "
+            "RETURNING device_id",
+            (
+                notification_id,
+                app_id,
+                since_ms,
+                cap,
+                f"capped: at most {cap} notifications per subscriber per day",
+                now,
+            ),
         )
         return {int(row[0]) for row in result}
 
@@ -365,14 +361,12 @@ class DeliveryWrites:
         found: dict[int, str | None] = {}
         for start in range(0, len(device_ids), 500):
             chunk = device_ids[start : start + 500]
-            rows: list[Any] = list(
-                await driver_rows(
-                    conn,
-                    "SELECT d.id, coalesce(d.language, s.language) FROM devices d "
-                    "JOIN subscribers s ON s.id = d.subscriber_id "
-                    f"WHERE d.id IN ({self._list(1, len(chunk))})",
-                    tuple(chunk),
-                )
+            rows: list[Any] = await driver_rows(
+                conn,
+                "SELECT d.id, coalesce(d.language, s.language) FROM devices d "
+                "JOIN subscribers s ON s.id = d.subscriber_id "
+                f"WHERE d.id IN ({self._list(1, len(chunk))})",
+                tuple(chunk),
             )
             found.update({int(device_id): language for device_id, language in rows})
         return found
@@ -438,16 +432,14 @@ class DeliveryWrites:
         notifications, in id order."""
         if not ids:
             return []
-        return list(
-            await driver_rows(
-                conn,
-                "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
-                "n.created_ms, n.expires_ms, n.options, n.app_id, n.audience, n.translations, "
-                "apps.frequency_cap, n.due_ms FROM notifications n "
-                f"LEFT JOIN apps ON apps.id = n.app_id WHERE n.id IN ({self._list(1, len(ids))}) "
-                "ORDER BY n.id",
-                tuple(ids),
-            )
+        return await driver_rows(
+            conn,
+            "SELECT n.id, n.account_id, apps.app_key, n.event, n.title, n.message, n.data, "
+            "n.created_ms, n.expires_ms, n.options, n.app_id, n.audience, n.translations, "
+            "apps.frequency_cap, n.due_ms FROM notifications n "
+            f"LEFT JOIN apps ON apps.id = n.app_id WHERE n.id IN ({self._list(1, len(ids))}) "
+            "ORDER BY n.id",
+            tuple(ids),
         )
 
     async def device_addresses(self, conn: AsyncConnection, ids: Sequence[int]) -> list[Any]:
@@ -455,15 +447,13 @@ class DeliveryWrites:
         devices, the language and time zone falling back to their subscriber's."""
         if not ids:
             return []
-        return list(
-            await driver_rows(
-                conn,
-                "SELECT d.id, d.account_id, d.platform, d.push_token_enc, "
-                "coalesce(d.language, s.language), coalesce(d.timezone, s.timezone), d.enabled "
-                "FROM devices d JOIN subscribers s ON s.id = d.subscriber_id "
-                f"WHERE d.id IN ({self._list(1, len(ids))})",
-                tuple(ids),
-            )
+        return await driver_rows(
+            conn,
+            "SELECT d.id, d.account_id, d.platform, d.push_token_enc, "
+            "coalesce(d.language, s.language), coalesce(d.timezone, s.timezone), d.enabled "
+            "FROM devices d JOIN subscribers s ON s.id = d.subscriber_id "
+            f"WHERE d.id IN ({self._list(1, len(ids))})",
+            tuple(ids),
         )
 
     async def start_attempts(
@@ -478,15 +468,13 @@ class DeliveryWrites:
         """Count a new attempt on the deliveries still ``queued`` at ``attempts`` attempts (or
         whose last attempt started before ``stale_before``); device id -> attempts now."""
         n, made, stale, at = self._marks(4)
-        rows: list[Any] = list(
-            await driver_rows(
-                conn,
-                f"UPDATE deliveries SET attempts = attempts + 1, updated_ms = {at} "
-                f"WHERE notification_id = {n} AND device_id IN ({self._list(5, len(device_ids))}) "
-                f"AND status = 'queued' AND (attempts = {made} OR updated_ms < {stale}) "
-                "RETURNING device_id, attempts",
-                (notification_id, attempts, stale_before, now, *device_ids),
-            )
+        rows: list[Any] = await driver_rows(
+            conn,
+            f"UPDATE deliveries SET attempts = attempts + 1, updated_ms = {at} "
+            f"WHERE notification_id = {n} AND device_id IN ({self._list(5, len(device_ids))}) "
+            f"AND status = 'queued' AND (attempts = {made} OR updated_ms < {stale}) "
+            "RETURNING device_id, attempts",
+            (notification_id, attempts, stale_before, now, *device_ids),
         )
         return {int(device_id): int(count) for device_id, count in rows}
 
