@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -325,3 +326,95 @@ async def test_subscriber_profiles_are_upserted_and_erased(db: Database) -> None
     with pytest.raises(NotFound):
         await subscribers.get(account.id, view.id)
     assert await DeviceService(db, BOX).list(account.id) == []
+
+
+async def test_write_statements_commit_together_or_not_at_all(db: Database) -> None:
+    """``write_statements`` (one trip to SQLite's script thread): every statement of a batch
+    is committed, in order, or none is."""
+    from pushgate.storage.database import Statement, driver_rows
+    from pushgate.storage.params import markers
+
+    postgres = not db.is_sqlite
+    name, title = markers(postgres, 2)
+    (key,) = markers(postgres, 1)
+    account = (await AccountService(db, BOX).create("acme")).account
+    await db.write_statements(
+        [
+            Statement(f"UPDATE accounts SET name = {name} WHERE id = {title}", ("one", account.id)),
+            Statement(
+                f"UPDATE accounts SET name = name || '-' || {name} WHERE id = {title}",
+                [("two", account.id), ("three", account.id)],
+                many=True,
+            ),
+        ]
+    )
+    async with db.read.connect() as conn:
+        [(stored,)] = await driver_rows(
+            conn, f"SELECT name FROM accounts WHERE id = {key}", (account.id,)
+        )
+    assert stored == "one-two-three"
+    with pytest.raises(Exception, match="(?i)no such column|does not exist"):
+        await db.write_statements(
+            [
+                Statement(
+                    f"UPDATE accounts SET name = {name} WHERE id = {title}", ("lost", account.id)
+                ),
+                Statement("UPDATE accounts SET nonexistent_column = 1"),
+            ]
+        )
+    async with db.read.connect() as conn:
+        [(stored,)] = await driver_rows(
+            conn, f"SELECT name FROM accounts WHERE id = {key}", (account.id,)
+        )
+    assert stored == "one-two-three"
+    # The batch thread's connection is left outside any transaction: other writers go on.
+    async with db.writing() as conn:
+        await driver_rows(
+            conn, f"UPDATE accounts SET name = {name} WHERE id = {title}", ("after", account.id)
+        )
+    async with db.read.connect() as conn:
+        [(stored,)] = await driver_rows(
+            conn, f"SELECT name FROM accounts WHERE id = {key}", (account.id,)
+        )
+    assert stored == "after"
+
+
+async def test_sqlite_write_transaction_begins_in_one_trip_and_ends_with_its_commit(
+    tmp_path: Path,
+) -> None:
+    """On SQLite a write transaction is BEGIN, its statements and COMMIT, one trip each to
+    the driver's thread: no cursor round trips for BEGIN, no rollback after a commit. A
+    connection returned with its transaction still open is rolled back."""
+    import aiosqlite
+
+    from pushgate.storage.database import driver_rows, open_database
+
+    db = open_database(f"sqlite+aiosqlite:///{tmp_path / 'trips.db'}")
+    try:
+        async with db.writing() as conn:
+            await driver_rows(conn, "CREATE TABLE t (x INTEGER)")
+        trips: list[str] = []
+        original = aiosqlite.Connection._execute
+
+        async def counted(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+            trips.append(getattr(fn, "__name__", repr(fn)))
+            return await original(self, fn, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(aiosqlite.Connection, "_execute", counted)
+            async with db.writing() as conn:
+                await driver_rows(conn, "INSERT INTO t VALUES (1)")
+            assert trips == ["_execute_fetchall", "_execute_fetchall", "commit"]
+            trips.clear()
+            async with db.write.connect() as conn:  # no commit
+                await conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+            assert trips[-1] == "rollback"
+            trips.clear()
+            async with db.write.connect() as conn:  # a driver-level transaction left open
+                await driver_rows(conn, "BEGIN IMMEDIATE")
+                await driver_rows(conn, "INSERT INTO t VALUES (3)")
+            assert trips[-1] == "rollback"
+        async with db.read.connect() as conn:
+            assert await driver_rows(conn, "SELECT x FROM t") == [(1,)]
+    finally:
+        await db.dispose()

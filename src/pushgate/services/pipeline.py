@@ -485,11 +485,11 @@ class DeliveryPipeline:
 
     async def _store_statuses(self, statuses: _Statuses, sweep_at: int | None) -> None:
         try:
-            async with self._db.writing() as conn:
-                await self._writes.store_statuses(conn, *statuses.rows())
-                if sweep_at is not None:
-                    after = self._last_sweep_ms - SWEEP_OVERLAP_MS
-                    await self._writes.expire(conn, sweep_at, after)
+            statements = self._writes.status_statements(*statuses.rows())
+            if sweep_at is not None:
+                after = self._last_sweep_ms - SWEEP_OVERLAP_MS
+                statements.append(self._writes.expire_statement(sweep_at, after))
+            await self._db.write_statements(statements)
         except Exception:
             # Unrecorded "sent"/"delivered" marks only mean the device is offered these
             # notifications again on its next connection (at-least-once), never a loss; a

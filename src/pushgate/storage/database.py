@@ -11,8 +11,11 @@ import asyncio
 import contextlib
 import functools
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +23,23 @@ import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolResetState
+from sqlalchemy.util import await_only
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # SQLite connections of ``Database.read_once`` (each with its own aiosqlite thread).
 RAW_READERS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement written for the driver (its own parameter markers) with one parameter
+    set, or (``many``) a sequence of them."""
+
+    sql: str
+    params: Sequence[Any] = ()
+    many: bool = False
 
 
 def now_ms() -> int:
@@ -55,6 +70,52 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.write.dialect.name == "sqlite"
+
+    _script: ThreadPoolExecutor | None = None
+
+    async def write_statements(self, statements: Sequence[Statement]) -> None:
+        """Run ``statements``, in order, in one write transaction (all or none), for their
+        effects. On SQLite (a database file) the whole transaction, ``BEGIN IMMEDIATE``, the
+        statements and ``COMMIT``, is ONE trip to a thread with a connection of its own, in
+        turn with this process's other writers (``serial``). Through a pooled connection the
+        same transaction takes a trip per statement plus two, and each trip waits for a turn
+        of a busy event loop while the transaction holds SQLite's one write lock. Elsewhere
+        (PostgreSQL, a private SQLite database): ``writing`` with ``driver_rows``."""
+        if self.is_sqlite and _a_plain_file(self._sqlite_path):
+            if self._script is None:
+                self._script = ThreadPoolExecutor(1, thread_name_prefix="pushgate-sqlite-script")
+            loop = asyncio.get_running_loop()
+            async with self.serial:
+                await loop.run_in_executor(self._script, self._run_script, tuple(statements))
+            return
+        async with self.writing() as conn:
+            for statement in statements:
+                if statement.many:
+                    await driver_many(conn, statement.sql, statement.params)
+                else:
+                    await driver_rows(conn, statement.sql, statement.params)
+
+    def _run_script(self, statements: tuple[Statement, ...]) -> None:
+        """``write_statements`` on the script thread (its connection is opened there)."""
+        conn = _script_connection.conn
+        if conn is None:
+            conn = sqlite3.connect(
+                self._sqlite_path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
+            _configure(conn, immediate=True)
+            _script_connection.conn = conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                if statement.many:
+                    conn.executemany(statement.sql, statement.params)
+                else:
+                    conn.execute(statement.sql, tuple(statement.params))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
@@ -110,6 +171,10 @@ class Database:
         return self._raw[self._raw_turn]
 
     async def dispose(self) -> None:
+        script, self._script = self._script, None
+        if script is not None:
+            await asyncio.get_running_loop().run_in_executor(script, _close_script_connection)
+            script.shutdown(wait=True)
         raw, self._raw = self._raw, []
         for conn in raw:
             await conn.close()
@@ -149,26 +214,63 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     """``immediate``: the write engine. Its commits never run a WAL checkpoint themselves (that
     would stall the writer for tens of milliseconds now and then); ``Database.checkpoint``
     does it from a reader connection, and SQLite does it when the last connection closes."""
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    # No rollback on every return to the pool: ``_on_reset`` rolls back only a transaction
+    # that is still open (after a commit it would be one more trip to the driver's thread).
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_reset_on_return=None,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        if immediate:
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
-        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
-        cursor.close()
+        _configure(dbapi_connection, immediate=immediate)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # Straight to the driver: one trip to its thread, where ``exec_driver_sql`` takes
+        # three (cursor, execute, close), each waiting for a turn of the event loop while
+        # the write transactions of this process queue behind it.
+        driver = connection.connection.driver_connection
+        await_only(driver.execute_fetchall("BEGIN IMMEDIATE" if immediate else "BEGIN"))
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
+        if state.asyncio_safe and not state.terminate_only:
+            driver = record.driver_connection
+            if driver is not None and driver.in_transaction:
+                dbapi_connection.rollback()
 
     return engine
+
+
+def _configure(dbapi_connection: Any, *, immediate: bool) -> None:
+    """The settings of every SQLite connection; ``immediate``: of a writer's."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    if immediate:
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+    cursor.close()
+
+
+class _ScriptConnection(threading.local):
+    """The connection of a ``write_statements`` thread (one thread per ``Database``)."""
+
+    conn: sqlite3.Connection | None = None
+
+
+_script_connection = _ScriptConnection()
+
+
+def _close_script_connection() -> None:
+    conn, _script_connection.conn = _script_connection.conn, None
+    if conn is not None:
+        conn.close()
 
 
 def _a_plain_file(path: str) -> bool:

@@ -3,7 +3,7 @@
 Each batch is ONE statement, whatever its number of rows: new notifications in one INSERT, their
 deliveries in one ``INSERT ... SELECT`` joined to the devices (one parameter set per
 notification, not per device), status changes in one ``UPDATE ... FROM (VALUES ...)`` (on
-SQLite from one JSON array, see ``_update_statuses``). That
+SQLite from one JSON array, see ``_status_statement``). That
 skips SQLAlchemy's per-row parameter processing, and it lets SQLite run a whole batch inside one
 ``sqlite3_step`` call, which releases the GIL, instead of handing the GIL back and forth with
 the event loop once per row. The SQL is the same on SQLite and PostgreSQL except for parameter
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import Audience
 from pushgate.storage.audience_sql import Params, select_devices
-from pushgate.storage.database import driver_many, driver_rows
+from pushgate.storage.database import Statement, driver_rows
 from pushgate.storage.params import markers
 
 # (id, account_id, app_id, event, title, message, data, created_ms, expires_ms, options,
@@ -371,11 +371,11 @@ class DeliveryWrites:
             found.update({int(device_id): language for device_id, language in rows})
         return found
 
-    async def _update_statuses(
-        self, conn: AsyncConnection, rows: Sequence[StatusRow], status: str, stamp: str
-    ) -> None:
+    def _status_statement(
+        self, rows: Sequence[StatusRow], status: str, stamp: str
+    ) -> list[Statement]:
         if not rows:
-            return
+            return []
         allowed = "('queued', 'sent')" if status == "sent" else "('queued', 'sent', 'expired')"
         # A delivery acknowledged in the same flush as its send was sent then too.
         also = "" if status == "sent" else "sent_ms = coalesce(deliveries.sent_ms, v.column2), "
@@ -388,35 +388,41 @@ class DeliveryWrites:
             # rows took longer to compile than to run) and binds one value.
             values = _STATUS_ROWS_SQLITE
             params = (orjson.dumps(rows).decode(),)
-        await driver_rows(
-            conn,
-            f"UPDATE deliveries SET status = '{status}', attempts = attempts + v.column1, "
-            f"{stamp} = v.column2, {also}updated_ms = v.column2 FROM {values} "
-            "WHERE deliveries.device_id = v.column3 AND deliveries.notification_id = v.column4 "
-            f"AND deliveries.status IN {allowed}",
-            params,
-        )
+        return [
+            Statement(
+                f"UPDATE deliveries SET status = '{status}', attempts = attempts + v.column1, "
+                f"{stamp} = v.column2, {also}updated_ms = v.column2 FROM {values} "
+                "WHERE deliveries.device_id = v.column3 "
+                "AND deliveries.notification_id = v.column4 "
+                f"AND deliveries.status IN {allowed}",
+                params,
+            )
+        ]
 
-    async def store_statuses(
+    def status_statements(
         self,
-        conn: AsyncConnection,
         sent: Sequence[StatusRow],
         delivered: Sequence[StatusRow],
         seen: Sequence[tuple[int, int]],
-    ) -> None:
-        await self._update_statuses(conn, sent, "sent", "sent_ms")
-        await self._update_statuses(conn, delivered, "delivered", "delivered_ms")
+    ) -> list[Statement]:
+        """The statements that record status changes reported by device connections: "sent"
+        and "delivered" deliveries, and when each device was last seen (at, device_id)."""
+        statements = self._status_statement(sent, "sent", "sent_ms")
+        statements += self._status_statement(delivered, "delivered", "delivered_ms")
         if seen:
             at, device = self._marks(2)
-            await driver_many(
-                conn, f"UPDATE devices SET last_seen_ms = {at} WHERE id = {device}", seen
+            statements.append(
+                Statement(
+                    f"UPDATE devices SET last_seen_ms = {at} WHERE id = {device}", seen, many=True
+                )
             )
+        return statements
 
-    async def expire(self, conn: AsyncConnection, now: int, after: int) -> None:
-        """Deliveries still open whose notification's TTL ran out in ``(after, now]``."""
+    def expire_statement(self, now: int, after: int) -> Statement:
+        """Expire the deliveries still open whose notification's TTL ran out in
+        ``(after, now]``."""
         at, upto, since = self._marks(3)
-        await driver_rows(
-            conn,
+        return Statement(
             f"UPDATE deliveries SET status = 'expired', updated_ms = {at} "
             "WHERE status IN ('queued', 'sent') AND notification_id IN "
             f"(SELECT id FROM notifications WHERE expires_ms <= {upto} AND expires_ms > {since})",
