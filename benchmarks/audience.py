@@ -350,14 +350,13 @@ class Bench:
         """A notification of ``case`` and its fanout job, committed."""
         now = now_ms()
         async with self.db.write.begin() as conn:
-            (nid,) = await self.writes.reserve_notification_ids(conn, 1)
             row: NotificationRow = (
-                nid, ACCOUNT_ID, case.app_id, None, "Sale", "Gold members: 20% off", "{}", now,
+                0, ACCOUNT_ID, case.app_id, None, "Sale", "Gold members: 20% off", "{}", now,
                 now + 3_600_000, None, None,
                 case.audience.to_json() if case.audience is not None else None,
                 None, None, 0, 0, None, None,
             )  # fmt: skip
-            await self.writes.store_notifications(conn, [row])
+            (nid,) = await self.writes.insert_notifications(conn, [row])
             await self.jobs.enqueue(FANOUT_QUEUE, [fanout_payload(nid)], conn=conn)
         return nid
 

@@ -183,6 +183,23 @@ async def test_sent_then_delivered(world: World) -> None:
     )
 
 
+async def test_a_flush_of_many_status_changes_records_each(world: World) -> None:
+    """More status changes than one statement carries on SQLite (256 rows): every one is
+    recorded, sent and delivered alike."""
+    ids = await asyncio.gather(*(world.pipeline.submit(world.notification()) for _ in range(150)))
+    first, second, third = world.device_ids
+    for notification_id in ids:
+        await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
+    world.pipeline.record_sent(first, ids)
+    world.pipeline.record_sent(second, ids)
+    world.pipeline.record_delivered(second, ids)
+    world.pipeline.record_delivered(third, ids)
+    for notification_id in ids:
+        await world.wait_for(
+            notification_id, [(first, "sent", 1), (second, "delivered", 1), (third, "delivered", 0)]
+        )
+
+
 async def test_undelivered_deliveries_expire(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline_module, "SWEEP_INTERVAL_SECONDS", 0.1)
     notification_id = await world.pipeline.submit(world.notification(ttl=1))

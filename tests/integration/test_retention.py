@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from pushgate.services.retention import DAY_MS, Retention, RetentionLoop, cutoff_for
 from pushgate.storage.database import Database, now_ms, open_database
-from pushgate.storage.delivery_writes import DeliveryWrites
+from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow
 from pushgate.storage.migrate import migrate
 
 DEVICES = 8
@@ -60,6 +60,14 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
+def _row(created: int, expires: int) -> NotificationRow:
+    """A notification of account 1 and app 1 (the id is given on insert)."""
+    return (
+        0, 1, 1, None, None, "hi", "{}", created, expires, None, 1, None, None, None, 0, 0,
+        None, None,
+    )  # fmt: skip
+
+
 @dataclass
 class Store:
     db: Database
@@ -67,23 +75,13 @@ class Store:
     async def notification(
         self, created: int, expires: int | None = None, statuses: list[str] | None = None
     ) -> int:
-        """A notification with one delivery per status (to devices 1, 2...); ids are reserved
-        as the delivery pipeline reserves them."""
+        """A notification with one delivery per status (to devices 1, 2...); its id is given
+        as the delivery pipeline gives ids."""
         async with self.db.write.begin() as conn:
             (notification_id,) = await DeliveryWrites(
                 self.db.write.dialect.name
-            ).reserve_notification_ids(conn, 1)
-            await conn.execute(
-                text(
-                    "INSERT INTO notifications (id, account_id, app_id, message, data, "
-                    "created_ms, expires_ms, campaign_id) "
-                    "VALUES (:id, 1, 1, 'hi', '{}', :created, :expires, 1)"
-                ),
-                {
-                    "id": notification_id,
-                    "created": created,
-                    "expires": created + DAY_MS if expires is None else expires,
-                },
+            ).insert_notifications(
+                conn, [_row(created, created + DAY_MS if expires is None else expires)]
             )
             for device, status in enumerate(statuses or [], start=1):
                 await conn.execute(
@@ -168,7 +166,8 @@ async def test_the_newest_notification_stays_so_its_id_is_never_given_again(
     assert await store.deliveries() == []
     writes = DeliveryWrites(db.write.dialect.name)
     async with db.write.begin() as conn:
-        assert await writes.reserve_notification_ids(conn, 2) == [ids[-1] + 1, ids[-1] + 2]
+        given = await writes.insert_notifications(conn, [_row(NOW, NOW), _row(NOW, NOW)])
+        assert given == [ids[-1] + 1, ids[-1] + 2]
     assert await store.notification(NOW) > ids[-1]
 
 
@@ -182,7 +181,7 @@ async def test_sqlite_gives_a_deleted_newest_id_again_which_is_why_it_is_kept(
     async with db.write.begin() as conn:
         await conn.execute(text("DELETE FROM notifications WHERE id = :id"), {"id": newest})
         writes = DeliveryWrites(db.write.dialect.name)
-        (next_id,) = await writes.reserve_notification_ids(conn, 1)
+        (next_id,) = await writes.insert_notifications(conn, [_row(NOW, NOW)])
     assert next_id == newest if db.is_sqlite else next_id > newest
 
 

@@ -387,17 +387,15 @@ class DeliveryPipeline:
     ) -> _Stored:
         """Store the batch with a fan-out job per notification; with ``fan_out``, those it
         takes (``FanOut.foldable``) are fanned out here instead, in the same transaction."""
-        ids = await self._writes.reserve_notification_ids(conn, len(batch))
         rows: list[NotificationRow] = []
-        keys: list[tuple[Idempotency, int]] = []
-        later: dict[int, list[bytes]] = defaultdict(list)
-        due: list[Accepted] = []
-        for notification_id, pending in zip(ids, batch, strict=True):
+        starts: list[int] = []
+        for pending in batch:
             n = pending.notification
             start = max(now, n.due_ms or now)
+            starts.append(start)
             rows.append(
                 (
-                    notification_id,
+                    0,  # given by insert_notifications
                     n.account_id,
                     n.app_id,
                     n.event,
@@ -417,13 +415,18 @@ class DeliveryPipeline:
                     None,
                 )
             )
+        ids = await self._writes.insert_notifications(conn, rows)
+        keys: list[tuple[Idempotency, int]] = []
+        later: dict[int, list[bytes]] = defaultdict(list)
+        due: list[Accepted] = []
+        for notification_id, pending, start in zip(ids, batch, starts, strict=True):
+            n = pending.notification
             if n.idempotency is not None:
                 keys.append((n.idempotency, notification_id))
             if start == now and fan_out is not None:
                 due.append((notification_id, n.account_id, n.app_id, n.audience_json))
             else:
                 later[start - now].append(fanout_payload(notification_id))
-        await self._writes.store_notifications(conn, rows)
         if keys:
             await conn.execute(
                 insert(idempotency_keys),

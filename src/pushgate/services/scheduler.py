@@ -225,7 +225,7 @@ class Scheduler:
         ttl = self._ttl if push.ttl_seconds is None else int(push.ttl_seconds)
         start = max(now, part.due_ms)
         return (
-            0,  # the id is given in _store
+            0,  # given by insert_notifications
             account_id,
             app_id,
             None,
@@ -248,9 +248,7 @@ class Scheduler:
     async def _store(self, conn: AsyncConnection, rows: list[NotificationRow]) -> None:
         if not rows:
             return
-        ids = await self._writes.reserve_notification_ids(conn, len(rows))
-        stored = [(nid, *row[1:]) for nid, row in zip(ids, rows, strict=True)]
-        await self._writes.store_notifications(conn, stored)
+        ids = await self._writes.insert_notifications(conn, rows)
         await self._jobs.enqueue(FANOUT_QUEUE, [fanout_payload(n) for n in ids], conn=conn)
 
 

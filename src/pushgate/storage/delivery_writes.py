@@ -3,13 +3,12 @@
 Each batch is ONE statement, whatever its number of rows: new notifications in one INSERT, their
 deliveries in one ``INSERT ... SELECT`` joined to the devices (one parameter set per
 notification, not per device), status changes in one ``UPDATE ... FROM (VALUES ...)`` (on
-SQLite from one JSON array, see ``_status_statement``). That
-skips SQLAlchemy's per-row parameter processing, and it lets SQLite run a whole batch inside one
-``sqlite3_step`` call, which releases the GIL, instead of handing the GIL back and forth with
-the event loop once per row. The SQL is the same on SQLite and PostgreSQL except for parameter
-markers and casts, and two statements written for SQLite alone: the status changes (from one
-JSON array) and the fan-out without ``RETURNING`` (``_fan_out_sqlite``); the storage test
-suite runs them on both databases.
+SQLite in chunks of a few fixed sizes, see ``_SQLITE_VALUES_SIZES``). That skips SQLAlchemy's
+per-row parameter processing, and it lets SQLite run a whole batch inside one ``sqlite3_step``
+call, which releases the GIL, instead of handing the GIL back and forth with the event loop
+once per row. The SQL is the same on SQLite and PostgreSQL except for parameter markers and
+casts, those chunks, and the fan-out without ``RETURNING`` written for SQLite alone
+(``_fan_out_sqlite``); the storage test suite runs them on both databases.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import Audience
@@ -83,12 +81,17 @@ _NOTIFICATION_CASTS = (
 _NOTIFICATIONS_PER_INSERT = 1024
 _AUDIENCE_CASTS = ("bigint", "bigint", "bigint", "bigint")
 _STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
-# Status rows on SQLite, from one JSON array of [sends, at, device_id, notification_id] arrays.
-_STATUS_ROWS_SQLITE = (
-    "(SELECT json_extract(j.value, '$[0]') AS column1, json_extract(j.value, '$[1]') AS column2, "
-    "json_extract(j.value, '$[2]') AS column3, json_extract(j.value, '$[3]') AS column4 "
-    "FROM json_each(?) j) AS v"
-)
+# Status rows per statement on SQLite (4 parameters each), and the row that pads the last.
+# Rows per VALUES list of a status statement on SQLite: the largest size, or the smallest one
+# that holds what is left, the rest padded with rows that match nothing. The statement's text
+# then takes one of three forms, compiled once each per connection (a VALUES list of 2,000
+# rows took longer to compile than to run), and a flush of 1,000 changes is one statement: a
+# statement is a release and a retake of the GIL by SQLite's thread, a wait while the event
+# loop runs.
+_SQLITE_VALUES_SIZES = (1024, 128, 16)
+_NO_STATUS: StatusRow = (0, 0, -1, -1)
+_NOT_SEEN = (0, -1)
+_SEEN_CASTS = ("bigint", "bigint")
 
 
 @lru_cache(maxsize=256)
@@ -111,6 +114,32 @@ def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple(chain.from_iterable(rows))
 
 
+def _values_chunks(
+    rows: Sequence[tuple[Any, ...]],
+    casts: tuple[str, ...],
+    postgres: bool,
+    padding: tuple[Any, ...],
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """(VALUES list, its parameters) for ``rows``: one on PostgreSQL; on SQLite in the sizes
+    of ``_SQLITE_VALUES_SIZES``, padded with ``padding`` rows that must match nothing."""
+    if not rows:
+        return []
+    if postgres:
+        return [(_values(len(rows), casts, True), _flat(rows))]
+    chunks = []
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        size = next(
+            (s for s in reversed(_SQLITE_VALUES_SIZES) if s >= left), _SQLITE_VALUES_SIZES[0]
+        )
+        chunk = list(rows[start : start + size])
+        chunk += [padding] * (size - len(chunk))
+        chunks.append((_values(size, casts, False), _flat(chunk)))
+        start += size
+    return chunks
+
+
 class DeliveryWrites:
     """Builds and runs the hot-path statements for one database dialect."""
 
@@ -121,39 +150,55 @@ class DeliveryWrites:
     def _marks(self, count: int) -> list[str]:
         return markers(self._postgres, count)
 
-    async def reserve_notification_ids(self, conn: AsyncConnection, count: int) -> list[int]:
-        """Ids for ``count`` new notifications, in order.
+    async def insert_notifications(
+        self, conn: AsyncConnection, rows: Sequence[NotificationRow]
+    ) -> list[int]:
+        """Insert accepted notifications (their deliveries are made by the fan-out) under new
+        ids, increasing in the rows' order; the rows' own first field (the id) is not used.
+        The ids, in the rows' order.
 
-        PostgreSQL draws them from the table's sequence. On SQLite the write transaction
-        (``BEGIN IMMEDIATE``) holds the database's only write lock, so the next ids after the
-        largest one are ours alone until it commits.
+        PostgreSQL draws them from the table's sequence first. On SQLite each is the largest
+        id plus its row's position, in the INSERT itself: the write transaction (``BEGIN
+        IMMEDIATE``) holds the database's only write lock, so those ids are ours alone until
+        it commits, and one statement does what a read of the largest id and the INSERT did.
         """
-        if count == 0:
+        if not rows:
             return []
         if self._postgres:
             result = await driver_rows(
                 conn,
                 "SELECT nextval(pg_get_serial_sequence('notifications', 'id')) "
                 "FROM generate_series(1, $1::int)",
-                (count,),
+                (len(rows),),
             )
-            return sorted(int(row[0]) for row in result)
-        [(largest,)] = await driver_rows(conn, "SELECT coalesce(max(id), 0) FROM notifications")
-        start = int(largest) + 1
-        return list(range(start, start + count))
-
-    async def store_notifications(
-        self, conn: AsyncConnection, rows: Sequence[NotificationRow]
-    ) -> None:
-        """Insert accepted notifications (their deliveries are made by the fan-out)."""
+            ids = sorted(int(row[0]) for row in result)
+        else:
+            ids = []
         for start in range(0, len(rows), _NOTIFICATIONS_PER_INSERT):
             chunk = rows[start : start + _NOTIFICATIONS_PER_INSERT]
             values = _values(len(chunk), _NOTIFICATION_CASTS, self._postgres)
-            await driver_rows(
+            if self._postgres:
+                given = [(nid, *row[1:]) for nid, row in zip(ids[start:], chunk, strict=False)]
+                await driver_rows(
+                    conn,
+                    f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
+                    _flat(given),
+                )
+                continue
+            positions = [(position, *row[1:]) for position, row in enumerate(chunk, 1)]
+            others = ", ".join(f"v.column{c}" for c in range(2, len(_NOTIFICATION_CASTS) + 1))
+            returned = await driver_rows(
                 conn,
-                f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
-                _flat(chunk),
+                f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) "
+                "SELECT (SELECT coalesce(max(id), 0) FROM notifications) + v.column1, "
+                f"{others} FROM {values} RETURNING id",
+                _flat(positions),
             )
+            made = sorted(int(row[0]) for row in returned)
+            if made != list(range(made[0], made[0] + len(chunk))):
+                raise RuntimeError(f"notification ids not consecutive: {made[:3]}...")
+            ids += made
+        return ids
 
     async def fan_out(
         self, conn: AsyncConnection, audiences: Sequence[AudienceRow], *, personal: bool = True
@@ -199,13 +244,8 @@ class DeliveryWrites:
         the devices the INSERT joins; and a notification is fanned out once on SQLite (in the
         transaction that accepts it, or in the one that deletes its fan-out job), so each of
         them is a new delivery. ``RETURNING`` a row per delivery cost more than inserting it."""
-        by_app = await self._devices_by(conn, "app_id", {a[2] for a in audiences}, "")
-        by_account = (
-            await self._devices_by(
-                conn, "account_id", {a[1] for a in audiences}, " AND app_id IS NULL"
-            )
-            if personal
-            else {}
+        by_app, by_account = await self._devices_of(
+            conn, {a[2] for a in audiences}, {a[1] for a in audiences} if personal else set()
         )
         await driver_rows(conn, insert, _flat(audiences))
         nothing: list[tuple[int, str]] = []
@@ -219,22 +259,37 @@ class DeliveryWrites:
             for device_id, platform in devices
         ]
 
-    async def _devices_by(
-        self, conn: AsyncConnection, column: str, keys: set[Any], extra: str
-    ) -> dict[int, list[tuple[int, str]]]:
-        """(id, platform) of the enabled devices with these values of ``column``, by value."""
-        found: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        wanted = sorted(key for key in keys if key is not None)
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            for key, device_id, platform in await driver_rows(
-                conn,
-                f"SELECT {column}, id, platform FROM devices WHERE {column} IN "
-                f"({self._list(1, len(chunk))}){extra} AND {self._enabled} ORDER BY id",
-                chunk,
+    async def _devices_of(
+        self, conn: AsyncConnection, apps: set[int | None], accounts: set[int]
+    ) -> tuple[dict[int, list[tuple[int, str]]], dict[int, list[tuple[int, str]]]]:
+        """(id, platform) of the enabled devices of these apps, by app, and of the personal
+        (app-less) devices of these accounts, by account; in one statement (up to 500 of
+        each), each list in id order."""
+        by_app: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        by_account: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        app_ids = sorted(app for app in apps if app is not None)
+        account_ids = sorted(accounts)
+        for start in range(0, max(len(app_ids), len(account_ids)), 500):
+            app_chunk = app_ids[start : start + 500]
+            account_chunk = account_ids[start : start + 500]
+            parts = []
+            if app_chunk:
+                parts.append(
+                    f"SELECT 0, app_id, id, platform FROM devices WHERE app_id IN "
+                    f"({self._list(1, len(app_chunk))}) AND {self._enabled}"
+                )
+            if account_chunk:
+                parts.append(
+                    "SELECT 1, account_id, id, platform FROM devices WHERE account_id IN "
+                    f"({self._list(len(app_chunk) + 1, len(account_chunk))}) "
+                    f"AND app_id IS NULL AND {self._enabled}"
+                )
+            for personal, key, device_id, platform in await driver_rows(
+                conn, f"{' UNION ALL '.join(parts)} ORDER BY 1, 2, 3", app_chunk + account_chunk
             ):
+                found = by_account if personal else by_app
                 found[int(key)].append((int(device_id), str(platform)))
-        return found
+        return by_app, by_account
 
     async def devices_at_most(
         self, conn: AsyncConnection, app_id: int | None, account_id: int | None, limit: int
@@ -379,15 +434,7 @@ class DeliveryWrites:
         allowed = "('queued', 'sent')" if status == "sent" else "('queued', 'sent', 'expired')"
         # A delivery acknowledged in the same flush as its send was sent then too.
         also = "" if status == "sent" else "sent_ms = coalesce(deliveries.sent_ms, v.column2), "
-        if self._postgres:
-            values = _values(len(rows), _STATUS_CASTS, self._postgres)
-            params: tuple[Any, ...] = _flat(rows)
-        else:
-            # One JSON text instead of four parameters a row: the statement's text is the same
-            # whatever the number of rows, so SQLite compiles it once (a VALUES list of 2,000
-            # rows took longer to compile than to run) and binds one value.
-            values = _STATUS_ROWS_SQLITE
-            params = (orjson.dumps(rows).decode(),)
+        chunks = _values_chunks(rows, _STATUS_CASTS, self._postgres, _NO_STATUS)
         return [
             Statement(
                 f"UPDATE deliveries SET status = '{status}', attempts = attempts + v.column1, "
@@ -397,6 +444,7 @@ class DeliveryWrites:
                 f"AND deliveries.status IN {allowed}",
                 params,
             )
+            for values, params in chunks
         ]
 
     def status_statements(
@@ -409,13 +457,14 @@ class DeliveryWrites:
         and "delivered" deliveries, and when each device was last seen (at, device_id)."""
         statements = self._status_statement(sent, "sent", "sent_ms")
         statements += self._status_statement(delivered, "delivered", "delivered_ms")
-        if seen:
-            at, device = self._marks(2)
-            statements.append(
-                Statement(
-                    f"UPDATE devices SET last_seen_ms = {at} WHERE id = {device}", seen, many=True
-                )
+        statements += [
+            Statement(
+                "UPDATE devices SET last_seen_ms = v.column1 FROM "
+                f"{values} WHERE devices.id = v.column2",
+                params,
             )
+            for values, params in _values_chunks(seen, _SEEN_CASTS, self._postgres, _NOT_SEEN)
+        ]
         return statements
 
     def expire_statement(self, now: int, after: int) -> Statement:

@@ -6,7 +6,7 @@ creation, its scheduled fan-out and every attempt to deliver it lie before that 
 old notification, the deliveries in a final status go (``FINAL_STATUSES``); a delivery still
 ``queued`` or ``sent`` never does. The notification itself goes once it has no delivery left,
 except the newest notification of all: on SQLite a notification's id is the largest id plus
-one (``DeliveryWrites.reserve_notification_ids``; an ``INTEGER PRIMARY KEY`` without
+one (``DeliveryWrites.insert_notifications``; an ``INTEGER PRIMARY KEY`` without
 AUTOINCREMENT), so deleting the newest row would let its id be given again. Idempotency keys
 go by their own age.
 
