@@ -62,6 +62,8 @@ class Database:
     _raw: list[Any] = field(default_factory=list)
     _raw_turn: int = 0
     _raw_opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # SQLite: the thread of ``write_statements`` (started on first use), with its connection.
+    _script: ThreadPoolExecutor | None = None
 
     @functools.cached_property
     def _sqlite_path(self) -> str:
@@ -70,8 +72,6 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.write.dialect.name == "sqlite"
-
-    _script: ThreadPoolExecutor | None = None
 
     async def write_statements(self, statements: Sequence[Statement]) -> None:
         """Run ``statements``, in order, in one write transaction (all or none), for their
