@@ -1,16 +1,18 @@
 """History benchmark: ingest and channel fan-out on an empty database and on one that holds
 10 million deliveries (issue 13, target 6: within 15 % of each other).
 
-One run, all on loopback, SQLite:
+One run, all on loopback, on SQLite, or with --postgres-url on two scratch PostgreSQL databases
+(made on that loopback server and dropped afterwards):
 
 1. build    - two data directories, both migrated with ``pushgate migrate``; the second one gets
-              a history written straight into its SQLite file with ``sqlite3`` (not through the
-              API): an account with --history-devices channel devices, broadcasts to all of them
-              and single-device posts (--broadcast-share of the deliveries come from
-              broadcasts), --deliveries deliveries in all, in final statuses (84 % delivered,
-              8 % opened, 4 % expired, 4 % failed), spread over the last 29 days (inside the
-              default 30-day retention, so no prune runs during the measurement). The build is
-              timed and bounded by --build-limit;
+              a history written straight into its SQLite file with ``sqlite3`` (on PostgreSQL
+              with ``asyncpg``, then ``VACUUM ANALYZE`` as autovacuum would have run), not
+              through the API: an account with --history-devices channel devices,
+              broadcasts to all of them and single-device posts (--broadcast-share of the
+              deliveries come from broadcasts), --deliveries deliveries in all, in final
+              statuses (84 % delivered, 8 % opened, 4 % expired, 4 % failed), spread over the
+              last 29 days (inside the default 30-day retention, so no prune runs during the
+              measurement). The build is timed and bounded by --build-limit;
 2. ingest   - for each database, ``benchmarks/ingest.py``'s run (floor on ``/api/v1/ping``,
               closed-loop ``POST /v1/post`` with ONE connected device, paced latency phase, loss
               check) against a server started on that data directory;
@@ -25,11 +27,14 @@ One run, all on loopback, SQLite:
     .venv/bin/python -m benchmarks.history                        # 10 M deliveries
     .venv/bin/python -m benchmarks.history --deliveries 1000000 --duration 5 --json-out h.json
     .venv/bin/python -m benchmarks.history --build-only --keep-data   # just the database
+    .venv/bin/python -m benchmarks.history --postgres-url \
+        postgresql+asyncpg://postgres@127.0.0.1:5432/test      # the same on PostgreSQL
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import os
@@ -44,12 +49,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
+from sqlalchemy.engine import make_url
 
 from benchmarks import fanout, ingest
 from benchmarks.harness import HarnessError
 from benchmarks.harness.machine import machine_info, source_version
 from benchmarks.harness.report import add_output_options, run_and_report
+from benchmarks.harness.scratch_db import ScratchError, create_scratch, drop_scratch
 from benchmarks.harness.server import LOOP, OwnServer
 
 TARGET_WITHIN = 0.15
@@ -72,16 +80,19 @@ STATUS = (
 # --------------------------------------------------------------------------------------------
 
 
-def _pushgate_env(data_dir: Path) -> dict[str, str]:
+def _pushgate_env(data_dir: Path, database_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PUSHGATE_")}
     env["PUSHGATE_DATA_DIR"] = str(data_dir)
+    if database_url is not None:
+        env["PUSHGATE_DATABASE_URL"] = database_url
     return env
 
 
-def migrate_dir(data_dir: Path) -> None:
+def migrate_dir(data_dir: Path, database_url: str | None = None) -> None:
     cp = subprocess.run(
         [sys.executable, "-m", "pushgate", "migrate"],
-        env=_pushgate_env(data_dir), capture_output=True, text=True, timeout=120, check=False,
+        env=_pushgate_env(data_dir, database_url), capture_output=True, text=True, timeout=120,
+        check=False,
     )  # fmt: skip
     if cp.returncode != 0:
         raise HarnessError(f"pushgate migrate failed: {cp.stderr or cp.stdout}")
@@ -214,6 +225,142 @@ def build_history(
     }
 
 
+def build_history_pg(
+    database_url: str,
+    deliveries: int,
+    devices: int,
+    broadcast_share: float,
+    time_limit: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """``build_history`` on a migrated PostgreSQL database (the same rows, with
+    ``generate_series``), then ``VACUUM ANALYZE``: a database that grew over 29 days has been
+    vacuumed and analyzed by autovacuum."""
+    return asyncio.run(
+        _build_history_pg(database_url, deliveries, devices, broadcast_share, time_limit, log)
+    )
+
+
+async def _build_history_pg(
+    database_url: str,
+    deliveries: int,
+    devices: int,
+    broadcast_share: float,
+    time_limit: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    broadcasts, singles = history_shape(deliveries, devices, broadcast_share)
+    total = broadcasts + singles
+    now = int(time.time() * 1000)
+    start = now - 29 * DAY_MS
+    step = max(1, (28 * DAY_MS) // max(1, total))
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    con = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await con.execute("SET synchronous_commit = off")
+        async with con.transaction():
+            await con.execute(
+                "INSERT INTO accounts (id, name, user_token_hash, user_token_enc, created_ms) "
+                "VALUES (1000000, 'history', 'history-h', 'e', $1)",
+                start,
+            )
+            await con.execute(
+                "INSERT INTO apps (id, account_id, title, app_key, secret_hash, secret_enc, "
+                "created_ms) VALUES (1000000, 1000000, 'history', 'history-app', 'h', 'e', $1)",
+                start,
+            )
+            await con.execute(
+                "INSERT INTO subscribers (id, account_id, app_id, created_ms) "
+                "SELECT 1000000 + value, 1000000, 1000000, $2 "
+                "FROM generate_series(1, $1::bigint) AS s(value)",
+                devices, start,
+            )  # fmt: skip
+            await con.execute(
+                "INSERT INTO devices (id, account_id, app_id, subscriber_id, platform, name, "
+                "token_hash, enabled, created_ms, last_seen_ms) SELECT 1000000 + value, "
+                "1000000, 1000000, 1000000 + value, 'channel', 'history-' || value, "
+                "'history-' || value, true, $2, $3 FROM generate_series(1, $1::bigint) AS s(value)",
+                devices, start, now - DAY_MS,
+            )  # fmt: skip
+        done = 0
+        for first in range(0, total, CHUNK):
+            last = min(total, first + CHUNK) - 1
+            async with con.transaction():
+                await con.execute(
+                    "INSERT INTO notifications (id, account_id, app_id, event, title, message, "
+                    "data, created_ms, expires_ms) SELECT 1000000 + value, 1000000, 1000000, "
+                    "'order_shipped', 'Your order', "
+                    "'Your order #' || value || ' has shipped and arrives tomorrow', "
+                    "'{\"order\":' || value || '}', $3 + value * $4, "
+                    "$3 + value * $4 + 86400000 "
+                    "FROM generate_series($1::bigint, $2::bigint) AS s(value)",
+                    first, last, start, step,
+                )  # fmt: skip
+                params = (1000000 + first, 1000000 + last, broadcasts, total)
+                await con.execute(
+                    "INSERT INTO deliveries (notification_id, device_id, status, transport, "
+                    "attempts, created_ms, sent_ms, delivered_ms, opened_ms, updated_ms) "
+                    f"SELECT n.id, d.id, {STATUS}, 'channel', 1, n.created_ms, "
+                    "n.created_ms + 40, n.created_ms + 90, NULL, n.created_ms + 90 "
+                    "FROM notifications n JOIN devices d ON d.account_id = 1000000 "
+                    "WHERE n.id BETWEEN $1 AND $2 AND ((n.id - 1000000) * $3) % $4 < $3 "
+                    "ORDER BY n.id, d.id",
+                    *params,
+                )
+                await con.execute(
+                    "INSERT INTO deliveries (notification_id, device_id, status, transport, "
+                    "attempts, created_ms, sent_ms, delivered_ms, updated_ms) "
+                    f"SELECT n.id, d.id, {STATUS}, 'channel', 1, n.created_ms, "
+                    "n.created_ms + 40, n.created_ms + 90, n.created_ms + 90 "
+                    f"FROM notifications n JOIN devices d ON d.id = 1000001 + (n.id % {devices}) "
+                    "WHERE n.id BETWEEN $1 AND $2 AND ((n.id - 1000000) * $3) % $4 >= $3",
+                    *params,
+                )
+            done = last + 1
+            if time.perf_counter() > deadline:
+                raise HarnessError(
+                    f"history build passed --build-limit {time_limit:.0f}s after {done:,} of "
+                    f"{total:,} notifications"
+                )
+            if first // CHUNK % 25 == 0:
+                el = time.perf_counter() - t0
+                log(f"  history: {done:,} of {total:,} notifications, {el:.0f}s")
+        # The ids were given explicitly: move the sequence past them, as the server's own
+        # inserts would have.
+        await con.execute(
+            "SELECT setval(pg_get_serial_sequence('notifications', 'id'), "
+            "(SELECT max(id) FROM notifications))"
+        )
+        fill_s = time.perf_counter() - t0
+        log("  VACUUM ANALYZE ...")
+        await con.execute("VACUUM ANALYZE")
+        notifications = await con.fetchval(
+            "SELECT count(*) FROM notifications WHERE account_id = 1000000"
+        )
+        stored = await con.fetchval("SELECT count(*) FROM deliveries")
+        database_bytes = await con.fetchval("SELECT pg_database_size(current_database())")
+        deliveries_bytes = await con.fetchval("SELECT pg_total_relation_size('deliveries')")
+    finally:
+        await con.close()
+    total_s = time.perf_counter() - t0
+    if stored != deliveries:
+        raise HarnessError(f"history holds {stored:,} deliveries, not {deliveries:,}")
+    return {
+        "deliveries": stored,
+        "notifications": notifications,
+        "broadcasts": broadcasts,
+        "single_device_notifications": singles,
+        "devices": devices,
+        "fill_s": round(fill_s, 1),
+        "build_s": round(total_s, 1),
+        "deliveries_per_s": round(deliveries / fill_s) if fill_s else None,
+        "database_bytes": database_bytes,
+        "deliveries_table_bytes": deliveries_bytes,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Measuring: ingest.py's and fanout.py's runs against a server on a given data directory
 # --------------------------------------------------------------------------------------------
@@ -223,19 +370,23 @@ class _ServerOn(OwnServer):
     """ingest.py's server, started on a prepared data directory that it leaves in place."""
 
     target_dir: Path
+    target_url: str | None = None
 
     def __init__(self, keep_dir: bool = False) -> None:
         super().__init__(keep_dir=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir = self.target_dir
         self.env["PUSHGATE_DATA_DIR"] = str(self.dir)
+        if self.target_url is not None:
+            self.env["PUSHGATE_DATABASE_URL"] = self.target_url
         self.log_path = self.dir / f"server-{self.port}.log"
 
 
 @contextlib.contextmanager
-def _servers_on(data_dir: Path, *modules: Any) -> Iterator[None]:
-    """Within: the benchmarks in ``modules`` start their server on ``data_dir``."""
-    cls = type("ServerOnDir", (_ServerOn,), {"target_dir": data_dir})
+def _servers_on(data_dir: Path, *modules: Any, url: str | None = None) -> Iterator[None]:
+    """Within: the benchmarks in ``modules`` start their server on ``data_dir`` (and on the
+    database at ``url``, when given)."""
+    cls = type("ServerOnDir", (_ServerOn,), {"target_dir": data_dir, "target_url": url})
     saved = [m.OwnServer for m in modules]
     for m in modules:
         m.OwnServer = cls
@@ -338,6 +489,8 @@ def _compare(
 def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     root = args.reuse or Path(tempfile.mkdtemp(prefix="pushgate-history-", dir=args.work_dir))
     dirs = {"empty": root / "empty", "full": root / "full"}
+    # On PostgreSQL: a scratch database per side, (name, URL).
+    scratch: dict[str, tuple[str, str]] = {}
     result: dict[str, Any] = {
         "benchmark": "history",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -353,6 +506,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             "rounds": args.rounds,
             "order": args.order,
             "repeats": args.repeats,
+            "database": "postgresql" if args.postgres_url else "sqlite",
         },
     }
     try:
@@ -362,14 +516,25 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             result["history"]["reused"] = str(root)
             log(f"reusing the databases in {root}")
         else:
-            for d in dirs.values():
+            for label, d in dirs.items():
                 d.mkdir(mode=0o700)
-                migrate_dir(d)
+                if args.postgres_url:
+                    try:
+                        scratch[label] = create_scratch(args.postgres_url, f"history_{label}")
+                    except ScratchError as exc:
+                        raise HarnessError(f"--postgres-url: {exc}") from exc
+                migrate_dir(d, scratch[label][1] if scratch else None)
             log(f"building a history of {args.deliveries:,} deliveries ...")
-            result["history"] = build_history(
-                dirs["full"] / "pushgate.db", args.deliveries, args.history_devices,
-                args.broadcast_share, args.build_limit, log,
-            )  # fmt: skip
+            if scratch:
+                result["history"] = build_history_pg(
+                    scratch["full"][1], args.deliveries, args.history_devices,
+                    args.broadcast_share, args.build_limit, log,
+                )  # fmt: skip
+            else:
+                result["history"] = build_history(
+                    dirs["full"] / "pushgate.db", args.deliveries, args.history_devices,
+                    args.broadcast_share, args.build_limit, log,
+                )  # fmt: skip
             built.write_bytes(orjson.dumps(result["history"]))
         h = result["history"]
         log(
@@ -393,7 +558,8 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 for label in first if rep % 2 == 0 else first[::-1]:
                     log(f"--- {what} on the {label} database ({rep + 1}/{args.repeats}) ---")
                     try:
-                        with _servers_on(dirs[label], mod):
+                        url = scratch[label][1] if scratch else None
+                        with _servers_on(dirs[label], mod, url=url):
                             r = mod.run(args_of(args), log)
                         raw[label][what].append(figures(r))
                     except HarnessError as exc:  # keep what the other runs measured
@@ -431,8 +597,12 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     finally:
         if not (args.keep_data or args.reuse or (args.build_only and "history" in result)):
             shutil.rmtree(root, ignore_errors=True)
+            for name, _ in scratch.values():
+                drop_scratch(args.postgres_url, name)
         else:
             result["kept"] = str(root)
+            if scratch:
+                result["kept_databases"] = [name for name, _ in scratch.values()]
     return result
 
 
@@ -455,6 +625,8 @@ def print_table(r: dict[str, Any]) -> None:
         f"{h['devices']:,} devices + {h['single_device_notifications']:,} single-device posts; "
         f"{h['notifications']:,} notifications), built in {h['build_s']} s "
         f"({_fmt(h['deliveries_per_s'])} deliveries/s), {h['database_bytes'] / 2**20:,.0f} MiB"
+        f" on {c.get('database', 'sqlite')} ({h['database_bytes'] / h['deliveries']:.0f} bytes "
+        "per delivery)"
     )
     if "runs" not in r:
         print(f"data dir kept: {r.get('data_dir')}")
@@ -518,10 +690,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the databases a run with --keep-data left in DIR (skips the build)",
     )  # fmt: skip
     ap.add_argument("--build-only", action="store_true", help="build the history and stop")
+    ap.add_argument(
+        "--postgres-url", metavar="URL",
+        help="run on PostgreSQL: an admin URL of a loopback server on which two scratch "
+        "databases are made (and dropped afterwards, unless --keep-data); default: SQLite",
+    )  # fmt: skip
     add_output_options(ap)
     args = ap.parse_args(argv)
     if args.deliveries < args.history_devices or not 0 <= args.broadcast_share <= 1:
         ap.error("deliveries must be >= history-devices and broadcast-share in [0, 1]")
+    if args.postgres_url and args.reuse:
+        ap.error("--reuse keeps SQLite databases only; leave out --postgres-url")
     return run_and_report(args, run, print_table)
 
 
