@@ -27,8 +27,8 @@ One run, all on loopback, on SQLite, or with --postgres-url on two scratch Postg
     .venv/bin/python -m benchmarks.history                        # 10 M deliveries
     .venv/bin/python -m benchmarks.history --deliveries 1000000 --duration 5 --json-out h.json
     .venv/bin/python -m benchmarks.history --build-only --keep-data   # just the database
-    .venv/bin/python -m benchmarks.history --postgres-url \
-        postgresql+asyncpg://postgres@127.0.0.1:5432/test      # the same on PostgreSQL
+    PG=postgresql+asyncpg://postgres@127.0.0.1:5432/test
+    .venv/bin/python -m benchmarks.history --postgres-url "$PG"   # the same on PostgreSQL
 """
 
 from __future__ import annotations
