@@ -343,8 +343,11 @@ async def test_write_statements_commit_together_or_not_at_all(db: Database) -> N
             Statement(f"UPDATE accounts SET name = {name} WHERE id = {title}", ("one", account.id)),
             Statement(
                 f"UPDATE accounts SET name = name || '-' || {name} WHERE id = {title}",
-                [("two", account.id), ("three", account.id)],
-                many=True,
+                ("two", account.id),
+            ),
+            Statement(
+                f"UPDATE accounts SET name = name || '-' || {name} WHERE id = {title}",
+                ("three", account.id),
             ),
         ]
     )

@@ -34,12 +34,10 @@ RAW_READERS = 2
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """One statement written for the driver (its own parameter markers) with one parameter
-    set, or (``many``) a sequence of them."""
+    """One statement written for the driver (its own parameter markers) with its parameters."""
 
     sql: str
     params: Sequence[Any] = ()
-    many: bool = False
 
 
 def now_ms() -> int:
@@ -90,10 +88,7 @@ class Database:
             return
         async with self.writing() as conn:
             for statement in statements:
-                if statement.many:
-                    await driver_many(conn, statement.sql, statement.params)
-                else:
-                    await driver_rows(conn, statement.sql, statement.params)
+                await driver_rows(conn, statement.sql, statement.params)
 
     def _run_script(self, statements: tuple[Statement, ...]) -> None:
         """``write_statements`` on the script thread (its connection is opened there)."""
@@ -107,10 +102,7 @@ class Database:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for statement in statements:
-                if statement.many:
-                    conn.executemany(statement.sql, statement.params)
-                else:
-                    conn.execute(statement.sql, tuple(statement.params))
+                conn.execute(statement.sql, tuple(statement.params))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -193,14 +185,6 @@ async def driver_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] = (
         return list(await (await _driver(conn)).execute_fetchall(sql, tuple(params)))
     result = await conn.exec_driver_sql(sql, tuple(params))
     return list(result) if result.returns_rows else []
-
-
-async def driver_many(conn: AsyncConnection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``driver_rows`` of a statement without rows for each parameter set of ``rows``."""
-    if conn.dialect.name == "sqlite":
-        await (await _driver(conn)).executemany(sql, [tuple(row) for row in rows])
-        return
-    await conn.exec_driver_sql(sql, [tuple(row) for row in rows])
 
 
 async def _driver(conn: AsyncConnection) -> Any:

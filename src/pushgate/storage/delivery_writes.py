@@ -81,7 +81,6 @@ _NOTIFICATION_CASTS = (
 _NOTIFICATIONS_PER_INSERT = 1024
 _AUDIENCE_CASTS = ("bigint", "bigint", "bigint", "bigint")
 _STATUS_CASTS = ("int", "bigint", "bigint", "bigint")
-# Status rows per statement on SQLite (4 parameters each), and the row that pads the last.
 # Rows per VALUES list of a status statement on SQLite: the largest size, or the smallest one
 # that holds what is left, the rest padded with rows that match nothing. The statement's text
 # then takes one of three forms, compiled once each per connection (a VALUES list of 2,000
@@ -172,21 +171,22 @@ class DeliveryWrites:
                 (len(rows),),
             )
             ids = sorted(int(row[0]) for row in result)
-        else:
-            ids = []
-        for start in range(0, len(rows), _NOTIFICATIONS_PER_INSERT):
-            chunk = rows[start : start + _NOTIFICATIONS_PER_INSERT]
-            values = _values(len(chunk), _NOTIFICATION_CASTS, self._postgres)
-            if self._postgres:
-                given = [(nid, *row[1:]) for nid, row in zip(ids[start:], chunk, strict=False)]
+            given = [(nid, *row[1:]) for nid, row in zip(ids, rows, strict=True)]
+            for start in range(0, len(given), _NOTIFICATIONS_PER_INSERT):
+                part = given[start : start + _NOTIFICATIONS_PER_INSERT]
+                values = _values(len(part), _NOTIFICATION_CASTS, True)
                 await driver_rows(
                     conn,
                     f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) SELECT * FROM {values}",
-                    _flat(given),
+                    _flat(part),
                 )
-                continue
+            return ids
+        others = ", ".join(f"v.column{c}" for c in range(2, len(_NOTIFICATION_CASTS) + 1))
+        ids = []
+        for start in range(0, len(rows), _NOTIFICATIONS_PER_INSERT):
+            chunk = rows[start : start + _NOTIFICATIONS_PER_INSERT]
+            values = _values(len(chunk), _NOTIFICATION_CASTS, False)
             positions = [(position, *row[1:]) for position, row in enumerate(chunk, 1)]
-            others = ", ".join(f"v.column{c}" for c in range(2, len(_NOTIFICATION_CASTS) + 1))
             returned = await driver_rows(
                 conn,
                 f"INSERT INTO notifications ({_NOTIFICATION_COLUMNS}) "
