@@ -160,7 +160,7 @@ def worker() -> None:
     or several, share the work. Give every process the same PUSHGATE_DATABASE_URL (PostgreSQL
     when they run on several machines) and the same PUSHGATE_SECRET_KEY.
     """
-    from pushgate.cli.worker import run_worker
+    from pushgate.cli.worker import run_worker, worker_loop
 
     settings = settings_or_exit()
     if settings.queue_url is None:
@@ -176,7 +176,8 @@ def worker() -> None:
     configure_logs(settings)
     lock = hold_data_dir(settings.data_dir)  # noqa: F841 - held while working
     try:
-        asyncio.run(run_worker(settings))
+        with asyncio.Runner(loop_factory=worker_loop) as runner:
+            runner.run(run_worker(settings))
     except ValueError as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from exc
