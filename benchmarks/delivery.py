@@ -17,7 +17,9 @@ One run, all on loopback, per provider (``--provider webpush|apns|fcm|all``):
                ``--pywebpush-max`` messages and ``--pywebpush-seconds``);
                apns: the bare ``Http2Sender`` sending the same N requests (500 in flight, as
                the server's transport does) - no Pushgate around it;
-               fcm: the bare ``Http1Sender`` sending the same N requests (64 in flight);
+               fcm: FCM's own sender (``NegotiatedSender``: HTTP/2 when the fake offers it
+               in ALPN, as FakeFcm and FCM do, else ``Http1Sender``) sending the same N
+               requests (64 in flight);
 3. pushgate  - per repeat, a new ``POST /api/v1/notifications``; the time from sending the
                post until the fake has received all N AND ``GET /apps/{app}/delivery-counts``
                shows all N more deliveries ``sent`` -> deliveries/s = N / that time. The fake
@@ -478,11 +480,18 @@ async def _bare_fcm(
     )
     from pushgate.transports.http import ProviderRequest
     from pushgate.transports.http1 import Http1Sender
+    from pushgate.transports.http2 import Http2Sender
+    from pushgate.transports.negotiated import ALPN, NegotiatedSender
     from pushgate.transports.oauth import fetch_grant
+    from pushgate.transports.registry import FCM_HTTP2_CONNECTIONS
 
     creds = FcmCredentials.parse(info["credentials"], STORED)  # (token_uri: the fake's)
-    sender = Http1Sender(
-        ca_file=Path(info["ca_file"]), timeout_seconds=10.0, max_connections=concurrency
+    ca_file = Path(info["ca_file"])
+    sender = NegotiatedSender(  # as the FCM transport's (transports/registry.py)
+        Http2Sender(
+            ca_file=ca_file, timeout_seconds=10.0, connections=FCM_HTTP2_CONNECTIONS, alpn=ALPN
+        ),
+        Http1Sender(ca_file=ca_file, timeout_seconds=10.0, max_connections=concurrency),
     )
     rounds = []
     try:
@@ -675,7 +684,7 @@ def run_provider(
                 fake, args.pywebpush_max, min(args.pywebpush_seconds, clock.left()), log
             )
     else:
-        what = "Http2Sender" if kind == "apns" else "Http1Sender"
+        what = "Http2Sender" if kind == "apns" else "NegotiatedSender (HTTP/2)"
         log(f"  baseline: bare {what}, same requests, {args.repeats} x {n:,} ...")
         if kind == "apns":
             rounds = run_loop(_bare_apns(fake, addresses, args.repeats))

@@ -14,6 +14,8 @@ from pushgate.domain.credentials import GOOGLE_TOKEN_URI, Credentials
 from pushgate.testing.tls import local_ca
 from pushgate.transports.base import Target
 from pushgate.transports.http1 import Http1Sender
+from pushgate.transports.http2 import Http2Sender
+from pushgate.transports.negotiated import ALPN, NegotiatedSender
 
 
 class StaticSource:
@@ -31,6 +33,13 @@ def local_sender(max_connections: int = 16) -> Http1Sender:
     return Http1Sender(
         ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=max_connections
     )
+
+
+def local_negotiated_sender(max_connections: int = 16) -> NegotiatedSender:
+    """HTTP/2 where the server offers it, else HTTP/1.1 (as FCM's sender), trusting the
+    fakes' local CA."""
+    http2 = Http2Sender(ca_file=local_ca().ca_file, timeout_seconds=5, connections=2, alpn=ALPN)
+    return NegotiatedSender(http2, local_sender(max_connections))
 
 
 def targets(*addresses: str) -> list[Target]:

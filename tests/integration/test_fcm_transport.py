@@ -15,7 +15,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from provider_support import StaticSource, local_sender, targets
+from provider_support import StaticSource, local_negotiated_sender, local_sender, targets
 
 from pushgate.domain.credentials import FcmCredentials
 from pushgate.domain.outcomes import Delivered, PermanentFailure, RetryLater, TokenInvalid
@@ -26,12 +26,19 @@ from pushgate.transports.base import Content
 from pushgate.transports.fcm import FcmTransport
 
 
+@pytest.fixture(params=["http/1.1", "h2"])
+def protocol(request: pytest.FixtureRequest) -> str:
+    """Every test of the transport runs over both: FCM's own sender speaks HTTP/2 to a
+    server that offers it in ALPN (as FCM does), and HTTP/1.1 to one that does not."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def transport(fcm: FakeFcm) -> AsyncIterator[FcmTransport]:
+async def transport(fcm: FakeFcm, protocol: str) -> AsyncIterator[FcmTransport]:
     credentials = FcmCredentials.parse(fcm.credentials(), fcm.rules)
     transport = FcmTransport(
         StaticSource(credentials),
-        local_sender(),
+        local_negotiated_sender() if protocol == "h2" else local_sender(),
         base_url=fcm.url,
         concurrency=16,
         token_hosts=fcm.token_hosts,
@@ -139,15 +146,19 @@ async def test_retry_after_is_honoured(fcm: FakeFcm, transport: FcmTransport) ->
     assert second == [RetryLater("QUOTA_EXCEEDED: injected by FakeFcm", 30.0)]
 
 
-async def test_dropped_connection_is_retry_later(fcm: FakeFcm, transport: FcmTransport) -> None:
-    # The send reuses the token fetch's kept-alive connection: a drop there is sent once
-    # more on a new connection at once (it may have been a stale connection); the
-    # second drop, on a new connection, is RetryLater.
-    fcm.drop_next(2)
+async def test_dropped_connection_is_retry_later(
+    fcm: FakeFcm, transport: FcmTransport, protocol: str
+) -> None:
+    # HTTP/1.1: the send reuses the token fetch's kept-alive connection; a drop there is sent
+    # once more on a new connection at once (it may have been a stale connection), and the
+    # second drop, on a new connection, is RetryLater. HTTP/2 sends once: a connection lost
+    # with the request in flight is RetryLater.
+    fcm.drop_next(2 if protocol == "http/1.1" else 1)
     [result] = await transport.send(content(), targets("t1"))
     assert isinstance(result, RetryLater)
     assert result.reason.startswith("FCM unreachable: ")
     assert await transport.send(content(), targets("t1")) == [Delivered()]
+    assert fcm.http2_requests > 0 if protocol == "h2" else fcm.http2_requests == 0
 
 
 async def test_refused_access_token_is_replaced(fcm: FakeFcm, transport: FcmTransport) -> None:

@@ -49,13 +49,11 @@ from h2.events import (
     StreamEnded,
     StreamReset,
 )
-from h2.exceptions import H2Error
-from h2.settings import SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
+from pushgate.testing.fake_h2 import received, server_h2
 from pushgate.testing.fake_provider import FakeProvider
 from pushgate.testing.fake_server import BackgroundServer
-from pushgate.transports.h2_overrides import H2Protocol, h2_config
 
 MAX_PAYLOAD_BYTES = 4096
 WRITE_EVERY = 64  # answers per write at most, so the client reads some while we go on
@@ -363,7 +361,7 @@ class _ApnsConnection(asyncio.Protocol):
     def __init__(self, server: FakeApns) -> None:
         self._server = server
         self._id = next(server._connection_ids)
-        self._h2 = H2Protocol(h2_config(client_side=False))
+        self._h2 = server_h2(server.max_concurrent_streams)
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, tuple[dict[str, str], bytearray]] = {}
         self._goaway_last: int | None = None
@@ -375,16 +373,7 @@ class _ApnsConnection(asyncio.Protocol):
         server._connections.add(self)
         with server._lock:
             server.connection_count += 1
-        h2 = self._h2
-        h2.initiate_connection()
-        h2.update_settings(
-            {
-                SettingCodes.MAX_CONCURRENT_STREAMS: server.max_concurrent_streams,
-                SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20,
-            }
-        )
-        h2.increment_flow_control_window(1 << 24)
-        self._transport.write(h2.data_to_send())
+        self._transport.write(self._h2.data_to_send())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server._connections.discard(self)
@@ -392,9 +381,8 @@ class _ApnsConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         h2 = self._h2
-        try:
-            events = h2.receive_data(data)
-        except H2Error:
+        events = received(h2, data)
+        if events is None:
             self._flush()
             self.drop()
             return

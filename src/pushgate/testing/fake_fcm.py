@@ -113,7 +113,8 @@ def _json_response(status: int, body: bytes, retry_after: float | None = None) -
 
 
 class FakeFcm(FakeHttpServer, OAuthFakeProvider[FcmMessage]):
-    """FCM HTTP v1 and its token endpoint on one TLS port (``url``; ``token_url``).
+    """FCM HTTP v1 and its token endpoint on one TLS port (``url``; ``token_url``), over HTTP/2
+    and HTTP/1.1 as the client chooses in ALPN (``http2=False``: HTTP/1.1 only).
 
     ``fail_next(status, reason=...)`` answers with the FcmError ``errorCode`` ``reason``, by
     default the usual one for the status: 400 INVALID_ARGUMENT, 401 THIRD_PARTY_AUTH_ERROR,
@@ -130,8 +131,9 @@ class FakeFcm(FakeHttpServer, OAuthFakeProvider[FcmMessage]):
         expires_in: int = 3600,
         tls: bool = True,
         port: int = 0,
+        http2: bool = True,
     ) -> None:
-        super().__init__(self._handle, tls=tls, port=port)
+        super().__init__(self._handle, tls=tls, port=port, http2=http2)
         OAuthFakeProvider.__init__(self, expires_in=expires_in)
         self.project_id = project_id
         self.client_email = f"pushgate@{project_id}.iam.gserviceaccount.com"

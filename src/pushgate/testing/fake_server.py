@@ -299,17 +299,30 @@ class _Http1Connection(asyncio.Protocol):
 
 
 class FakeHttpServer(BackgroundServer):
-    """An HTTP/1.1 server (keep-alive, TLS by default) answering with ``handler``."""
+    """An HTTP/1.1 server (keep-alive, TLS by default) answering with ``handler``; with
+    ``http2`` it offers ``h2`` too and answers over HTTP/2 the connections that choose it
+    (``testing/fake_h2.py``)."""
 
-    def __init__(self, handler: Handler, *, tls: bool = True, port: int = 0) -> None:
+    def __init__(
+        self, handler: Handler, *, tls: bool = True, port: int = 0, http2: bool = False
+    ) -> None:
         super().__init__(tls=tls, port=port)
         self._handler = handler
         self._connections: set[Any] = set()
+        self.http2 = http2 and tls
+        self.http2_requests = 0  # requests that arrived over HTTP/2
+        if self.http2:
+            self.alpn = ("h2", "http/1.1")
 
     async def _start_server(self, ssl_context: ssl.SSLContext | None) -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol] = lambda: _Http1Connection(self)  # noqa: E731
+        if self.http2:
+            from pushgate.testing.fake_h2 import ByAlpn
+
+            factory = lambda: ByAlpn(self)  # noqa: E731
         return await loop.create_server(
-            lambda: _Http1Connection(self), "127.0.0.1", self._port, ssl=ssl_context, backlog=1024
+            factory, "127.0.0.1", self._port, ssl=ssl_context, backlog=1024
         )
 
     async def _shutdown(self) -> None:

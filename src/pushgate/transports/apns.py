@@ -64,7 +64,7 @@ from pushgate.transports.base import (
     CredentialSource,
     ProviderTransport,
     Target,
-    for_each_bounded,
+    send_each,
 )
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 
@@ -302,36 +302,17 @@ class ApnsTransport(ProviderTransport[ApnsCredentials]):
         headers = request_headers(credentials, content, bearer)
         base_url = base_url_for(credentials, self._base_url)
         outcomes: list[Outcome] = [Delivered()] * count
-        send_all = getattr(self._sender, "send_all", None)
-        if send_all is not None:  # (Http2Sender: no task per request)
-            requests = [build_request(base_url, target, headers, body) for target in targets]
-            answers = await send_all(requests, self._concurrency)
-            for index, answer in enumerate(answers):
-                if isinstance(answer, ProviderResponse):
-                    if answer.status == 200:
-                        continue  # Delivered, as preset
-                    result = outcomes[index] = outcome(answer)
-                    if answer.status == 403 and isinstance(result, RetryLater):
-                        self.tokens.drop(credentials, bearer)
-                elif isinstance(answer, CONNECTION_ERRORS):
-                    outcomes[index] = no_answer(answer)
-                else:  # as a failing send does: the whole batch is retried
-                    raise answer
-            return outcomes
-        send = self._sender.send
-
-        async def step(index: int) -> None:
-            request = build_request(base_url, targets[index], headers, body)
-            try:
-                response = await send(request)
-            except CONNECTION_ERRORS as exc:
-                outcomes[index] = no_answer(exc)
-                return
-            if response.status == 200:
-                return  # Delivered, as preset
-            result = outcomes[index] = outcome(response)
-            if response.status == 403 and isinstance(result, RetryLater):
-                self.tokens.drop(credentials, bearer)
-
-        await for_each_bounded(count, self._concurrency, step)
+        requests = [build_request(base_url, target, headers, body) for target in targets]
+        answers = await send_each(self._sender, requests, self._concurrency)
+        for index, answer in enumerate(answers):
+            if isinstance(answer, ProviderResponse):
+                if answer.status == 200:
+                    continue  # Delivered, as preset
+                result = outcomes[index] = outcome(answer)
+                if answer.status == 403 and isinstance(result, RetryLater):
+                    self.tokens.drop(credentials, bearer)
+            elif isinstance(answer, CONNECTION_ERRORS):
+                outcomes[index] = no_answer(answer)
+            else:  # as a failing send does: the whole batch is retried
+                raise answer
         return outcomes

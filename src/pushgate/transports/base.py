@@ -12,7 +12,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import orjson
 
@@ -20,7 +20,7 @@ from pushgate.domain.credentials import Credentials
 from pushgate.domain.outcomes import Outcome, PermanentFailure
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
 from pushgate.domain.translations import Translations
-from pushgate.transports.http import HttpSender
+from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
 
 # What a send to a provider raises when no answer came (refused, reset, timed out): each
 # transport turns it into ``RetryLater`` for the targets of that request.
@@ -166,6 +166,29 @@ async def for_each_bounded(
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+
+
+async def send_each(
+    sender: HttpSender, requests: Sequence[ProviderRequest], concurrency: int
+) -> list[ProviderResponse | Exception]:
+    """Each request's answer, or the exception its send raised, in order. A sender with a
+    ``send_all`` of its own (HTTP/2: many requests in flight per connection, no task per
+    request) takes the whole batch; any other sends them one by one, at most
+    ``concurrency`` at a time."""
+    send_all = getattr(sender, "send_all", None)
+    if send_all is not None:
+        return cast(list[ProviderResponse | Exception], await send_all(requests, concurrency))
+    results: list[ProviderResponse | Exception] = [OSError("not sent")] * len(requests)
+    send = sender.send
+
+    async def step(index: int) -> None:
+        try:
+            results[index] = await send(requests[index])
+        except Exception as exc:  # noqa: BLE001 - the caller decides, per request
+            results[index] = exc
+
+    await for_each_bounded(len(requests), concurrency, step)
+    return results
 
 
 class ProviderTransport(Transport, Generic[C]):

@@ -84,7 +84,7 @@ from pushgate.transports.base import (
     CredentialSource,
     ProviderTransport,
     Target,
-    for_each_bounded,
+    send_each,
     short_text,
 )
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
@@ -372,20 +372,21 @@ class FcmTransport(ProviderTransport[FcmCredentials]):
         url = send_url(self._base_url, credentials.project_id)
         headers = send_headers(access_token)
         tail = message_tail(payload(content, int(time.time() * 1000)))
+        requests = [
+            ProviderRequest("POST", url, headers, send_body(target.address, tail))
+            for target in targets
+        ]
+        answers = await send_each(self._sender, requests, self._concurrency)
         outcomes: list[Outcome] = [Delivered()] * len(targets)
-        sender = self._sender
-
-        async def step(index: int) -> None:
-            request = ProviderRequest("POST", url, headers, send_body(targets[index].address, tail))
-            try:
-                response = await sender.send(request)
-            except CONNECTION_ERRORS as exc:
-                outcomes[index] = RetryLater(f"FCM unreachable: {type(exc).__name__} {exc}")
-                return
-            if response.status != 200:
-                if needs_new_token(response):
+        for index, answer in enumerate(answers):
+            if isinstance(answer, ProviderResponse):
+                if answer.status == 200:
+                    continue  # Delivered, as preset
+                if needs_new_token(answer):
                     self.tokens.invalidate(credentials, access_token)
-                outcomes[index] = outcome(response)
-
-        await for_each_bounded(len(targets), self._concurrency, step)
+                outcomes[index] = outcome(answer)
+            elif isinstance(answer, CONNECTION_ERRORS):
+                outcomes[index] = RetryLater(f"FCM unreachable: {type(answer).__name__} {answer}")
+            else:  # as a failing send does: the whole batch is retried
+                raise answer
         return outcomes

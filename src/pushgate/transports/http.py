@@ -2,8 +2,9 @@
 
 Transports build ``ProviderRequest`` values with pure functions and hand them to an injected
 ``HttpSender``; tests inject a scripted sender or point a real one at the fakes of
-``pushgate.testing``. ``transports/http1.Http1Sender`` serves the HTTP/1.1 providers (FCM, HMS,
-Web Push); APNs uses ``transports/http2.Http2Sender``.
+``pushgate.testing``. ``transports/http1.Http1Sender`` serves the HTTP/1.1 providers (HMS,
+Web Push); APNs uses ``transports/http2.Http2Sender``, and FCM
+``transports/negotiated.NegotiatedSender`` (HTTP/2 where the server offers it, else HTTP/1.1).
 
 Why our own small clients rather than httpx2 (or aiohttp): on this project's 2-core machine,
 POSTs over 64 keep-alive TLS connections to a local server ran at ~790 requests/s with

@@ -62,6 +62,15 @@ class Http2ConnectionLost(Http2Error):
     """The connection closed while the request was in flight."""
 
 
+class Http2NotOffered(Http2Error):
+    """The server chose another protocol than ``h2`` in ALPN (``protocol``: its choice, or
+    None when it chose none): it speaks HTTP/1.1 there."""
+
+    def __init__(self, message: str, protocol: str | None) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+
+
 class Http2StreamReset(Http2Error):
     """The server reset the request's stream."""
 
@@ -666,8 +675,9 @@ class _Pool:
             protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
             if protocol != "h2":
                 connection.close()
-                raise Http2Error(
-                    f"{self._host}:{self._port} does not speak HTTP/2 (ALPN chose {protocol!r})"
+                raise Http2NotOffered(
+                    f"{self._host}:{self._port} does not speak HTTP/2 (ALPN chose {protocol!r})",
+                    protocol,
                 )
         try:
             await connection.settled
@@ -732,7 +742,9 @@ class Http2Sender:
     ``ssl_context`` (default: ``provider_ssl_context(ca_file)``) gets ALPN ``h2`` set on it, so
     do not share it with HTTP/1.1 clients. ``connections``: the pool size per origin;
     ``max_streams``: requests in flight per connection at most (also never more than the
-    server allows); ``timeout_seconds``: per request, from ``send`` to the answer."""
+    server allows); ``timeout_seconds``: per request, from ``send`` to the answer; ``alpn``:
+    the protocols offered in the TLS handshake, ``h2`` first (a server that picks another
+    one fails the connection with ``Http2NotOffered``)."""
 
     def __init__(
         self,
@@ -742,11 +754,14 @@ class Http2Sender:
         timeout_seconds: float = 10.0,
         connections: int = 1,
         max_streams: int = 1000,
+        alpn: Sequence[str] = ("h2",),
     ) -> None:
         if connections < 1 or max_streams < 1:
             raise ValueError("connections and max_streams must be at least 1")
+        if not alpn or alpn[0] != "h2":
+            raise ValueError("alpn must offer h2 first")
         context = ssl_context or provider_ssl_context(ca_file)
-        context.set_alpn_protocols(["h2"])
+        context.set_alpn_protocols(list(alpn))
         self.ssl_context = context
         self.timeout_seconds = timeout_seconds
         self.connections_per_origin = connections
@@ -893,6 +908,7 @@ class Http2Sender:
 __all__ = [
     "Http2ConnectionLost",
     "Http2Error",
+    "Http2NotOffered",
     "Http2Sender",
     "Http2StreamReset",
 ]

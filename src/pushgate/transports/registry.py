@@ -11,7 +11,12 @@ from pushgate.transports.fcm import FcmTransport
 from pushgate.transports.hms import HmsTransport
 from pushgate.transports.http1 import Http1Sender
 from pushgate.transports.http2 import Http2Sender
+from pushgate.transports.negotiated import ALPN, NegotiatedSender
 from pushgate.transports.webpush import WebPushTransport
+
+# HTTP/2 connections to FCM per process when it offers h2 (it does; a proxy in front of it may
+# not). Each carries as many requests at once as the server allows (FCM: 100 and more).
+FCM_HTTP2_CONNECTIONS = 2
 
 
 def build_transports(
@@ -34,11 +39,20 @@ def build_transports(
         timeout_seconds=settings.provider_timeout_seconds,
         connections=settings.apns_connections,
     )
+    fcm_sender = NegotiatedSender(
+        Http2Sender(
+            ca_file=settings.provider_ca_file,
+            timeout_seconds=settings.provider_timeout_seconds,
+            connections=FCM_HTTP2_CONNECTIONS,
+            alpn=ALPN,
+        ),
+        http1(),
+    )
     return {
         "ios": ApnsTransport(credentials, apns_sender, base_url=settings.apns_url, concurrency=500),
         "android": FcmTransport(
             credentials,
-            http1(),
+            fcm_sender,
             base_url=settings.fcm_url,
             concurrency=concurrency,
             token_sender=http1(egress),
