@@ -5,7 +5,7 @@ backoff and Retry-After, the attempt limit, expiry, token invalidation, duplicat
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,6 +187,40 @@ async def test_retries_back_off_honour_retry_after_and_stop_at_the_limit(flaky: 
     ]
     # Backoff: each wait at least half its cap (0.05 s doubling, full jitter on the upper half).
     assert gaps[0] >= 0.025 and gaps[1] >= 0.05 and gaps[2] >= 0.1, gaps
+
+
+@pytest.fixture
+async def answered_late(database_url: str, tmp_path: Path) -> AsyncIterator[World]:
+    def script(content: Content, target: Target, attempt: int) -> Outcome:
+        if target.address.startswith("00"):
+            return RetryLater("timed out")  # it arrived all the same
+        if target.address.startswith("01"):
+            return TokenInvalid("410 Unregistered")
+        return Delivered()
+
+    async for world in make_world(script)(database_url, tmp_path):
+        yield world
+
+
+async def test_an_open_reported_before_the_providers_answer_is_kept(answered_late: World) -> None:
+    """The app's backend reports the notification opened on every device while the
+    provider's answers are on their way: the answers (sent, failed, retry) do not overwrite
+    the reports, and the timed-out one is not sent again."""
+    world = answered_late
+    scripted = world.ios.send
+
+    async def opened_then_answered(content: Content, targets: Sequence[Target]) -> list[Outcome]:
+        ids = [target.device_id for target in targets]
+        assert await world.rt.stats.opened(world.account_id, content.notification_id, ids) == 3
+        return await scripted(content, targets)
+
+    world.ios.send = opened_then_answered  # type: ignore[method-assign]
+    notification_id = await world.send()
+    await world.settle(notification_id, lambda rows: len(world.ios.sent) == 3)
+    await asyncio.sleep(0.5)  # a retry would have come by now (retry_base_seconds=0.05)
+    rows = await world.rows(notification_id)
+    assert [(status, attempts) for _, status, attempts, _ in rows] == [("opened", 1)] * 3
+    assert len(world.ios.sent) == 3
 
 
 @pytest.fixture

@@ -173,8 +173,10 @@ class PushDelivery:
             await self._devices.disable(device_id, reason)
         if invalid:
             counted.devices_disabled.labels(transport_name).inc(len(invalid))
+        # Only the deliveries still queued, as claimed: one reported opened (or delivered)
+        # while the provider's answer was on its way keeps that report, and is not retried.
         async with self._db.write.begin() as conn:
-            await self._write(conn, job.notification_id, changes, sent_at, False)
+            await self._write(conn, job.notification_id, changes, sent_at, True)
             for (at_ms, attempts), device_ids in retries.items():
                 retry = PushJob(job.notification_id, device_ids, attempts)
                 await self._queue.enqueue(
