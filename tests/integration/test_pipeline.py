@@ -4,6 +4,7 @@ commit, fan-out into deliveries, live hand-off, statuses, expiry, backlog."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +23,13 @@ from pushgate.services import fan_out as fan_out_module
 from pushgate.services import pipeline as pipeline_module
 from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.notifications import NotificationQueries
-from pushgate.services.pipeline import DeliveryPipeline, NewNotification, PipelineUnavailable
+from pushgate.services.pipeline import (
+    DeliveryPipeline,
+    DuplicateRequest,
+    Idempotency,
+    NewNotification,
+    PipelineUnavailable,
+)
 from pushgate.storage.database import Database
 from pushgate.storage.migrate import migrate
 from pushgate.storage.models import deliveries, jobs, notifications
@@ -159,6 +166,24 @@ async def test_concurrent_submits_are_group_committed_and_all_stored(world: Worl
             break
         await asyncio.sleep(0.025)
     assert count == 300 * len(world.device_ids)
+
+
+async def test_a_stored_idempotency_key_is_a_duplicate_without_an_error_log(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = Idempotency(world.account_id, "order-17", "fingerprint")
+    first = await world.pipeline.submit(replace(world.notification("first"), idempotency=key))
+    with caplog.at_level(logging.INFO, logger="pushgate"):
+        again = replace(world.notification("again"), idempotency=key)
+        answers = await asyncio.gather(
+            world.pipeline.submit(again),
+            world.pipeline.submit(world.notification("other")),
+            return_exceptions=True,
+        )
+    assert isinstance(answers[0], DuplicateRequest)
+    assert isinstance(answers[1], int) and answers[1] > first
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    await world.wait_for(answers[1], [(d, "queued", 0) for d in world.device_ids])
 
 
 async def test_sent_then_delivered(world: World) -> None:

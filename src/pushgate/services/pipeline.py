@@ -477,7 +477,19 @@ class DeliveryPipeline:
                 if not future.done():
                     future.set_exception(PipelineUnavailable(str(exc)))
                 return _Stored([None], None, False)
-            log.exception("storing %d notifications failed; retrying one by one", len(batch))
+            if isinstance(exc, IntegrityError) and any(
+                pending.notification.idempotency for pending in batch
+            ):
+                # Most likely an idempotency key stored already (a client's retry racing its
+                # first request): expected, no traceback. Alone, that one gets its 409; any
+                # other cause is logged there.
+                log.info(
+                    "storing %d notifications met a stored idempotency key; storing them one "
+                    "by one",
+                    len(batch),
+                )
+            else:
+                log.exception("storing %d notifications failed; retrying one by one", len(batch))
         ids: list[int | None] = []
         jobs = False
         for pending in batch:
