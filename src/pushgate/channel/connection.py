@@ -20,7 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import orjson
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 
 from pushgate.channel.hub import Outgoing, Subscription
@@ -42,9 +42,7 @@ MAX_BUFFERED_BYTES = 4 * 1024 * 1024
 # After Pushgate sends a close frame, how long the device has to answer before the socket
 # is cut.
 CLOSE_TIMEOUT_SECONDS = 10.0
-TRY_AGAIN_LATER = 1013
 TOO_FAR_BEHIND = "too far behind; reconnect to catch up"
-GOING_AWAY = 1001
 _DATA = (Opcode.TEXT, Opcode.BINARY)
 
 
@@ -128,7 +126,7 @@ class ChannelConnection(asyncio.Protocol):
         if subscription is None or session is None or self.closing:
             return
         if subscription.overflowed:
-            self.close(TRY_AGAIN_LATER, TOO_FAR_BEHIND)
+            self.close(CloseCode.TRY_AGAIN_LATER, TOO_FAR_BEHIND)
             return
         waiting = session.unseen(subscription.drain(subscription.qsize()))
         for start in range(0, len(waiting), MAX_BATCH):
@@ -146,7 +144,7 @@ class ChannelConnection(asyncio.Protocol):
         """The hub's sink: write one live notification now."""
         transport = self.transport
         if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
-            self.close(TRY_AGAIN_LATER, TOO_FAR_BEHIND)
+            self.close(CloseCode.TRY_AGAIN_LATER, TOO_FAR_BEHIND)
             return
         if self.ws is None or self.ws.state is not State.OPEN:
             return
@@ -198,7 +196,7 @@ class ChannelConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """The server is stopping (uvicorn calls this on every open connection): close with
         1001 "going away", so that devices reconnect, to another server if there is one."""
-        self.close(GOING_AWAY, "server shutting down")
+        self.close(CloseCode.GOING_AWAY, "server shutting down")
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 

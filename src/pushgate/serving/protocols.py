@@ -41,11 +41,11 @@ import httptools
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import CloseCode
 
 log = logging.getLogger("pushgate.serving")
 
 REFUSAL_LOG_SECONDS = 10.0
-GOING_AWAY = 1001
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,8 +266,8 @@ class QuietWebSocketProtocol(WebSocketsSansIOProtocol):
         restart"), so that devices reconnect, to another server if there is one."""
         if self.handshake_complete and not self.close_sent:
             self.stop_keepalive()
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": GOING_AWAY})
-            self.conn.send_close(GOING_AWAY, "server shutting down")
+            self.queue.put_nowait({"type": "websocket.disconnect", "code": CloseCode.GOING_AWAY})
+            self.conn.send_close(CloseCode.GOING_AWAY, "server shutting down")
             self.close_sent = True
             self.transport.write(b"".join(self.conn.data_to_send()))
             self.transport.close()
