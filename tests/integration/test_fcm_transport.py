@@ -8,7 +8,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -26,11 +26,18 @@ from pushgate.transports.base import Content
 from pushgate.transports.fcm import FcmTransport
 
 
-@pytest.fixture(params=["http/1.1", "h2"])
+@pytest.fixture(params=["http/1.1", "h2", "h2-declined"])
 def protocol(request: pytest.FixtureRequest) -> str:
-    """Every test of the transport runs over both: FCM's own sender speaks HTTP/2 to a
-    server that offers it in ALPN (as FCM does), and HTTP/1.1 to one that does not."""
+    """Every test of the transport runs three ways: over HTTP/1.1 (``Http1Sender``), and with
+    FCM's own sender (``NegotiatedSender``), which speaks HTTP/2 to a server that offers it
+    in ALPN (as FCM does) and HTTP/1.1 to one that does not (``h2-declined``: a proxy)."""
     return str(request.param)
+
+
+@pytest.fixture
+def fcm(protocol: str) -> Iterator[FakeFcm]:
+    with FakeFcm(http2=protocol != "h2-declined") as fake:
+        yield fake
 
 
 @pytest.fixture
@@ -38,7 +45,7 @@ async def transport(fcm: FakeFcm, protocol: str) -> AsyncIterator[FcmTransport]:
     credentials = FcmCredentials.parse(fcm.credentials(), fcm.rules)
     transport = FcmTransport(
         StaticSource(credentials),
-        local_negotiated_sender() if protocol == "h2" else local_sender(),
+        local_sender() if protocol == "http/1.1" else local_negotiated_sender(),
         base_url=fcm.url,
         concurrency=16,
         token_hosts=fcm.token_hosts,
@@ -153,12 +160,12 @@ async def test_dropped_connection_is_retry_later(
     # once more on a new connection at once (it may have been a stale connection), and the
     # second drop, on a new connection, is RetryLater. HTTP/2 sends once: a connection lost
     # with the request in flight is RetryLater.
-    fcm.drop_next(2 if protocol == "http/1.1" else 1)
+    fcm.drop_next(1 if protocol == "h2" else 2)
     [result] = await transport.send(content(), targets("t1"))
     assert isinstance(result, RetryLater)
     assert result.reason.startswith("FCM unreachable: ")
     assert await transport.send(content(), targets("t1")) == [Delivered()]
-    assert fcm.http2_requests > 0 if protocol == "h2" else fcm.http2_requests == 0
+    assert (fcm.http2_requests > 0) == (protocol == "h2")
 
 
 async def test_refused_access_token_is_replaced(fcm: FakeFcm, transport: FcmTransport) -> None:
