@@ -164,7 +164,8 @@ class Settings(BaseSettings):
         ge=1,
         le=4096,
         description="Most connections open at once per provider client (HTTP/1.1 providers; "
-        "APNs multiplexes requests over few HTTP/2 connections).",
+        "APNs, and FCM where it offers HTTP/2, multiplex requests over few HTTP/2 "
+        "connections).",
     )
     vapid_subject: str = Field(
         "mailto:admin@localhost",
