@@ -7,9 +7,9 @@ the answers of one loop turn go out in one write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
-from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
@@ -144,12 +144,10 @@ class Http2Connection(asyncio.Protocol):
         h2 = self._h2
         fields = [(":status", str(answer.status)), ("content-length", str(len(answer.body)))]
         fields += [(name.lower(), value) for name, value in answer.headers.items()]
-        try:
+        with contextlib.suppress(H2Error):  # the client reset the stream meanwhile
             h2.send_headers(stream_id, fields, end_stream=not answer.body)
             if answer.body:
                 h2.send_data(stream_id, answer.body, end_stream=True)
-        except H2Error:  # the client reset the stream meanwhile
-            h2.reset_stream(stream_id, ErrorCodes.STREAM_CLOSED)
         h2.stream_closed(stream_id)  # (H2Protocol counts open streams by these)
         if not self._flush_soon:
             self._flush_soon = True
