@@ -212,11 +212,12 @@ async def test_scrape_time_gauges_of_queues_pools_and_http2(http: httpx2.AsyncCl
             ("pushgate_db_pool_checked_out_connections", frozenset({("engine", engine)}))
         ]
         assert 0 <= in_use <= 20
-    # APNs is the HTTP/2 transport; nothing is in flight to it here.
-    ios = frozenset({("transport", "ios")})
-    assert found[("pushgate_provider_http2_streams_in_flight", ios)] == 0
+    # APNs and FCM are the HTTP/2 transports; nothing is in flight to them here.
+    http2 = {frozenset({("transport", "ios")}), frozenset({("transport", "android")})}
+    for labels in http2:
+        assert found[("pushgate_provider_http2_streams_in_flight", labels)] == 0
     assert not any(
-        name == "pushgate_provider_http2_streams_in_flight" and labels != ios
+        name == "pushgate_provider_http2_streams_in_flight" and labels not in http2
         for name, labels in found
     )
 

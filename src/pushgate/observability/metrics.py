@@ -120,7 +120,8 @@ class Metrics:
         )
         self.http2_streams = Gauge(
             "pushgate_provider_http2_streams_in_flight",
-            "HTTP/2 requests in flight to a provider (APNs), by transport (read at scrape time).",
+            "HTTP/2 requests in flight to a provider (APNs; FCM where it speaks HTTP/2), by "
+            "transport (read at scrape time).",
             ["transport"],
             registry=r,
         )
