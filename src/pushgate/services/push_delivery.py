@@ -113,7 +113,7 @@ class PushDelivery:
         if now >= content.expires_ms:
             async with self._db.write.begin() as conn:
                 change = _Change("expired", "expired before it could be sent", None)
-                await self._write(conn, job.notification_id, {change: job.device_ids}, now, True)
+                await self._write(conn, job.notification_id, {change: job.device_ids}, now)
             self._metrics.deliveries.labels(transport_name, "expired").inc(len(job.device_ids))
             self._log_final(transport_name, job.notification_id, {change: job.device_ids})
             return
@@ -173,10 +173,10 @@ class PushDelivery:
             await self._devices.disable(device_id, reason)
         if invalid:
             counted.devices_disabled.labels(transport_name).inc(len(invalid))
-        # Only the deliveries still queued, as claimed: one reported opened (or delivered)
-        # while the provider's answer was on its way keeps that report, and is not retried.
+        # (Written on the deliveries still queued only: one reported opened meanwhile keeps
+        # that report, and its retry job finds nothing to send.)
         async with self._db.write.begin() as conn:
-            await self._write(conn, job.notification_id, changes, sent_at, True)
+            await self._write(conn, job.notification_id, changes, sent_at)
             for (at_ms, attempts), device_ids in retries.items():
                 retry = PushJob(job.notification_id, device_ids, attempts)
                 await self._queue.enqueue(
@@ -276,7 +276,6 @@ class PushDelivery:
         notification_id: int,
         changes: dict[_Change, list[int]],
         at: int,
-        only_queued: bool,
     ) -> None:
         for change, device_ids in changes.items():
             await self._writes.set_status(
@@ -287,5 +286,4 @@ class PushDelivery:
                 reason=change.reason,
                 sent_ms=change.sent_ms,
                 at=at,
-                only_queued=only_queued,
             )

@@ -543,19 +543,19 @@ class DeliveryWrites:
         reason: str | None,
         sent_ms: int | None,
         at: int,
-        only_queued: bool = False,
     ) -> None:
-        """Record an outcome on these deliveries (only those still queued, if asked)."""
+        """Record an outcome on these deliveries, on those still ``queued`` only (as a push
+        job claims them): one reported delivered or opened, or swept to expired, while its
+        send was on its way keeps that status."""
         if not device_ids:
             return
         status_, reason_, sent, updated, n = self._marks(5)
-        guard = " AND status = 'queued'" if only_queued else ""
         sent_cast = f"{sent}::bigint" if self._postgres else sent
         await driver_rows(
             conn,
             f"UPDATE deliveries SET status = {status_}, reason = {reason_}, "
             f"sent_ms = coalesce({sent_cast}, sent_ms), updated_ms = {updated} "
-            f"WHERE notification_id = {n} AND device_id IN ({self._list(6, len(device_ids))})"
-            f"{guard}",
+            f"WHERE notification_id = {n} AND device_id IN ({self._list(6, len(device_ids))}) "
+            "AND status = 'queued'",
             (status, reason, sent_ms, at, notification_id, *device_ids),
         )
