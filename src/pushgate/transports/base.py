@@ -178,8 +178,17 @@ async def send_each(
     send_all = getattr(sender, "send_all", None)
     if send_all is not None:
         return cast(list[ProviderResponse | Exception], await send_all(requests, concurrency))
+    return await send_one_by_one(sender.send, requests, concurrency)
+
+
+async def send_one_by_one(
+    send: Callable[[ProviderRequest], Awaitable[ProviderResponse]],
+    requests: Sequence[ProviderRequest],
+    concurrency: int,
+) -> list[ProviderResponse | Exception]:
+    """Each request's answer through ``send``, or the exception it raised, in order; at most
+    ``concurrency`` requests at a time."""
     results: list[ProviderResponse | Exception] = [OSError("not sent")] * len(requests)
-    send = sender.send
 
     async def step(index: int) -> None:
         try:

@@ -44,7 +44,7 @@ from typing import cast
 
 from hpack import HPACKError, NeverIndexedHeaderTuple
 
-from pushgate.transports.base import for_each_bounded
+from pushgate.transports.base import send_one_by_one
 from pushgate.transports.h2_overrides import CachingDecoder, PlainEncoder
 from pushgate.transports.http import ProviderRequest, ProviderResponse, provider_ssl_context
 
@@ -853,15 +853,12 @@ class Http2Sender:
             stream = connection.start(headers, request.body, deadline)
             started.append((index, connection, stream, pool, headers))
 
-        async def one(position: int) -> None:
-            index = later[position]
-            try:
-                results[index] = await self.send(requests[index])
-            except Exception as exc:
-                results[index] = exc
-
         rest = (
-            asyncio.ensure_future(for_each_bounded(len(later), concurrency, one)) if later else None
+            asyncio.ensure_future(
+                send_one_by_one(self.send, [requests[index] for index in later], concurrency)
+            )
+            if later
+            else None
         )
         try:
             for index, _connection, stream, pool, headers in started:
@@ -877,7 +874,8 @@ class Http2Sender:
                 except Exception as exc:
                     results[index] = exc
             if rest is not None:
-                await rest
+                for index, answer in zip(later, await rest, strict=True):
+                    results[index] = answer
         except asyncio.CancelledError:
             for _, connection, stream, _, _ in started:
                 future = stream.future
