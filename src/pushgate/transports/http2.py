@@ -736,6 +736,14 @@ class _Pool:
         return [connection.lost for connection in connections]
 
 
+def split_url(url: str) -> tuple[str, str, str]:
+    """(scheme, authority, path) of a URL; the pools are per (scheme, authority)."""
+    scheme, _, rest = url.partition("://")
+    slash = rest.find("/")
+    authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    return scheme, authority, path
+
+
 class Http2Sender:
     """HTTP/2 with TLS (ALPN ``h2``) and multiplexed requests; see the module docstring.
 
@@ -772,9 +780,7 @@ class Http2Sender:
     def _prepare(self, request: ProviderRequest) -> tuple[_Pool, list[tuple[bytes, bytes]]]:
         """The request's pool (made on first use) and its header list."""
         url = request.url
-        scheme, _, rest = url.partition("://")
-        slash = rest.find("/")
-        authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+        scheme, authority, path = split_url(url)
         pool = self._pools.get((scheme, authority))
         if pool is None:
             if scheme not in ("https", "http"):

@@ -18,16 +18,10 @@ from collections.abc import Sequence
 
 from pushgate.transports.base import send_each
 from pushgate.transports.http import HttpSender, ProviderRequest, ProviderResponse
-from pushgate.transports.http2 import Http2NotOffered, Http2Sender
+from pushgate.transports.http2 import Http2NotOffered, Http2Sender, split_url
 
 RECHECK_SECONDS = 600.0
 ALPN = ("h2", "http/1.1")
-
-
-def origin(url: str) -> str:
-    """``scheme://authority`` of a URL."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 class NegotiatedSender:
@@ -37,21 +31,24 @@ class NegotiatedSender:
     def __init__(self, http2: Http2Sender, http1: HttpSender) -> None:
         self._http2 = http2
         self._http1 = http1
-        self._http1_until: dict[str, float] = {}  # origin -> when to offer h2 again
+        # (scheme, authority), as Http2Sender's pools -> when to offer h2 there again
+        self._http1_until: dict[tuple[str, str], float] = {}
 
     def _uses_http1(self, url: str) -> bool:
-        if not url.startswith("https://"):
+        scheme, authority, _ = split_url(url)
+        if scheme != "https":
             return True
-        until = self._http1_until.get(origin(url))
+        until = self._http1_until.get((scheme, authority))
         if until is None:
             return False
         if time.monotonic() < until:
             return True
-        del self._http1_until[origin(url)]
+        del self._http1_until[(scheme, authority)]
         return False
 
     def _chose_http1(self, url: str) -> None:
-        self._http1_until[origin(url)] = time.monotonic() + RECHECK_SECONDS
+        scheme, authority, _ = split_url(url)
+        self._http1_until[(scheme, authority)] = time.monotonic() + RECHECK_SECONDS
 
     async def send(self, request: ProviderRequest) -> ProviderResponse:
         if not self._uses_http1(request.url):
