@@ -479,19 +479,12 @@ async def _bare_fcm(
         token_request,
     )
     from pushgate.transports.http import ProviderRequest
-    from pushgate.transports.http1 import Http1Sender
-    from pushgate.transports.http2 import Http2Sender
-    from pushgate.transports.negotiated import ALPN, NegotiatedSender
     from pushgate.transports.oauth import fetch_grant
-    from pushgate.transports.registry import FCM_HTTP2_CONNECTIONS
+    from pushgate.transports.registry import fcm_sender
 
     creds = FcmCredentials.parse(info["credentials"], STORED)  # (token_uri: the fake's)
-    ca_file = Path(info["ca_file"])
-    sender = NegotiatedSender(  # as the FCM transport's (transports/registry.py)
-        Http2Sender(
-            ca_file=ca_file, timeout_seconds=10.0, connections=FCM_HTTP2_CONNECTIONS, alpn=ALPN
-        ),
-        Http1Sender(ca_file=ca_file, timeout_seconds=10.0, max_connections=concurrency),
+    sender = fcm_sender(  # the FCM transport's own
+        ca_file=Path(info["ca_file"]), timeout_seconds=10.0, max_connections=concurrency
     )
     rounds = []
     try:

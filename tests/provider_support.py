@@ -14,8 +14,8 @@ from pushgate.domain.credentials import GOOGLE_TOKEN_URI, Credentials
 from pushgate.testing.tls import local_ca
 from pushgate.transports.base import Target
 from pushgate.transports.http1 import Http1Sender
-from pushgate.transports.http2 import Http2Sender
-from pushgate.transports.negotiated import ALPN, NegotiatedSender
+from pushgate.transports.negotiated import NegotiatedSender
+from pushgate.transports.registry import fcm_sender
 
 
 class StaticSource:
@@ -38,8 +38,9 @@ def local_sender(max_connections: int = 16) -> Http1Sender:
 def local_negotiated_sender(max_connections: int = 16) -> NegotiatedSender:
     """HTTP/2 where the server offers it, else HTTP/1.1 (as FCM's sender), trusting the
     fakes' local CA."""
-    http2 = Http2Sender(ca_file=local_ca().ca_file, timeout_seconds=5, connections=2, alpn=ALPN)
-    return NegotiatedSender(http2, local_sender(max_connections))
+    return fcm_sender(
+        ca_file=local_ca().ca_file, timeout_seconds=5, max_connections=max_connections
+    )
 
 
 def targets(*addresses: str) -> list[Target]:

@@ -3,6 +3,8 @@ its own HTTP client and the app credentials read through ``CredentialSource``.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pushgate.config import Settings
 from pushgate.egress import EgressPolicy
 from pushgate.transports.apns import ApnsTransport
@@ -17,6 +19,24 @@ from pushgate.transports.webpush import WebPushTransport
 # HTTP/2 connections to FCM per process when it offers h2 (it does; a proxy in front of it may
 # not). Each carries as many requests at once as the server allows (FCM: 100 and more).
 FCM_HTTP2_CONNECTIONS = 2
+
+
+def fcm_sender(
+    *, ca_file: Path | None, timeout_seconds: float, max_connections: int
+) -> NegotiatedSender:
+    """FCM's sender: HTTP/2 where the FCM host offers it, else HTTP/1.1 over up to
+    ``max_connections`` connections."""
+    return NegotiatedSender(
+        Http2Sender(
+            ca_file=ca_file,
+            timeout_seconds=timeout_seconds,
+            connections=FCM_HTTP2_CONNECTIONS,
+            alpn=ALPN,
+        ),
+        Http1Sender(
+            ca_file=ca_file, timeout_seconds=timeout_seconds, max_connections=max_connections
+        ),
+    )
 
 
 def build_transports(
@@ -39,20 +59,15 @@ def build_transports(
         timeout_seconds=settings.provider_timeout_seconds,
         connections=settings.apns_connections,
     )
-    fcm_sender = NegotiatedSender(
-        Http2Sender(
-            ca_file=settings.provider_ca_file,
-            timeout_seconds=settings.provider_timeout_seconds,
-            connections=FCM_HTTP2_CONNECTIONS,
-            alpn=ALPN,
-        ),
-        http1(),
-    )
     return {
         "ios": ApnsTransport(credentials, apns_sender, base_url=settings.apns_url, concurrency=500),
         "android": FcmTransport(
             credentials,
-            fcm_sender,
+            fcm_sender(
+                ca_file=settings.provider_ca_file,
+                timeout_seconds=settings.provider_timeout_seconds,
+                max_connections=settings.provider_connections,
+            ),
             base_url=settings.fcm_url,
             concurrency=concurrency,
             token_sender=http1(egress),
