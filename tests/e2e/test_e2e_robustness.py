@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import httpx2
 import pytest
@@ -99,3 +100,35 @@ async def test_openapi_and_docs_are_served(http: httpx2.AsyncClient) -> None:
     docs = await http.get("/docs")
     assert docs.status_code == 200
     assert "text/html" in docs.headers["content-type"]
+
+
+async def test_many_registrations_at_once_all_succeed(
+    http: httpx2.AsyncClient, server: ServerProcess
+) -> None:
+    """The writers of one process take turns on SQLite's write lock instead of sleeping in its
+    busy handler, where one of them could starve past the busy timeout (a 500 before)."""
+    tenant = await make_tenant(http, server.data_dir)
+    devices = await asyncio.gather(*(register_device(http, tenant, f"d{i}") for i in range(300)))
+    assert len({device["id"] for device in devices}) == 300
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_answers_503(
+    http: httpx2.AsyncClient, server: ServerProcess
+) -> None:
+    """Another process (a backup, a CLI command) holds SQLite's write lock for longer than the
+    server waits: the request is answered 503 in its face's format, not 500."""
+    tenant = await make_tenant(http, server.data_dir)
+    other = sqlite3.connect(server.data_dir / "pushgate.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        response = await http.post(
+            "/api/v1/devices", headers=tenant.bearer, json={"platform": "channel"}, timeout=30
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["message"] == (
+        "The database is unavailable right now, please retry"
+    )
+    await register_device(http, tenant)  # and the next one succeeds

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -68,6 +69,10 @@ def install_error_handlers(app: FastAPI, faces: Faces) -> None:
     app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(ClientDisconnect, on_disconnect)
     app.add_exception_handler(OperationalError, on_database)
+    # Raised by SQLite's driver itself where a statement bypasses SQLAlchemy (storage/
+    # database.py: BEGIN and the hot statements), e.g. "database is locked" when another
+    # process held the write lock past the busy timeout.
+    app.add_exception_handler(sqlite3.OperationalError, on_database)
     app.add_exception_handler(InterfaceError, on_database)
     app.add_exception_handler(PushgateError, on_pushgate_error)
     app.add_exception_handler(PipelineUnavailable, on_unavailable)

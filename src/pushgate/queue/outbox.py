@@ -144,7 +144,7 @@ class OutboxQueue(QueueEngine):
         query = select(_o.id, _o.queue, _o.payload, _o.delay_ms, _o.created_ms).order_by(_o.id)
         if not self._db.is_sqlite:
             query = query.with_for_update(skip_locked=True)
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             rows: list[Any] = list((await conn.execute(query.limit(self._batch))).all())
             if not rows:
                 return 0

@@ -38,7 +38,7 @@ class AccountService:
             raise InvalidInput("Account name must be 1-200 characters")
         token = new_token(16)
         created = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             result = await conn.execute(
                 insert(accounts).returning(accounts.c.id),
                 {

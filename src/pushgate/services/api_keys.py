@@ -145,7 +145,7 @@ class ApiKeyService:
         )
         secret = new_token(24, KEY_PREFIX)
         now = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             app_id = None
             if app_key is not None:
                 app_id = await owned_app_id(conn, account_id, app_key)
@@ -212,7 +212,7 @@ class ApiKeyService:
         elif per_minute is not None:
             _check_quota(per_minute)
             values["per_minute"] = per_minute
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             result = await conn.execute(
                 update(api_keys)
                 .where(api_keys.c.id == key_id, api_keys.c.account_id == account_id)
@@ -227,7 +227,7 @@ class ApiKeyService:
 
     async def revoke(self, account_id: int, key_id: int) -> ApiKey:
         """The key stops working (in every process within ``CACHE_SECONDS``)."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             result = await conn.execute(
                 update(api_keys)
                 .where(

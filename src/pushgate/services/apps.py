@@ -112,7 +112,7 @@ class AppService:
         if not title or len(title) > 200:
             raise InvalidInput("title must be 1-200 characters")
         app_key, secret = new_token(12), new_token(16)
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             result = await conn.execute(
                 insert(apps).returning(apps.c.id),
                 {
@@ -197,7 +197,7 @@ class AppService:
             if icon is not None and (not icon.startswith("https://") or len(icon) > 2048):
                 raise InvalidInput("default_icon_url must be an https:// URL, or null")
             values["default_icon_url"] = icon
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             query = (
                 update(apps)
                 .where(apps.c.app_key == app_key, apps.c.account_id == account_id)
@@ -214,7 +214,7 @@ class AppService:
         """Delete the app with everything of it: devices and subscribers (with their
         profiles), notifications and their deliveries, events, campaigns, credentials and API
         keys; it leaves the app groups it was in. Sendings that named it no longer reach it."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             app_id = await owned_app_id(conn, account_id, app_key)
             for statement in _DELETE_APP:
                 await conn.execute(text(statement), {"app": app_id})

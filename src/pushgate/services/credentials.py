@@ -109,7 +109,7 @@ class CredentialService:
         now = now_ms()
         values = self._values(credential, now)
         self._loaded[(app_key, platform)] = (values["secret_enc"], credential)
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             app_id = await self._app_id(conn, account_id, app_key)
             changed = await conn.execute(
                 update(app_credentials)
@@ -146,7 +146,7 @@ class CredentialService:
         ]
 
     async def delete(self, account_id: int, app_key: str, platform: str) -> None:
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             app_id = await self._app_id(conn, account_id, app_key)
             result = await conn.execute(
                 delete(app_credentials).where(

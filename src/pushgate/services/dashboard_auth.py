@@ -95,7 +95,7 @@ class DashboardAuth:
         hashed = await asyncio.to_thread(hash_password, password)
         now = now_ms()
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 exists = (
                     await conn.execute(select(accounts.c.id).where(accounts.c.id == account_id))
                 ).scalar()
@@ -145,7 +145,7 @@ class DashboardAuth:
         """A new session of the account; returns its token (for the cookie)."""
         token = new_token(32)
         now = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             # Expired sessions are removed as new ones begin.
             await conn.execute(
                 delete(dashboard_sessions).where(dashboard_sessions.c.expires_ms <= now)
@@ -204,7 +204,7 @@ class DashboardAuth:
         """Sign out: the session stops working at once."""
         if not token or len(token) > 128:
             return
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             await conn.execute(
                 delete(dashboard_sessions).where(
                     dashboard_sessions.c.token_hash == self._box.digest(token)

@@ -229,7 +229,7 @@ class DeviceService:
         address_hash = None if key is None else self._box.digest(key)
         token = new_token(24, DEVICE_TOKEN_PREFIX)
         now = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             app_id = await self._app_id(conn, account_id, spec.app_key)
             scope = Scope(account_id, app_id)
             extra = () if address_hash is None else (f"{spec.platform}:{address_hash}",)
@@ -443,7 +443,7 @@ class DeviceService:
     async def disable(self, device_id: int, reason: str) -> bool:
         """Disable a device and say why (e.g. the provider reported its token invalid): the
         one place that does it. False when there is no such enabled device."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             account_id = (
                 await conn.execute(
                     update(devices)
@@ -462,7 +462,7 @@ class DeviceService:
         enabled devices as allowed. NotFound for another account's device."""
         values: dict[str, object] = {"enabled": enabled}
         values["disabled_reason"] = None if enabled else reason[:DISABLED_REASON_MAX]
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             subscriber_id = (
                 await conn.execute(
                     select(devices.c.subscriber_id).where(

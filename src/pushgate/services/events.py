@@ -44,7 +44,7 @@ class EventService:
         names = validate_trackers(trackers)
         template = parse_template(message, names)
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 result = await conn.execute(
                     insert(events).returning(events.c.id),
                     {
@@ -92,7 +92,7 @@ class EventService:
 
     async def delete(self, app_id: int, title: str) -> None:
         """Remove the app's event: posts naming it are refused from then on."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             result = await conn.execute(
                 delete(events).where(events.c.app_id == app_id, events.c.title == title)
             )

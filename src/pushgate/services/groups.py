@@ -81,7 +81,7 @@ class GroupService:
     ) -> Group:
         checked_kind, checked_name = _kind(kind), _name(name)
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 stored = await self._members(conn, account_id, checked_kind, members)
                 group_id = (
                     await conn.execute(
@@ -131,7 +131,7 @@ class GroupService:
         """Rename the group and/or replace its members."""
         checked = _kind(kind)
         try:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 await _owned(conn, account_id, checked, group_id)
                 if name is not None:
                     await conn.execute(
@@ -149,7 +149,7 @@ class GroupService:
 
     async def delete(self, account_id: int, kind: str, group_id: int) -> None:
         checked = _kind(kind)
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             await _owned(conn, account_id, checked, group_id)
             await conn.execute(delete(group_members).where(group_members.c.group_id == group_id))
             await conn.execute(delete(groups).where(groups.c.id == group_id))

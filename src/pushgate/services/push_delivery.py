@@ -98,7 +98,7 @@ class PushDelivery:
     ) -> tuple[dict[int, int], dict[int, DeviceAddress]]:
         """device id -> attempts (this one included) for the deliveries this job may send,
         and those devices' addresses (read in the same transaction, decrypted after it)."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             claimed = await self._writes.start_attempts(
                 conn, job.notification_id, job.device_ids, job.attempts, now - self._lease_ms, now
             )
@@ -111,7 +111,7 @@ class PushDelivery:
             return
         now = now_ms()
         if now >= content.expires_ms:
-            async with self._db.write.begin() as conn:
+            async with self._db.writing() as conn:
                 change = _Change("expired", "expired before it could be sent", None)
                 await self._write(conn, job.notification_id, {change: job.device_ids}, now)
             self._metrics.deliveries.labels(transport_name, "expired").inc(len(job.device_ids))
@@ -175,7 +175,7 @@ class PushDelivery:
             counted.devices_disabled.labels(transport_name).inc(len(invalid))
         # (Written on the deliveries still queued only: one reported opened meanwhile keeps
         # that report, and its retry job finds nothing to send.)
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             await self._write(conn, job.notification_id, changes, sent_at)
             for (at_ms, attempts), device_ids in retries.items():
                 retry = PushJob(job.notification_id, device_ids, attempts)

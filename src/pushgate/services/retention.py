@@ -121,7 +121,7 @@ class Retention:
         """One batch's write transaction, timed from the lock taken (``BEGIN IMMEDIATE`` on
         SQLite) to its commit, never at the same time as a WAL checkpoint of this process
         (``Database.maintenance``); then the pause before the next batch."""
-        async with self._db.maintenance, self._db.write.begin() as conn:
+        async with self._db.maintenance, self._db.writing() as conn:
             started = time.perf_counter()
             yield conn
         held = time.perf_counter() - started

@@ -195,7 +195,7 @@ class SendService:
     async def open_campaign(self, app: App, name: str | None) -> int:
         """A new campaign of the app whose id for the caller is its number (a web push
         campaign's ``campaign_id``); send with ``Campaign(str(number), name)``."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             created = await conn.execute(
                 insert(campaigns).returning(campaigns.c.id),
                 {"app_id": app.id, "external_id": None, "name": name, "created_ms": now_ms()},
@@ -223,7 +223,7 @@ class SendService:
                 if found is not None:
                     return int(found)
             try:
-                async with self._db.write.begin() as conn:
+                async with self._db.writing() as conn:
                     created = await conn.execute(
                         insert(campaigns).returning(campaigns.c.id),
                         {

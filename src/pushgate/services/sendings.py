@@ -150,7 +150,7 @@ class SendingService:
         self, account_id: int, content: PushContent, conn: AsyncConnection | None = None
     ) -> PushView:
         if conn is None:
-            async with self._db.write.begin() as own:
+            async with self._db.writing() as own:
                 return await self.create_push(account_id, content, own)
         now = now_ms()
         push_id = int(
@@ -218,7 +218,7 @@ class SendingService:
 
     async def delete_push(self, account_id: int, push_id: int) -> None:
         """Delete a push that no sending holds."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             row = (
                 await conn.execute(
                     select(pushes.c.sending_id).where(
@@ -293,7 +293,7 @@ class SendingService:
             raise InvalidInput("the sending's date and time have passed")
         if first - now > MAX_DELAY_MS:
             raise InvalidInput("a sending can be scheduled at most a year ahead")
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             sending_id = int(
                 (
                     await conn.execute(
@@ -384,7 +384,7 @@ class SendingService:
         wanted = list(dict.fromkeys(push_ids))
         if len(wanted) > MAX_PUSHES_PER_SENDING:
             raise InvalidInput(f"a sending has at most {MAX_PUSHES_PER_SENDING} pushes")
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             row = await self._owned_sending(conn, account_id, sending_id)
             if row.state != "waiting":
                 raise Conflict(
@@ -426,7 +426,7 @@ class SendingService:
 
     async def cancel(self, account_id: int, sending_id: int) -> SendingView:
         """Cancel a sending that has not started: it will send nothing."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             row = await self._owned_sending(conn, account_id, sending_id)
             done = await conn.execute(
                 update(sendings)

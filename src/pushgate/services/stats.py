@@ -278,7 +278,7 @@ class StatsService:
         ``expired`` one had its acknowledgement lost). A later acknowledgement leaves it
         opened."""
         now = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             result = await conn.execute(
                 update(deliveries)
                 .where(*where, _d.status.in_(("queued", "sent", "delivered", "expired")))  # type: ignore[arg-type]

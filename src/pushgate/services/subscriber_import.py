@@ -197,7 +197,7 @@ class SubscriberImport:
     async def _transaction(self, scope: Scope, entries: list[Entry], tally: _Tally) -> None:
         batch = ImportBatch(scope, self._box, self._max_devices, self._db.is_sqlite)
         now = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             if not self._db.is_sqlite:
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) k"),

@@ -280,7 +280,7 @@ class SubscriberService:
                 "phone_number or a custom key"
             )
         now = now_ms()
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             scope = await self._scope(conn, account_id, app_key)
             await lock(self._db, conn, scope, identifiers)
             subscriber_id, created = await resolve(conn, scope, identifiers, now)
@@ -381,7 +381,7 @@ class SubscriberService:
     async def delete(self, account_id: int, subscriber_id: int) -> int:
         """Erase the subscriber with its devices, their deliveries, and everything its profile
         held. Returns how many devices went with it."""
-        async with self._db.write.begin() as conn:
+        async with self._db.writing() as conn:
             await _owned(conn, account_id, subscriber_id)
             device_ids = list(
                 (

@@ -54,7 +54,7 @@ class Database:
     # Held by a WAL checkpoint and by each retention batch (services/retention.py) of this
     # process, so that the two never overlap.
     maintenance: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Taken around the hot write transactions of this process on SQLite (see ``writing``).
+    # Taken around every write transaction of this process on SQLite (see ``writing``).
     serial: asyncio.Lock = field(default_factory=asyncio.Lock)
     # SQLite: the connections ``read_once`` uses (opened on first use).
     _raw: list[Any] = field(default_factory=list)
@@ -111,12 +111,13 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction, like ``write.begin()``. On SQLite the hot writers of one
-        process (the delivery pipeline, the fan-out, the embedded queue, the scheduler) take
-        turns on an asyncio lock first: SQLite has one write lock, and a ``BEGIN IMMEDIATE``
-        that finds it taken sleeps in SQLite's busy handler (1, 2, 5, ... up to 100 ms steps)
-        instead of starting when the lock is free. Other processes still meet the busy
-        handler. On PostgreSQL: no lock."""
+        """A write transaction, like ``write.begin()``; every writer of the application
+        uses it. On SQLite the writers of one process take turns on an asyncio lock first,
+        in the order they came: SQLite has one write lock, and a ``BEGIN IMMEDIATE`` that
+        finds it taken sleeps in SQLite's busy handler (1, 2, 5, ... up to 100 ms steps)
+        instead of starting when the lock is free, so that with many writers at once one of
+        them could wait past the busy timeout and fail. Other processes (a CLI command, a
+        backup) still meet the busy handler. On PostgreSQL: no lock."""
         if not self.is_sqlite:
             async with self.write.begin() as conn:
                 yield conn
