@@ -133,6 +133,9 @@ class Workers:
         at the next turn."""
         running: set[asyncio.Task[Job | None]] = set()
         finished: list[Job] = []
+        # The last claim took as many jobs as it asked for: more may be waiting, and no signal
+        # says so (it was spent on that claim).
+        more = False
 
         async def run(job: Job) -> Job | None:
             try:
@@ -159,9 +162,14 @@ class Workers:
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     collect(done)
                     continue
-                # With nothing in hand, claim only when the queue may have jobs (an engine
-                # whose claim blocks on its server says so at once).
-                if not running and not await self._queue.ready(queue, CLAIM_WAIT_SECONDS):
+                # With nothing in hand, claim only when the queue may have jobs: the last
+                # claim was full, or a signal came (an engine whose claim blocks on its server
+                # says so at once).
+                if (
+                    not running
+                    and not more
+                    and not await self._queue.ready(queue, CLAIM_WAIT_SECONDS)
+                ):
                     continue
                 blocking = self._queue.blocking_claim and not running
                 try:
@@ -176,6 +184,7 @@ class Workers:
                     await asyncio.sleep(ERROR_PAUSE_SECONDS)
                     self._queue.wake(queue)  # look again
                     continue
+                more = len(jobs) >= free
                 for job in jobs:
                     running.add(asyncio.create_task(run(job)))
                 if not jobs and running:
