@@ -233,6 +233,14 @@ class EmbeddedQueue(QueueEngine):
     async def take_within(self, conn: AsyncConnection, queue: str, limit: int) -> list[Job]:
         """Claim and delete visible jobs inside the caller's transaction: they are done
         exactly when that transaction commits, and untouched when it rolls back."""
+        jobs = await self.peek_within(conn, queue, limit)
+        await self.ack_within(conn, jobs)
+        return jobs
+
+    async def peek_within(self, conn: AsyncConnection, queue: str, limit: int) -> list[Job]:
+        """The first visible jobs, in order, for the caller's transaction to delete
+        (``ack_within``), rewrite (``replace_within``) or leave; on PostgreSQL locked until it
+        ends, so that no other process takes them meanwhile."""
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
         q, upto, n = self._marks(3)
         rows = await driver_rows(
@@ -241,11 +249,17 @@ class EmbeddedQueue(QueueEngine):
             f"ORDER BY visible_ms, id LIMIT {n}{skip_locked}",
             (queue, now_ms(), limit),
         )
-        jobs = [
+        return [
             Job(str(id_), queue, bytes(payload), int(claims) + 1) for id_, payload, claims in rows
         ]
-        await self.ack_within(conn, jobs)
-        return jobs
+
+    async def replace_within(self, conn: AsyncConnection, job: Job, payload: bytes) -> None:
+        """Give ``job`` a new payload in the caller's transaction; it keeps its place in its
+        queue (the jobs after it still come after it)."""
+        new, id_ = self._marks(2)
+        await driver_rows(
+            conn, f"UPDATE jobs SET payload = {new} WHERE id = {id_}", (payload, int(job.id))
+        )
 
     async def depth(self, queue: str) -> int:
         (q,) = self._marks(1)

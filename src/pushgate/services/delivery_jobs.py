@@ -1,7 +1,9 @@
 """The jobs of the delivery flow and their encoding.
 
 - ``fanout``: one per accepted notification (its id), written in the notification's own
-  transaction, always in the database's jobs table.
+  transaction, always in the database's jobs table. A large audience is fanned out in chunks
+  of devices by id (``services/fan_out.py``); between chunks the job carries where the next
+  one starts (``FanoutPart``).
 - ``deliver.<transport>``: a batch of one notification's deliveries for one transport, on the
   configured queue engine. A channel job carries the pre-serialized message; a push job carries
   the attempt number its deliveries are at, so a stale copy of the job cannot send twice.
@@ -31,7 +33,33 @@ def fanout_payload(notification_id: int) -> bytes:
 
 
 def fanout_id(payload: bytes) -> int:
-    return int(payload)
+    return FanoutPart.decode(payload).notification_id
+
+
+def fanout_payloads_of(notification_id: int) -> tuple[bytes, bytes, bytes]:
+    """(the job's payload before its first chunk, and the range every continuation's payload
+    lies in, ``low <= payload < high``), to find a notification's fan-out job by payload."""
+    head = fanout_payload(notification_id)
+    return head, head + b":", head + b";"  # ";" sorts right after ":"
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutPart:
+    """What is left of a notification's fan-out: its devices with ids above ``after``. A new
+    job (``after`` 0) is its notification id alone, as ``fanout_payload`` writes it."""
+
+    notification_id: int
+    after: int = 0
+
+    def encode(self) -> bytes:
+        if self.after == 0:
+            return fanout_payload(self.notification_id)
+        return f"{self.notification_id}:{self.after}".encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> FanoutPart:
+        notification_id, _, after = payload.partition(b":")
+        return cls(int(notification_id), int(after) if after else 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,15 @@ embedded queue engine the delivery jobs are rows of that same transaction, so th
 exactly once. With Redis they are added just before the commit; if the commit then fails, the
 fan-out runs again, adds no delivery twice, and the extra jobs find nothing left to send.
 Channel deliveries of a single process skip the queue (see ``__init__``).
+
+A notification to every device of an app of more than ``CHUNK`` devices is fanned out in
+chunks of ``CHUNK`` devices in id order, one chunk per step. The step that makes a chunk's
+deliveries also rewrites the job to say where the next chunk starts (or deletes it after the
+last), in the same transaction, so each device gets one delivery however the steps are
+interrupted. The job keeps its place in the queue, so the notifications accepted after it are
+fanned out after it. SQLite's one write lock is never held, nor memory taken, for a whole large
+audience at once: the posts accepted meanwhile take turns with the chunks. Audiences with
+rules, and sends to one user, are fanned out in one step.
 """
 
 from __future__ import annotations
@@ -15,12 +24,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import Audience
-from pushgate.queue.base import QueueEngine
+from pushgate.queue.base import Job, QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.channel_port import ChannelPort
 from pushgate.services.delivery_jobs import (
@@ -29,13 +39,13 @@ from pushgate.services.delivery_jobs import (
     FANOUT_QUEUE,
     PUSH_BATCH,
     ChannelJob,
+    FanoutPart,
     PushJob,
     batches,
     deliver_queue,
-    fanout_id,
 )
 from pushgate.storage.database import Database, now_ms
-from pushgate.storage.delivery_writes import DeliveryWrites
+from pushgate.storage.delivery_writes import EVERY_DEVICE, DeliveryWrites, Span
 from pushgate.transports.base import Content
 
 log = logging.getLogger(__name__)
@@ -44,6 +54,12 @@ FANOUT_BATCH = 64
 # The accepting pipeline fans out in its own transaction only to apps this small; larger ones
 # get a fan-out job (see ``foldable``). App sizes are looked up again after SIZE_SECONDS.
 AT_ACCEPT_MAX_DEVICES = 1000
+# A larger app's fan-out goes in chunks of this many devices: each holds SQLite's write lock
+# for about 150 ms on a 2-core machine, where a million devices in one transaction held it
+# for 1.8 s (statements alone). Not smaller: between two chunks the first chunk's devices'
+# acknowledgements are written, and with chunks of 10,000 the last of 19,841 devices had
+# the notification 838 ms after the post instead of 579 ms (docs/performance.md).
+CHUNK = 50_000
 SIZE_SECONDS = 10.0
 SIZES_KEPT = 10_000
 DAY_MS = 86_400_000
@@ -91,17 +107,67 @@ class FanOut:
         self._channel = channel
         self._direct = direct
         # (app_id, account_id, personal) -> (look again after, at most AT_ACCEPT_MAX_DEVICES)
-        self._sizes: dict[tuple[int | None, int, bool], tuple[float, bool]] = {}
+        # (app_id, account_id, personal, limit) -> (look again after, at most limit devices)
+        self._sizes: dict[tuple[int | None, int, bool, int], tuple[float, bool]] = {}
 
     async def step(self, limit: int = FANOUT_BATCH) -> int:
-        """Fan out up to ``limit`` accepted notifications; returns how many."""
+        """Fan out up to ``limit`` accepted notifications, in queue order, or one chunk of
+        the first one when it goes in chunks; returns how many jobs it worked on."""
         async with self._db.writing() as conn:
-            jobs = await self._jobs.take_within(conn, FANOUT_QUEUE, limit)
+            jobs = await self._jobs.peek_within(conn, FANOUT_QUEUE, limit)
             if not jobs:
                 return 0
-            handoff = await self.within(conn, [fanout_id(job.payload) for job in jobs])
+            parts = [FanoutPart.decode(job.payload) for job in jobs]
+            rows = await self._writes.notifications_by_id(conn, [p.notification_id for p in parts])
+            found = {int(row[0]): row for row in rows}
+            whole: list[Any] = []
+            for job, part in zip(jobs, parts, strict=True):
+                row = found.get(part.notification_id)
+                if row is not None and await self._in_chunks(conn, part, row):
+                    break
+                whole.append(job)
+            if whole:  # the jobs before the first one that goes in chunks
+                await self._jobs.ack_within(conn, whole)
+                ids = [p.notification_id for p in parts[: len(whole)]]
+                handoff = await self._fan_out_rows(conn, [found[n] for n in ids if n in found])
+            else:
+                handoff = await self._chunk(
+                    conn, jobs[0], parts[0], found[parts[0].notification_id]
+                )
         await self.after_commit(handoff)
-        return len(jobs)
+        return len(whole) or 1
+
+    async def _in_chunks(self, conn: AsyncConnection, part: FanoutPart, row: Any) -> bool:
+        """Whether this notification is fanned out in chunks: one started already, or one to
+        every device of an app of more than ``CHUNK`` devices."""
+        if part.after:
+            return True
+        app_id, audience_json = row[10], row[11]
+        if app_id is None:
+            return False
+        if audience_json is None:
+            personal = True
+        else:
+            audience = Audience.from_json(audience_json)
+            if audience not in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL):
+                return False
+            personal = audience.personal
+        return not await self._at_most(conn, int(app_id), int(row[1]), personal, CHUNK)
+
+    async def _chunk(self, conn: AsyncConnection, job: Job, part: FanoutPart, row: Any) -> Handoff:
+        """The next chunk of a notification's devices: its deliveries, and the job rewritten
+        to start after it (deleted after the last chunk)."""
+        personal = row[11] is None or Audience.from_json(row[11]).personal
+        end = await self._writes.chunk_end(
+            conn, int(row[10]), int(row[1]) if personal else None, part.after, CHUNK
+        )
+        if end is None:
+            await self._jobs.ack_within(conn, [job])
+        else:
+            following = FanoutPart(part.notification_id, end)
+            await self._jobs.replace_within(conn, job, following.encode())
+        span = (part.after, EVERY_DEVICE[1] if end is None else end)
+        return await self._fan_out_rows(conn, [row], span)
 
     @property
     def at_accept(self) -> bool:
@@ -126,14 +192,16 @@ class FanOut:
                 if audience not in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL):
                     continue
                 personal = audience.personal
-            if await self._small(conn, app_id, account_id, personal):
+            if await self._at_most(conn, app_id, account_id, personal, AT_ACCEPT_MAX_DEVICES):
                 folded.add(notification_id)
         return folded
 
-    async def _small(
-        self, conn: AsyncConnection, app_id: int | None, account_id: int, personal: bool
+    async def _at_most(
+        self, conn: AsyncConnection, app_id: int | None, account_id: int, personal: bool, limit: int
     ) -> bool:
-        key = (app_id, account_id, personal)
+        """Whether the app's enabled devices (with the account's personal ones when
+        ``personal``) number at most ``limit``; remembered for ``SIZE_SECONDS``."""
+        key = (app_id, account_id, personal, limit)
         now = time.monotonic()
         known = self._sizes.get(key)
         if known is not None and known[0] > now:
@@ -141,7 +209,7 @@ class FanOut:
         if len(self._sizes) > SIZES_KEPT:
             self._sizes.clear()
         small = await self._writes.devices_at_most(
-            conn, app_id, account_id if personal else None, AT_ACCEPT_MAX_DEVICES
+            conn, app_id, account_id if personal else None, limit
         )
         self._sizes[key] = (now + SIZE_SECONDS, small)
         return small
@@ -149,9 +217,15 @@ class FanOut:
     async def within(self, conn: AsyncConnection, ids: list[int]) -> Handoff:
         """Make the deliveries of these stored notifications in ``conn``'s transaction and
         queue their delivery jobs; what is left for after the commit is returned."""
+        return await self._fan_out_rows(conn, await self._writes.notifications_by_id(conn, ids))
+
+    async def _fan_out_rows(
+        self, conn: AsyncConnection, rows: list[Any], span: Span = EVERY_DEVICE
+    ) -> Handoff:
+        """``within`` for these notifications' rows (``notifications_by_id``); only devices
+        whose ids are in ``span`` (a chunk of one notification's devices)."""
         handoff = Handoff()
         direct = handoff.direct
-        rows = await self._writes.notifications_by_id(conn, ids)
         contents = [Content.from_row(row) for row in rows]
         if self._lag is not None:
             started = now_ms()
@@ -168,6 +242,7 @@ class FanOut:
                 for c, row in zip(contents, rows, strict=True)
                 if row[11] is None
             ],
+            span=span,
         )
         engaged_since = now_ms() - self._unengaged_ms
         audiences = {
@@ -190,6 +265,7 @@ class FanOut:
                     and audiences[c.notification_id].personal == personal
                 ],
                 personal=personal,
+                span=span,
             )
         # Sends to one user each (Insider's batch): many notifications in one statement.
         users = {n: a.single_user() for n, a in audiences.items() if n not in everyone}
@@ -220,7 +296,7 @@ class FanOut:
                     (content.notification_id, device_id)
                     for device_id in await self._writes.cap(
                         conn, content.notification_id, int(row[10]), int(row[13]),
-                        now - DAY_MS, now,
+                        now - DAY_MS, now, span,
                     )
                 )  # fmt: skip
         groups: dict[tuple[int, str], list[int]] = defaultdict(list)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from pushgate.domain.errors import NotFound
-from pushgate.services.delivery_jobs import CHANNEL, FANOUT_QUEUE, fanout_payload
+from pushgate.services.delivery_jobs import CHANNEL, FANOUT_QUEUE, fanout_payloads_of
 from pushgate.services.notifications import ALL_DELIVERY_STATUSES
 from pushgate.storage.database import Database
 from pushgate.storage.models import deliveries, jobs, notifications
@@ -58,11 +58,15 @@ async def send_progress(db: Database, account_id: int, notification_id: int) -> 
         ).first()
         if found is None:
             raise NotFound(f"No notification {notification_id} in this account")
+        head, low, high = fanout_payloads_of(notification_id)
         waiting = (
             await conn.execute(
                 select(jobs.c.id).where(
                     jobs.c.queue == FANOUT_QUEUE,
-                    jobs.c.payload == fanout_payload(notification_id),
+                    or_(
+                        jobs.c.payload == head,
+                        and_(jobs.c.payload >= low, jobs.c.payload < high),
+                    ),
                 )
             )
         ).first()

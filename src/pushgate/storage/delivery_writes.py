@@ -50,6 +50,9 @@ NotificationRow = tuple[
 ]
 # (notification_id, account_id, app_id, created_ms)
 AudienceRow = tuple[int, int, int | None, int]
+# Device ids in (after, upto]: the part of an audience that one fan-out chunk covers.
+Span = tuple[int, int]
+EVERY_DEVICE: Span = (0, 2**63 - 1)
 # (sends, at, device_id, notification_id), for both "sent" and "delivered"
 StatusRow = tuple[int, int, int, int]
 
@@ -201,21 +204,28 @@ class DeliveryWrites:
         return ids
 
     async def fan_out(
-        self, conn: AsyncConnection, audiences: Sequence[AudienceRow], *, personal: bool = True
+        self,
+        conn: AsyncConnection,
+        audiences: Sequence[AudienceRow],
+        *,
+        personal: bool = True,
+        span: Span = EVERY_DEVICE,
     ) -> list[tuple[int, int, str]]:
         """Deliveries of notifications without an audience of their own: one queued delivery
         per notification x enabled device of its app, and (``personal``) x personal
-        (app-less) channel device of its account. Deliveries that exist already are skipped
-        (a fan-out that runs twice adds nothing). Returns the new deliveries as
-        (notification_id, device_id, transport)."""
+        (app-less) channel device of its account; only devices whose ids are in ``span``.
+        Deliveries that exist already are skipped (a fan-out that runs twice adds nothing).
+        Returns the new deliveries as (notification_id, device_id, transport)."""
         if not audiences:
             return []
         values = _values(len(audiences), _AUDIENCE_CASTS, self._postgres)
         enabled = self._enabled.replace("devices.", "d.")
+        after, upto = self._list(len(audiences) * 4 + 1, 2).split(", ")
+        within = f"{enabled} AND d.id > {after} AND d.id <= {upto}"
         personal_devices = (
             "UNION ALL "
             "SELECT v.column1, d.id, d.platform, v.column4 FROM v JOIN devices d "
-            f"ON d.account_id = v.column2 AND d.app_id IS NULL WHERE {enabled} "
+            f"ON d.account_id = v.column2 AND d.app_id IS NULL WHERE {within} "
             if personal
             else ""
         )
@@ -225,19 +235,56 @@ class DeliveryWrites:
             "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
             "SELECT x.n, x.id, 'queued', x.platform, 0, x.t, x.t FROM ("
             "SELECT v.column1 AS n, d.id AS id, d.platform AS platform, v.column4 AS t "
-            f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {enabled} "
+            f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {within} "
             f"{personal_devices}) x WHERE 1 = 1 ORDER BY x.n, x.id "
             "ON CONFLICT (notification_id, device_id) DO NOTHING"
         )
+        params = _flat(audiences) + span
         if not self._postgres:
-            return await self._fan_out_sqlite(conn, audiences, personal, insert)
+            return await self._fan_out_sqlite(conn, audiences, personal, span, insert, params)
         result = await driver_rows(
-            conn, f"{insert} RETURNING notification_id, device_id, transport", _flat(audiences)
+            conn, f"{insert} RETURNING notification_id, device_id, transport", params
         )
         return [(int(n), int(d), str(t)) for n, d, t in result]
 
+    async def chunk_end(
+        self,
+        conn: AsyncConnection,
+        app_id: int,
+        account_id: int | None,
+        after: int,
+        size: int,
+    ) -> int | None:
+        """Where a fan-out chunk of ``size`` devices that starts after device ``after`` ends:
+        the id of the ``size``-th enabled device of the app (with the account's personal ones
+        when ``account_id`` is given) in id order, or None when no more than ``size`` are
+        left. Reads at most ``size + 1`` index entries of each."""
+        enabled = self._enabled
+        m = self._marks(6)
+        parts = [
+            f"SELECT id FROM (SELECT id FROM devices WHERE app_id = {m[0]} AND {enabled} "
+            f"AND id > {m[1]} ORDER BY id LIMIT {m[2]}) a"
+        ]
+        params: list[Any] = [app_id, after, size + 1]
+        if account_id is not None:
+            parts.append(
+                f"SELECT id FROM (SELECT id FROM devices WHERE account_id = {m[3]} "
+                f"AND app_id IS NULL AND {enabled} AND id > {m[4]} ORDER BY id LIMIT {m[5]}) b"
+            )
+            params += [account_id, after, size + 1]
+        ids = sorted(
+            int(row[0]) for row in await driver_rows(conn, " UNION ALL ".join(parts), params)
+        )
+        return ids[size - 1] if len(ids) > size else None
+
     async def _fan_out_sqlite(
-        self, conn: AsyncConnection, audiences: Sequence[AudienceRow], personal: bool, insert: str
+        self,
+        conn: AsyncConnection,
+        audiences: Sequence[AudienceRow],
+        personal: bool,
+        span: Span,
+        insert: str,
+        params: tuple[Any, ...],
     ) -> list[tuple[int, int, str]]:
         """``fan_out`` on SQLite: the devices are read once per app (and account), not
         returned once per delivery. The transaction holds SQLite's only write lock, so they are
@@ -245,9 +292,9 @@ class DeliveryWrites:
         transaction that accepts it, or in the one that deletes its fan-out job), so each of
         them is a new delivery. ``RETURNING`` a row per delivery cost more than inserting it."""
         by_app, by_account = await self._devices_of(
-            conn, {a[2] for a in audiences}, {a[1] for a in audiences} if personal else set()
+            conn, {a[2] for a in audiences}, {a[1] for a in audiences} if personal else set(), span
         )
-        await driver_rows(conn, insert, _flat(audiences))
+        await driver_rows(conn, insert, params)
         nothing: list[tuple[int, str]] = []
         return [
             (notification_id, device_id, platform)
@@ -260,11 +307,11 @@ class DeliveryWrites:
         ]
 
     async def _devices_of(
-        self, conn: AsyncConnection, apps: set[int | None], accounts: set[int]
+        self, conn: AsyncConnection, apps: set[int | None], accounts: set[int], span: Span
     ) -> tuple[dict[int, list[tuple[int, str]]], dict[int, list[tuple[int, str]]]]:
         """(id, platform) of the enabled devices of these apps, by app, and of the personal
-        (app-less) devices of these accounts, by account; in one statement (up to 500 of
-        each), each list in id order."""
+        (app-less) devices of these accounts, by account, with ids in ``span``; in one
+        statement (up to 500 of each), each list in id order."""
         by_app: dict[int, list[tuple[int, str]]] = defaultdict(list)
         by_account: dict[int, list[tuple[int, str]]] = defaultdict(list)
         app_ids = sorted(app for app in apps if app is not None)
@@ -273,19 +320,26 @@ class DeliveryWrites:
             app_chunk = app_ids[start : start + 500]
             account_chunk = account_ids[start : start + 500]
             parts = []
+            params: list[Any] = []
             if app_chunk:
+                after, upto = self._list(len(app_chunk) + 1, 2).split(", ")
                 parts.append(
                     f"SELECT 0, app_id, id, platform FROM devices WHERE app_id IN "
-                    f"({self._list(1, len(app_chunk))}) AND {self._enabled}"
+                    f"({self._list(1, len(app_chunk))}) AND {self._enabled} "
+                    f"AND id > {after} AND id <= {upto}"
                 )
+                params += [*app_chunk, *span]
             if account_chunk:
+                first = len(params) + 1
+                after, upto = self._list(first + len(account_chunk), 2).split(", ")
                 parts.append(
                     "SELECT 1, account_id, id, platform FROM devices WHERE account_id IN "
-                    f"({self._list(len(app_chunk) + 1, len(account_chunk))}) "
-                    f"AND app_id IS NULL AND {self._enabled}"
+                    f"({self._list(first, len(account_chunk))}) "
+                    f"AND app_id IS NULL AND {self._enabled} AND id > {after} AND id <= {upto}"
                 )
+                params += [*account_chunk, *span]
             for personal, key, device_id, platform in await driver_rows(
-                conn, f"{' UNION ALL '.join(parts)} ORDER BY 1, 2, 3", app_chunk + account_chunk
+                conn, f"{' UNION ALL '.join(parts)} ORDER BY 1, 2, 3", params
             ):
                 found = by_account if personal else by_app
                 found[int(key)].append((int(device_id), str(platform)))
@@ -381,15 +435,17 @@ class DeliveryWrites:
         cap: int,
         since_ms: int,
         now: int,
+        span: Span = EVERY_DEVICE,
     ) -> set[int]:
-        """Mark ``capped`` the queued deliveries of this notification to subscribers who had
-        ``cap`` or more earlier notifications of the app since ``since_ms``; their device
-        ids."""
-        n, app, since, limit, reason, at = self._marks(6)
+        """Mark ``capped`` the queued deliveries of this notification to devices in ``span``
+        of subscribers who had ``cap`` or more earlier notifications of the app since
+        ``since_ms``; their device ids."""
+        n, app, since, limit, reason, at, after, upto = self._marks(8)
         result: list[Any] = await driver_rows(
             conn,
             f"UPDATE deliveries SET status = 'capped', reason = {reason}, updated_ms = {at} "
-            f"WHERE notification_id = {n} AND status = 'queued' AND device_id IN ("
+            f"WHERE notification_id = {n} AND status = 'queued' "
+            f"AND device_id > {after} AND device_id <= {upto} AND device_id IN ("
             f"SELECT d.id FROM devices d WHERE d.app_id = {app} AND d.subscriber_id IN ("
             "SELECT d2.subscriber_id FROM deliveries x JOIN devices d2 ON d2.id = x.device_id "
             "WHERE x.notification_id IN (SELECT id FROM notifications "
@@ -405,6 +461,7 @@ class DeliveryWrites:
                 cap,
                 f"capped: at most {cap} notifications per subscriber per day",
                 now,
+                *span,
             ),
         )
         return {int(row[0]) for row in result}

@@ -172,7 +172,7 @@ devices = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
-    Column("app_id", Id, ForeignKey("apps.id"), nullable=True, index=True),
+    Column("app_id", Id, ForeignKey("apps.id"), nullable=True),
     Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=False),
     Column("platform", String(16), nullable=False),
     Column("name", String(200), nullable=True),
@@ -196,9 +196,11 @@ devices = Table(
     # look-up away. The columns after those make it cover the fan-out's device selection when
     # that starts from subscribers (an audience of attribute values or subscriber ids, see
     # storage/audience_sql.py): the devices' rows need not be read.
-    # An account's devices, and its personal (app-less) channel devices without reading the
-    # others: every send without an audience also goes to those.
-    Index("ix_devices_account_id_app_id", "account_id", "app_id"),
+    # An app's devices, and an account's personal (app-less) channel devices without reading
+    # the others (every send without an audience also goes to those), each in id order: a
+    # large fan-out goes in chunks of devices by id (services/fan_out.py).
+    Index("ix_devices_app_id_id", "app_id", "id"),
+    Index("ix_devices_account_id_app_id_id", "account_id", "app_id", "id"),
     Index(
         "ix_devices_subscriber_id_covering",
         "subscriber_id",
