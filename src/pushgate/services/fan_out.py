@@ -54,12 +54,13 @@ FANOUT_BATCH = 64
 # The accepting pipeline fans out in its own transaction only to apps this small; larger ones
 # get a fan-out job (see ``foldable``). App sizes are looked up again after SIZE_SECONDS.
 AT_ACCEPT_MAX_DEVICES = 1000
-# A larger app's fan-out goes in chunks of this many devices: each holds SQLite's write lock
-# for about 150 ms on a 2-core machine, where a million devices in one transaction held it
-# for 1.8 s (statements alone). Not smaller: between two chunks the first chunk's devices'
-# acknowledgements are written, and with chunks of 10,000 the last of 19,841 devices had
-# the notification 838 ms after the post instead of 579 ms (docs/performance.md).
-CHUNK = 50_000
+# A larger app's fan-out goes in chunks of this many devices. A send to another app waited
+# up to 0.2-0.34 s for a chunk of 20,000 (up to 0.5 s for 50,000, and 1 s for all 120,000
+# devices in one transaction) on a 2-core machine. Not smaller: between two chunks the first
+# chunk's devices' acknowledgements are written, so with chunks of 10,000 the last of 19,841
+# devices had the notification 838 ms after the post instead of 579 ms
+# (docs/performance.md).
+CHUNK = 20_000
 SIZE_SECONDS = 10.0
 SIZES_KEPT = 10_000
 DAY_MS = 86_400_000
