@@ -17,6 +17,7 @@ from sqlalchemy import event, func, select
 from pushgate.channel.hub import Hub
 from pushgate.config import Settings
 from pushgate.domain.translations import Translation, Translations
+from pushgate.observability.metrics import Metrics
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.runtime import build_runtime
 from pushgate.services import fan_out as fan_out_module
@@ -31,8 +32,9 @@ from pushgate.services.pipeline import (
     PipelineUnavailable,
 )
 from pushgate.storage.database import Database
+from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.storage.migrate import migrate
-from pushgate.storage.models import deliveries, jobs, notifications
+from pushgate.storage.models import deliveries, jobs, maintenance_marks, notifications
 
 
 @dataclass
@@ -266,11 +268,15 @@ async def test_backlog_pages_through_many(world: World, monkeypatch: pytest.Monk
 
 def _count_selects(world: World) -> list[str]:
     """The SELECT statements about devices and deliveries run on the read engine from now on
-    (the background workers' job polls left out)."""
+    (the background workers' job polls, and the pipeline's look-up of its last expiry sweep
+    when it starts, left out)."""
     seen: list[str] = []
+    background = ("FROM jobs", "FROM maintenance_marks")
 
     def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM jobs" not in statement:
+        if statement.lstrip().upper().startswith("SELECT") and not any(
+            table in statement for table in background
+        ):
             seen.append(statement)
 
     event.listen(world.db.read.sync_engine, "before_cursor_execute", before)
@@ -315,3 +321,46 @@ async def test_stop_finishes_pending_and_then_refuses(world: World) -> None:
         await world.pipeline.submit(world.notification())
     async with world.db.read.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(notifications))).scalar() == 20
+
+
+async def test_a_starting_writer_sweeps_from_where_the_last_sweep_got_to(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def swept() -> int | None:
+        async with world.db.read.connect() as conn:
+            return (
+                await conn.execute(
+                    select(maintenance_marks.c.value_ms).where(
+                        maintenance_marks.c.name == pipeline_module.SWEPT_MARK
+                    )
+                )
+            ).scalar()
+
+    for _ in range(200):  # the running writer's first sweep keeps its time
+        if await swept():
+            break
+        await asyncio.sleep(0.025)
+    kept = await swept()
+    assert kept is not None and kept > 0
+    windows: list[tuple[int, int]] = []
+    expire = DeliveryWrites.expire_statement
+
+    def spy(self: DeliveryWrites, now: int, after: int) -> Any:
+        windows.append((now, after))
+        return expire(self, now, after)
+
+    monkeypatch.setattr(DeliveryWrites, "expire_statement", spy)
+    # A second writer (as after a restart) looks back from there, not over the whole history.
+    later = DeliveryPipeline(world.db, EmbeddedQueue(world.db), Metrics())
+    later.start()
+    try:
+        for _ in range(200):
+            if windows:
+                break
+            await asyncio.sleep(0.025)
+    finally:
+        await later.stop()
+    now, after = windows[0]
+    assert after >= kept - pipeline_module.SWEEP_OVERLAP_MS
+    assert after > now - 10 * pipeline_module.SWEEP_OVERLAP_MS
+    assert (await swept() or 0) >= now

@@ -121,7 +121,7 @@ class FanOut:
             parts = [FanoutPart.decode(job.payload) for job in jobs]
             rows = await self._writes.notifications_by_id(conn, [p.notification_id for p in parts])
             found = {int(row[0]): row for row in rows}
-            whole: list[Any] = []
+            whole: list[Job] = []
             for job, part in zip(jobs, parts, strict=True):
                 row = found.get(part.notification_id)
                 if row is not None and await self._in_chunks(conn, part, row):

@@ -16,6 +16,9 @@ delivered) and expires deliveries whose TTL ran out.
 New notifications start a cycle at once. Status changes wait up to ``STATUS_FLUSH_SECONDS``
 so that a "sent" and the device's acknowledgement that follows it become one row update.
 
+Each expiry sweep keeps its time in ``maintenance_marks`` (in the sweep's transaction), and a
+starting writer looks back from there, not over the whole history.
+
 An idle writer costs next to nothing: the expiry sweep runs every ``SWEEP_INTERVAL_SECONDS``
 only while this writer has written something since the last sweep, otherwise every
 ``IDLE_SWEEP_SECONDS`` (for notifications other processes stored); the WAL checkpoint runs
@@ -34,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -45,7 +48,7 @@ from pushgate.services.delivery_jobs import FANOUT_QUEUE, fanout_payload
 from pushgate.services.fan_out import Accepted, FanOut, Handoff
 from pushgate.storage.database import Database, now_ms
 from pushgate.storage.delivery_writes import DeliveryWrites, NotificationRow, StatusRow
-from pushgate.storage.models import idempotency_keys
+from pushgate.storage.models import idempotency_keys, maintenance_marks
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,8 @@ STATUS_CHUNK = 1000
 RECENT_SECONDS = 2.0
 # Expiry looks back this far past the previous sweep, so a failed sweep is caught up later.
 SWEEP_OVERLAP_MS = 60_000
+# The maintenance mark of the last expiry sweep (storage/models.py maintenance_marks).
+SWEPT_MARK = "expiry_swept"
 
 
 class PipelineUnavailable(Exception):
@@ -338,6 +343,7 @@ class DeliveryPipeline:
         return max(0.0, sweep_in)
 
     async def _run(self) -> None:
+        self._last_sweep_ms = await self._swept_before()
         while True:
             if not self._pending:
                 if self._stopping and not self._statuses:
@@ -535,12 +541,30 @@ class DeliveryPipeline:
             jobs = jobs or stored.jobs
         return _Stored(ids, None, jobs)
 
+    async def _swept_before(self) -> int:
+        """Where an earlier expiry sweep got to (any process's, before this start): the
+        first sweep looks back from there. 0 (the whole history) when none is kept."""
+        try:
+            async with self._db.read.connect() as conn:
+                found = (
+                    await conn.execute(
+                        select(maintenance_marks.c.value_ms).where(
+                            maintenance_marks.c.name == SWEPT_MARK
+                        )
+                    )
+                ).scalar()
+        except Exception:
+            log.exception("reading where the last expiry sweep got to failed; sweeping it all")
+            return 0
+        return 0 if found is None else min(int(found), now_ms())
+
     async def _store_statuses(self, statuses: _Statuses, sweep_at: int | None) -> None:
         try:
             statements = self._writes.status_statements(*statuses.rows())
             if sweep_at is not None:
                 after = self._last_sweep_ms - SWEEP_OVERLAP_MS
                 statements.append(self._writes.expire_statement(sweep_at, after))
+                statements.append(self._writes.mark_statement(SWEPT_MARK, sweep_at))
             await self._db.write_statements(statements)
         except Exception:
             # Unrecorded "sent"/"delivered" marks only mean the device is offered these

@@ -535,6 +535,18 @@ class DeliveryWrites:
             (now, now, after),
         )
 
+    def mark_statement(self, name: str, value_ms: int) -> Statement:
+        """Keep ``value_ms`` as the maintenance mark ``name``, unless a later one is kept
+        (another process's)."""
+        key, value = self._marks(2)
+        return Statement(
+            f"INSERT INTO maintenance_marks (name, value_ms) VALUES ({key}, {value}) "
+            "ON CONFLICT (name) DO UPDATE SET value_ms = CASE WHEN excluded.value_ms > "
+            "maintenance_marks.value_ms THEN excluded.value_ms ELSE maintenance_marks.value_ms "
+            "END",
+            (name, value_ms),
+        )
+
     def _list(self, start: int, count: int) -> str:
         return ", ".join(markers(self._postgres, count, start))
 

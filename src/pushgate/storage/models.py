@@ -405,6 +405,16 @@ api_keys = Table(
     Column("revoked_ms", BigInteger, nullable=True),
 )
 
+# Points in time the server's background work has reached, by name, kept across restarts:
+# ``expiry_swept`` is where the TTL sweep got to (services/pipeline.py), so that the first
+# sweep after a start does not look back over the whole history.
+maintenance_marks = Table(
+    "maintenance_marks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value_ms", BigInteger, nullable=False),
+)
+
 # A retried request with the same idempotency key gets the first answer and sends nothing.
 idempotency_keys = Table(
     "idempotency_keys",
