@@ -288,9 +288,10 @@ class DeliveryWrites:
     ) -> list[tuple[int, int, str]]:
         """``fan_out`` on SQLite: the devices are read once per app (and account), not
         returned once per delivery. The transaction holds SQLite's only write lock, so they are
-        the devices the INSERT joins; and a notification is fanned out once on SQLite (in the
-        transaction that accepts it, or in the one that deletes its fan-out job), so each of
-        them is a new delivery. ``RETURNING`` a row per delivery cost more than inserting it."""
+        the devices the INSERT joins; and each device of a notification is fanned out once on
+        SQLite (in the transaction that accepts it, in the one that deletes its fan-out job,
+        or in the one that moves its job past that device's chunk), so each of them is a new
+        delivery. ``RETURNING`` a row per delivery cost more than inserting it."""
         by_app, by_account = await self._devices_of(
             conn, {a[2] for a in audiences}, {a[1] for a in audiences} if personal else set(), span
         )
