@@ -68,6 +68,17 @@ EVERY_DEVICE_OF_APP = Audience()
 EVERY_DEVICE_AND_PERSONAL = Audience(personal=True)
 
 
+def _every_device(audience: Audience | None) -> bool | None:
+    """For a notification to every device of its app (without an audience of its own, or
+    with one without rules): whether the account's personal devices get it too. None for
+    any other audience."""
+    if audience is None:
+        return True
+    if audience in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL):
+        return audience.personal
+    return None
+
+
 # (notification_id, account_id, app_id, audience JSON) of a notification just stored
 Accepted = tuple[int, int, "int | None", "str | None"]
 
@@ -107,7 +118,6 @@ class FanOut:
         # processes a channel job carries it, so a crashed worker's hand-off is done by another.
         self._channel = channel
         self._direct = direct
-        # (app_id, account_id, personal) -> (look again after, at most AT_ACCEPT_MAX_DEVICES)
         # (app_id, account_id, personal, limit) -> (look again after, at most limit devices)
         self._sizes: dict[tuple[int | None, int, bool, int], tuple[float, bool]] = {}
 
@@ -122,43 +132,48 @@ class FanOut:
             rows = await self._writes.notifications_by_id(conn, [p.notification_id for p in parts])
             found = {int(row[0]): row for row in rows}
             whole: list[Job] = []
+            chunk_personal: bool | None = None
             for job, part in zip(jobs, parts, strict=True):
                 row = found.get(part.notification_id)
-                if row is not None and await self._in_chunks(conn, part, row):
-                    break
+                if row is not None:
+                    chunk_personal = await self._chunking(conn, part, row)
+                    if chunk_personal is not None:
+                        break
                 whole.append(job)
             if whole:  # the jobs before the first one that goes in chunks
                 await self._jobs.ack_within(conn, whole)
                 ids = [p.notification_id for p in parts[: len(whole)]]
                 handoff = await self._fan_out_rows(conn, [found[n] for n in ids if n in found])
             else:
+                assert chunk_personal is not None
                 handoff = await self._chunk(
-                    conn, jobs[0], parts[0], found[parts[0].notification_id]
+                    conn, jobs[0], parts[0], found[parts[0].notification_id], chunk_personal
                 )
         await self.after_commit(handoff)
         return len(whole) or 1
 
-    async def _in_chunks(self, conn: AsyncConnection, part: FanoutPart, row: Any) -> bool:
-        """Whether this notification is fanned out in chunks: one started already, or one to
-        every device of an app of more than ``CHUNK`` devices."""
-        if part.after:
-            return True
+    async def _chunking(self, conn: AsyncConnection, part: FanoutPart, row: Any) -> bool | None:
+        """None when this notification is fanned out in one step; when it goes in chunks
+        (it started in chunks, or it goes to every device of an app of more than ``CHUNK``
+        devices), whether they include the account's personal devices."""
         app_id, audience_json = row[10], row[11]
         if app_id is None:
-            return False
-        if audience_json is None:
-            personal = True
-        else:
-            audience = Audience.from_json(audience_json)
-            if audience not in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL):
-                return False
-            personal = audience.personal
-        return not await self._at_most(conn, int(app_id), int(row[1]), personal, CHUNK)
+            return None
+        personal = _every_device(
+            None if audience_json is None else Audience.from_json(audience_json)
+        )
+        if personal is None:
+            return None
+        if part.after or not await self._at_most(conn, int(app_id), int(row[1]), personal, CHUNK):
+            return personal
+        return None
 
-    async def _chunk(self, conn: AsyncConnection, job: Job, part: FanoutPart, row: Any) -> Handoff:
-        """The next chunk of a notification's devices: its deliveries, and the job rewritten
-        to start after it (deleted after the last chunk)."""
-        personal = row[11] is None or Audience.from_json(row[11]).personal
+    async def _chunk(
+        self, conn: AsyncConnection, job: Job, part: FanoutPart, row: Any, personal: bool
+    ) -> Handoff:
+        """The next chunk of a notification's devices (with the account's personal ones when
+        ``personal``): its deliveries, and the job rewritten to start after it (deleted after
+        the last chunk)."""
         end = await self._writes.chunk_end(
             conn, int(row[10]), int(row[1]) if personal else None, part.after, CHUNK
         )
@@ -183,17 +198,14 @@ class FanOut:
         that a post to a large app never holds up the posts accepted with it)."""
         folded: set[int] = set()
         for notification_id, account_id, app_id, audience_json in candidates:
-            if audience_json is None:
-                personal = True
-            else:
-                audience = Audience.from_json(audience_json)
-                if app_id is not None and audience.single_user() is not None:
-                    folded.add(notification_id)
-                    continue
-                if audience not in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL):
-                    continue
-                personal = audience.personal
-            if await self._at_most(conn, app_id, account_id, personal, AT_ACCEPT_MAX_DEVICES):
+            audience = None if audience_json is None else Audience.from_json(audience_json)
+            if audience is not None and app_id is not None and audience.single_user() is not None:
+                folded.add(notification_id)
+                continue
+            personal = _every_device(audience)
+            if personal is not None and await self._at_most(
+                conn, app_id, account_id, personal, AT_ACCEPT_MAX_DEVICES
+            ):
                 folded.add(notification_id)
         return folded
 
@@ -253,9 +265,7 @@ class FanOut:
         }
         # Audiences with no rule but the app's (a sending to every device of an app):
         # many notifications in one statement too.
-        everyone = {
-            n for n, a in audiences.items() if a in (EVERY_DEVICE_OF_APP, EVERY_DEVICE_AND_PERSONAL)
-        }
+        everyone = {n for n, a in audiences.items() if _every_device(a) is not None}
         for personal in (False, True):
             created += await self._writes.fan_out(
                 conn,

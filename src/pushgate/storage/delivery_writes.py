@@ -149,8 +149,8 @@ class DeliveryWrites:
         self._postgres = dialect_name == "postgresql"
         self._enabled = "devices.enabled" if self._postgres else "devices.enabled = 1"
 
-    def _marks(self, count: int) -> list[str]:
-        return markers(self._postgres, count)
+    def _marks(self, count: int, start: int = 1) -> list[str]:
+        return markers(self._postgres, count, start)
 
     async def insert_notifications(
         self, conn: AsyncConnection, rows: Sequence[NotificationRow]
@@ -220,7 +220,7 @@ class DeliveryWrites:
             return []
         values = _values(len(audiences), _AUDIENCE_CASTS, self._postgres)
         enabled = self._enabled.replace("devices.", "d.")
-        after, upto = self._list(len(audiences) * 4 + 1, 2).split(", ")
+        after, upto = self._marks(2, len(audiences) * 4 + 1)
         within = f"{enabled} AND d.id > {after} AND d.id <= {upto}"
         personal_devices = (
             "UNION ALL "
@@ -323,7 +323,7 @@ class DeliveryWrites:
             parts = []
             params: list[Any] = []
             if app_chunk:
-                after, upto = self._list(len(app_chunk) + 1, 2).split(", ")
+                after, upto = self._marks(2, len(app_chunk) + 1)
                 parts.append(
                     f"SELECT 0, app_id, id, platform FROM devices WHERE app_id IN "
                     f"({self._list(1, len(app_chunk))}) AND {self._enabled} "
@@ -332,7 +332,7 @@ class DeliveryWrites:
                 params += [*app_chunk, *span]
             if account_chunk:
                 first = len(params) + 1
-                after, upto = self._list(first + len(account_chunk), 2).split(", ")
+                after, upto = self._marks(2, first + len(account_chunk))
                 parts.append(
                     "SELECT 1, account_id, id, platform FROM devices WHERE account_id IN "
                     f"({self._list(first, len(account_chunk))}) "
