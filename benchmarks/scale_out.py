@@ -21,7 +21,9 @@ afterwards) and its own Redis key prefix (deleted afterwards), every process wit
             duplicates (no device got a post twice; the fake got no (token, notification)
             twice);
 5. cost   - utime + stime (``/proc/<pid>/stat``) of every pushgate process, summed, from
-            the start of the load to the end of the drain, divided by the deliveries.
+            the start of the load to the end of the drain, divided by the deliveries;
+6. latency - post to device (each post carries its send time) p50 / p99, of each server's
+            devices (the table shows the slower server's).
 
 Target: CPU per delivery with 2 + 2 processes <= 1.15 x with 1 + 1. The layouts run one
 after the other, --repeats times alternating which goes first; medians are compared.
@@ -311,6 +313,8 @@ def run_layout(
                     break
                 time.sleep(0.1)
             cpu1, m1, w1 = layout.cpu(), machine_busy(), time.perf_counter()
+            # post -> device (the post carries its send time), per server's devices
+            p2d = [rx.call("latency", 0, n * max_posts) for rx in rxs]
 
             per_proc = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
             cpu_total = sum(per_proc)
@@ -330,6 +334,10 @@ def run_layout(
                       "push": expected_push - pairs["distinct"]},
                 duplicates={"channel": dup_channel, "push": pairs["repeated"]},
                 stored={"channel": ch, "push": pu},
+                post_to_device_ms=[
+                    {k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()}
+                    for lat in p2d
+                ],
                 wall_s=round(w1 - w0, 3),
                 drain_s=round(w1 - t_drain, 3),
                 cpu_s={"total": round(cpu_total, 3),
@@ -420,6 +428,12 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     return result
 
 
+def _worst(run: dict[str, Any], key: str) -> str:
+    """The slower server's percentile ``key`` of post -> device latency, in ms."""
+    values = [lat[key] for lat in run.get("post_to_device_ms", []) if lat.get(key) is not None]
+    return f"{max(values):.1f}" if values else "-"
+
+
 def print_table(r: dict[str, Any]) -> None:
     c = r["config"]
     print(
@@ -433,7 +447,7 @@ def print_table(r: dict[str, Any]) -> None:
     )
     hdr = (
         f"{'layout':<8}{'deliveries':>11}{'CPU s':>8}{'servers':>16}{'workers':>16}"
-        f"{'us/deliv':>10}{'drain':>8}{'machine':>9}{'lost':>6}{'dups':>6}"
+        f"{'us/deliv':>10}{'drain':>8}{'machine':>9}{'lost':>6}{'dups':>6}{'p2d p50/p99 ms':>17}"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -447,6 +461,7 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{x['cpu_us_per_delivery']:>10}{x['drain_s']:>7.1f}s"
                 f"{(x['machine_busy_pct'] or 0):>8.0f}%"
                 f"{sum(x['lost'].values()):>6}{sum(x['duplicates'].values()):>6}"
+                f"{_worst(x, 'p50'):>9}/{_worst(x, 'p99')}"
             )
     s = r["summary"]
     idle = {n: [x.get("idle_cpu_pct") for x in r["runs"][n]] for n in ("1", "2")}
@@ -456,7 +471,8 @@ def print_table(r: dict[str, Any]) -> None:
         f"{s['cpu_us_per_delivery_2']} us, ratio {s['ratio']}"
     )
     print("(CPU: utime+stime of every pushgate process from the start of the load to the end of")
-    print(" the drain; machine: whole-machine busy % of one core over that time)")
+    print(" the drain; machine: whole-machine busy % of one core over that time; p2d: post to")
+    print(" device latency of the slower server's devices)")
     print("\ntargets:")
     for t in r["targets"]:
         print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['measured']}")
