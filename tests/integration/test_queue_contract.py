@@ -622,3 +622,77 @@ async def test_ready_finds_another_processes_jobs_within_the_poll(
     assert time.monotonic() - started < 1.5
     [job] = await waiter.claim(Q, limit=10, lease_seconds=30)
     assert job.payload == b"from elsewhere"
+
+
+# --- the embedded engine on PostgreSQL: notices of due jobs ---------------------------------
+
+
+@pytest.fixture
+async def postgres_storage(postgres_database_url: str) -> AsyncIterator[Storage]:
+    async with make_storage("postgresql", postgres_database_url) as store:
+        yield store
+
+
+async def _hearing(waiter: QueueEngine) -> asyncio.Task[bool]:
+    """A wait on ``Q`` by ``waiter`` (its first look spent), once it hears other processes."""
+    assert isinstance(waiter, EmbeddedQueue)
+    await waiter.ready(Q, 0)
+    waiting = asyncio.create_task(waiter.ready(Q, 20))
+    await asyncio.wait_for(waiter.hearing.wait(), 10)
+    return waiting
+
+
+async def test_postgres_announces_due_jobs_to_other_processes_at_commit(
+    postgres_storage: Storage,
+) -> None:
+    """Without the notice, the waiter would find the job only at its next look (30 s)."""
+    waiter = await postgres_storage.open(poll_seconds=30.0)
+    other = await postgres_storage.open(poll_seconds=30.0)
+    waiting = await _hearing(waiter)
+    async with postgres_storage.db(other).writing() as conn:
+        await other.enqueue(Q, [b"from elsewhere"], conn=conn)
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # not before the commit
+    started = time.monotonic()
+    assert await waiting
+    assert time.monotonic() - started < 2
+    [job] = await waiter.claim(Q, limit=10, lease_seconds=30)
+    assert job.payload == b"from elsewhere"
+
+
+async def test_postgres_announces_nothing_rolled_back_or_not_due(
+    postgres_storage: Storage,
+) -> None:
+    waiter = await postgres_storage.open(poll_seconds=30.0)
+    other = await postgres_storage.open(poll_seconds=30.0)
+    waiting = await _hearing(waiter)
+    with pytest.raises(Rollback):
+        async with postgres_storage.db(other).writing() as conn:
+            await other.enqueue(Q, [b"rolled back"], conn=conn)
+            raise Rollback
+    await other.enqueue(Q, [b"due in a minute"], delay_seconds=60)
+    await asyncio.sleep(1.0)
+    assert not waiting.done()
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+
+
+async def test_postgres_hears_again_after_its_connection_is_cut(postgres_storage: Storage) -> None:
+    waiter = await postgres_storage.open(poll_seconds=30.0)
+    other = await postgres_storage.open(poll_seconds=30.0)
+    assert isinstance(waiter, EmbeddedQueue)
+    waiting = await _hearing(waiter)
+    async with postgres_storage.db(other).writing() as conn:
+        cut = await conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+        )
+        assert list(cut) == [(True,)]
+    while waiter.hearing.is_set():  # the loss is seen...
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(waiter.hearing.wait(), 10)  # ...and the notices heard again
+    await other.enqueue(Q, [b"after the cut"])
+    assert await asyncio.wait_for(waiting, 5)
+    [job] = await waiter.claim(Q, limit=10, lease_seconds=30)
+    assert job.payload == b"after the cut"

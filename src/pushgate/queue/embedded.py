@@ -10,25 +10,40 @@ claiming on a timer. A queue is signalled when jobs are committed to it in this 
 (``wake``), when a delayed job enqueued here becomes due (a timer), and by ONE watcher per
 engine that reads every ``poll_seconds`` whether any waited-on queue has a visible job (jobs
 committed by other processes, and jobs whose lease ran out), one query for all queues.
+
+On PostgreSQL, jobs that are due at once are also announced to the other processes: the
+statement that inserts them sends a notice (``storage/notices.py``), which reaches them when
+the transaction commits; each process that waits on a queue listens for them. So a job that
+one process commits (a post accepted by a server, fanned out by a worker) is taken at once,
+not at the next look; the look stays, for notices that were missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import secrets
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.queue.base import Job, QueueEngine
 from pushgate.storage.database import Database, driver_rows, now_ms
+from pushgate.storage.notices import listen
 from pushgate.storage.params import markers
+
+log = logging.getLogger(__name__)
 
 # The fallback look for jobs no signal announces (other processes' jobs, expired leases).
 POLL_SECONDS = 1.0
 _DUE_MARGIN_SECONDS = 0.01
 # SQLite allows 32766 bound parameters per statement; four per job row.
 _ROWS_PER_INSERT = 5000
+# PostgreSQL: the channel of the notices "<process token> <queue>" that announce due jobs.
+NOTICE_CHANNEL = "pushgate_jobs"
+# Waits between attempts to listen again after the notices' connection failed.
+_LISTEN_RETRY_SECONDS = (1.0, 5.0, 30.0)
 
 
 class EmbeddedQueue(QueueEngine):
@@ -41,6 +56,11 @@ class EmbeddedQueue(QueueEngine):
         self._poll = poll_seconds
         self._wakers: dict[str, asyncio.Event] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        # Set while other processes' notices of due jobs are heard (PostgreSQL).
+        self.hearing = asyncio.Event()
+        # Names this process's notices, which it does not need to hear (it wakes itself).
+        self._token = secrets.token_hex(8)
 
     def _event(self, queue: str) -> asyncio.Event:
         event = self._wakers.get(queue)
@@ -76,6 +96,37 @@ class EmbeddedQueue(QueueEngine):
     def _watch(self) -> None:
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.create_task(self._watch_loop(), name="pushgate-queue-watch")
+        if self._postgres and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.create_task(self._listen_loop(), name="pushgate-queue-hear")
+
+    async def _listen_loop(self) -> None:
+        """Hear other processes' notices of due jobs, for as long as this engine lives; the
+        watcher's look covers the time the notices' connection is down."""
+        failures = 0
+        while True:
+            try:
+                await listen(
+                    self._db.url, NOTICE_CHANNEL, self._heard, on_listening=self.hearing.set
+                )
+                failures = 0
+                log.warning("the connection that hears of other processes' jobs was lost")
+            except Exception as exc:
+                failures += 1
+                log.warning(
+                    "cannot hear of other processes' jobs (%s: %s); looking for them every "
+                    "%s s meanwhile",
+                    type(exc).__name__,
+                    exc,
+                    self._poll,
+                )
+            finally:
+                self.hearing.clear()
+            await asyncio.sleep(_LISTEN_RETRY_SECONDS[min(failures, 2)])
+
+    def _heard(self, payload: str) -> None:
+        token, _, queue = payload.partition(" ")
+        if token != self._token and queue in self._wakers:
+            self.wake(queue)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -107,11 +158,12 @@ class EmbeddedQueue(QueueEngine):
         return [queues[int(row[0])] for row in rows]
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-            self._watcher = None
+        for task in (self._watcher, self._listener):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watcher = self._listener = None
 
     def _marks(self, count: int) -> list[str]:
         return markers(self._postgres, count)
@@ -143,22 +195,30 @@ class EmbeddedQueue(QueueEngine):
         visible = created + int(delay * 1000)
         for start in range(0, len(payloads), _ROWS_PER_INSERT):
             chunk = payloads[start : start + _ROWS_PER_INSERT]
-            if self._postgres:
-                groups = ", ".join(
-                    f"(${i * 4 + 1}, ${i * 4 + 2}::bytea, ${i * 4 + 3}::bigint, 0, "
-                    f"${i * 4 + 4}::bigint)"
-                    for i in range(len(chunk))
-                )
-            else:
-                groups = ", ".join(["(?, ?, ?, 0, ?)"] * len(chunk))
             params: list[object] = []
             for payload in chunk:
                 params.extend((queue, payload, visible, created))
+            insert = "INSERT INTO jobs (queue, payload, visible_ms, claims, created_ms) "
+            if not self._postgres:
+                groups = ", ".join(["(?, ?, ?, 0, ?)"] * len(chunk))
+                await driver_rows(conn, f"{insert}VALUES {groups}", tuple(params))
+                continue
+            groups = ", ".join(
+                f"(${i * 4 + 1}::text, ${i * 4 + 2}::bytea, ${i * 4 + 3}::bigint, 0, "
+                f"${i * 4 + 4}::bigint)"
+                for i in range(len(chunk))
+            )
+            if start > 0 or delay > 0:
+                await driver_rows(conn, f"{insert}VALUES {groups}", tuple(params))
+                continue
+            # Due at once: the same statement sends the notice, once (the one-row "notice"
+            # is joined to every row), so announcing the jobs costs no trip of its own.
+            n = len(params)
             await driver_rows(
                 conn,
-                "INSERT INTO jobs (queue, payload, visible_ms, claims, created_ms) "
-                f"VALUES {groups}",
-                tuple(params),
+                f"WITH notice AS (SELECT pg_notify(${n + 1}, ${n + 2})) {insert}"
+                f"SELECT v.* FROM (VALUES {groups}) AS v, notice",
+                (*params, NOTICE_CHANNEL, f"{self._token} {queue}"),
             )
 
     async def any_due(self, queue: str) -> bool:
