@@ -22,6 +22,7 @@ from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.runtime import build_runtime
 from pushgate.services import fan_out as fan_out_module
 from pushgate.services import pipeline as pipeline_module
+from pushgate.services.delivery_jobs import CHANNEL, deliver_queue
 from pushgate.services.devices import DeviceRegistration, DeviceService
 from pushgate.services.notifications import NotificationQueries
 from pushgate.services.pipeline import (
@@ -34,7 +35,7 @@ from pushgate.services.pipeline import (
 from pushgate.storage.database import Database
 from pushgate.storage.delivery_writes import DeliveryWrites
 from pushgate.storage.migrate import migrate
-from pushgate.storage.models import deliveries, jobs, maintenance_marks, notifications
+from pushgate.storage.models import deliveries, jobs, maintenance_marks, notifications, outbox
 
 
 @dataclass
@@ -139,6 +140,45 @@ async def test_a_larger_app_gets_a_fan_out_job_instead(
     notification_id = await world.pipeline.submit(world.notification())
     await world.wait_for(notification_id, [(d, "queued", 0) for d in world.device_ids])
     assert queued.count("fanout") == 1
+
+
+async def test_with_several_processes_a_small_app_is_fanned_out_at_accept_too(
+    database_url: str, tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    """A server of a multi-process deployment (Redis, no workers of its own) makes the
+    deliveries in the accepting transaction and releases their channel job through the outbox
+    right after the commit: no fan-out job waits for a worker to find it."""
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        secret_key="s" * 40,
+        queue_url=redis_url,
+        queue_prefix=redis_prefix,
+    )
+    rt = build_runtime(settings)
+    await migrate(rt.db)
+    account = (await rt.accounts.create("acme")).account
+    ids = [
+        (await rt.devices.register(account.id, DeviceRegistration("channel"))).device.id
+        for _ in range(3)
+    ]
+    await rt.start(accepting=True, working=False)
+    try:
+        world = World(rt.db, rt.hub, rt.devices, rt.pipeline, rt.notifications, account.id, ids)
+        notification_id = await rt.pipeline.submit(world.notification())
+        assert await world.statuses(notification_id) == [(d, "queued", 0) for d in ids]
+        async with rt.db.read.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(jobs))).scalar() == 0
+        for _ in range(200):  # published to Redis, the outbox emptied
+            async with rt.db.read.connect() as conn:
+                waiting = (await conn.execute(select(func.count()).select_from(outbox))).scalar()
+            if waiting == 0:
+                break
+            await asyncio.sleep(0.025)
+        assert waiting == 0
+        assert await rt.queue.depth(deliver_queue(CHANNEL)) == 1
+    finally:
+        await rt.stop()
 
 
 async def test_notifications_handed_over_together_reach_a_device_in_order(world: World) -> None:

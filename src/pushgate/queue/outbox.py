@@ -32,17 +32,20 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.queue.base import Job, QueueEngine, QueueFull
-from pushgate.storage.database import Database, now_ms
+from pushgate.storage.database import Database, driver_rows, now_ms
 from pushgate.storage.models import outbox
+from pushgate.storage.params import markers
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 BATCH = 1000
+# SQLite allows 32766 bound parameters per statement; four per outbox row.
+_ROWS_PER_INSERT = 5000
 _o = outbox.c
 
 
@@ -60,6 +63,7 @@ class OutboxQueue(QueueEngine):
         self.kind = engine.kind
         self.engine = engine
         self._db = db
+        self._postgres = not db.is_sqlite
         self._poll = poll_seconds
         self._batch = batch
         self._relaying = relay
@@ -94,13 +98,20 @@ class OutboxQueue(QueueEngine):
             return
         now = now_ms()
         delay_ms = max(0, round(delay_seconds * 1000))
-        await conn.execute(
-            insert(outbox),
-            [
-                {"queue": queue, "payload": p, "delay_ms": delay_ms, "created_ms": now}
-                for p in payloads
-            ],
-        )
+        for start in range(0, len(payloads), _ROWS_PER_INSERT):
+            chunk = payloads[start : start + _ROWS_PER_INSERT]
+            m = markers(self._postgres, 4 * len(chunk))
+            rows = ", ".join(
+                f"({m[i]}, {m[i + 1]}, {m[i + 2]}, {m[i + 3]})" for i in range(0, len(m), 4)
+            )
+            params: list[object] = []
+            for payload in chunk:
+                params.extend((queue, payload, delay_ms, now))
+            await driver_rows(
+                conn,
+                f"INSERT INTO outbox (queue, payload, delay_ms, created_ms) VALUES {rows}",
+                params,
+            )
 
     def wake(self, queue: str) -> None:
         """Rows were committed in this process: publish them now."""
@@ -140,25 +151,30 @@ class OutboxQueue(QueueEngine):
         return max(published, waiting)
 
     async def relay_once(self) -> int:
-        """Publish up to one batch of committed rows, oldest first; how many were published."""
-        query = select(_o.id, _o.queue, _o.payload, _o.delay_ms, _o.created_ms).order_by(_o.id)
-        if not self._db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
+        """Publish up to one batch of committed rows, oldest first; how many were published.
+        The rows are deleted (and on PostgreSQL locked against other relays) by one statement
+        of the transaction that publishes them: if publishing fails, it rolls back and they
+        stay."""
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
+        (limit,) = markers(self._postgres, 1)
         async with self._db.writing() as conn:
-            rows: list[Any] = list((await conn.execute(query.limit(self._batch))).all())
+            rows: list[Any] = await driver_rows(
+                conn,
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id "
+                f"LIMIT {limit}{skip_locked}) RETURNING id, queue, payload, delay_ms, created_ms",
+                (self._batch,),
+            )
             if not rows:
                 return 0
+            rows.sort(key=lambda row: int(row[0]))
             now = now_ms()
             # Consecutive rows of one queue and one due time go out as one enqueue, in order.
-            for (queue, due_ms), group in groupby(
-                rows, key=lambda r: (r.queue, r.created_ms + r.delay_ms)
-            ):
+            for (queue, due_ms), group in groupby(rows, key=lambda r: (r[1], r[4] + r[3])):
                 await self.engine.enqueue(
                     queue,
-                    [bytes(r.payload) for r in group],
+                    [bytes(r[2]) for r in group],
                     delay_seconds=max(0, due_ms - now) / 1000,
                 )
-            await conn.execute(delete(outbox).where(_o.id.in_([r.id for r in rows])))
         return len(rows)
 
     async def _relay(self) -> None:

@@ -185,12 +185,6 @@ class FanOut:
         span = (part.after, EVERY_DEVICE[1] if end is None else end)
         return await self._fan_out_rows(conn, [row], span)
 
-    @property
-    def at_accept(self) -> bool:
-        """Whether the accepting pipeline may fan out in its own transaction (one process:
-        the embedded queue's jobs and the channel hand-over both stay in this process)."""
-        return self._direct
-
     async def foldable(self, conn: AsyncConnection, candidates: Sequence[Accepted]) -> set[int]:
         """Which of these just-stored notifications the accepting pipeline fans out in its own
         transaction (saving a job and a transaction of its own): those due now that go to one

@@ -4,14 +4,15 @@ fan-out jobs, batched delivery-status updates from device connections, and TTL e
 One writer task owns these writes. A cycle first writes the pending notifications in ONE
 transaction: the notification rows and one ``fanout`` job per notification. Only after that
 commit are the callers answered, so nothing is answered as accepted before it is durable; the
-fan-out (``services/fan_out.py``) then makes the deliveries. With one process (the embedded
-queue), the notifications due at once that go to one user or to an app of at most
-``fan_out.AT_ACCEPT_MAX_DEVICES`` devices get their deliveries in that same transaction
-instead of a job, and are handed to the device connections right after the commit: one
-transaction and one wait for SQLite's write lock less between a post and its devices. In a
-transaction of its own, a
-cycle writes a bounded chunk of the status changes reported by device connections (sent,
-delivered) and expires deliveries whose TTL ran out.
+fan-out (``services/fan_out.py``) then makes the deliveries. The notifications due at once
+that go to one user or to an app of at most ``fan_out.AT_ACCEPT_MAX_DEVICES`` devices get
+their deliveries in that same transaction instead of a job: with one process (the embedded
+queue) they are handed to the device connections right after the commit (one transaction and
+one wait for SQLite's write lock less between a post and its devices); with several (Redis)
+their delivery jobs go out through the outbox right after it, with no fan-out job for a
+worker to find first. In a transaction of its own, a cycle writes a bounded chunk of the
+status changes reported by device connections (sent, delivered) and expires deliveries whose
+TTL ran out.
 
 New notifications start a cycle at once. Status changes wait up to ``STATUS_FLUSH_SECONDS``
 so that a "sent" and the device's acknowledgement that follows it become one row update.
@@ -208,9 +209,11 @@ class DeliveryPipeline:
         self, db: Database, jobs: EmbeddedQueue, metrics: Metrics, fan_out: FanOut | None = None
     ) -> None:
         self._db = db
-        # With one process, notifications due now are fanned out in their own transaction
-        # (see ``FanOut.foldable``) and handed to the device connections right after it.
-        self._fan_out = fan_out if fan_out is not None and fan_out.at_accept else None
+        # Notifications due now to one user or to a small app are fanned out in their own
+        # transaction (see ``FanOut.foldable``): with one process their channel messages are
+        # handed to the device connections right after it, with several (Redis) they become
+        # channel jobs through the outbox. Either way no fan-out job waits for a worker.
+        self._fan_out = fan_out
         self._batch_sizes = metrics.commit_batch
         self._commit_seconds = metrics.commit_latency
         self._writes = DeliveryWrites(db.write.dialect.name)
