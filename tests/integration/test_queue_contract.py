@@ -696,3 +696,16 @@ async def test_postgres_hears_again_after_its_connection_is_cut(postgres_storage
     assert await asyncio.wait_for(waiting, 5)
     [job] = await waiter.claim(Q, limit=10, lease_seconds=30)
     assert job.payload == b"after the cut"
+
+
+async def test_postgres_a_process_does_not_hear_its_own_notices(postgres_storage: Storage) -> None:
+    """A process wakes its own workers after its commit (``wake``); its notice would only
+    make them look a second time."""
+    engine = await postgres_storage.open(poll_seconds=30.0)
+    waiting = await _hearing(engine)
+    async with postgres_storage.db(engine).writing() as conn:
+        await engine.enqueue(Q, [b"mine"], conn=conn)
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    engine.wake(Q)
+    assert await asyncio.wait_for(waiting, 5)
