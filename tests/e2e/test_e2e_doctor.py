@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pushgate.testing.server import create_account, run_cli
 
 
@@ -71,10 +73,17 @@ def test_redis_and_the_clock_against_it(tmp_path: Path, redis_url: str) -> None:
     assert clock["status"] == "ok" and "against Redis" in clock["detail"]
 
 
-def test_postgresql_and_the_clock_against_it(tmp_path: Path, postgres_database_url: str) -> None:
-    env = {"PUSHGATE_DATABASE_URL": postgres_database_url}
+@pytest.mark.parametrize("options", ["", "?prepared_statement_cache_size=50"])
+def test_postgresql_the_clock_against_it_and_job_notices(
+    tmp_path: Path, postgres_database_url: str, options: str
+) -> None:
+    """With a URL option that only SQLAlchemy's adapter takes, too: workers listen for job
+    notices on a connection asyncpg opens from the same URL."""
+    env = {"PUSHGATE_DATABASE_URL": postgres_database_url + options}
     assert run_cli(["migrate"], tmp_path, env).returncode == 0
     code, found = checks(tmp_path, env)
     assert code == 0, found
     assert named(found, "database")["detail"].startswith("postgresql")
     assert "against the database server" in named(found, "clock")["detail"]
+    notices = named(found, "job notices")
+    assert notices["status"] == "ok" and "heard" in notices["detail"], notices

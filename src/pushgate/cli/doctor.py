@@ -2,7 +2,8 @@
 
 Each check answers ``ok``, ``warn`` or ``fail`` with a detail and, when not ok, a fix. The
 command exits 1 when a check failed. Checks: the settings; the data dir's permissions; the
-database and its migrations; Redis (when configured); each app's stored provider
+database and its migrations; on PostgreSQL, that a notice is heard the way workers hear of
+other processes' jobs; Redis (when configured); each app's stored provider
 credentials (decrypted and parsed again with the upload rules); the clock against the
 database's and Redis's clocks (JWTs for APNs, FCM and Web Push are refused when the clock is
 off); the open-files limit against the connections the server may hold.
@@ -15,6 +16,7 @@ APNs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import stat
 import time
@@ -152,6 +154,7 @@ async def check_storage(settings: Settings, online: bool = False) -> list[Check]
             found.append(Check("database", "ok", f"{kind}, schema {current} (newest)"))
         if now is not None:
             found.append(_skew_check("the database server", (before + after) / 2 - float(now)))
+            found.append(await check_notices(db, settings.queue_poll_seconds))
         if current == head:
             box = SecretBox(settings.resolved_secret_key())
             found.extend(
@@ -162,6 +165,50 @@ async def check_storage(settings: Settings, online: bool = False) -> list[Check]
     finally:
         await db.dispose()
     return found
+
+
+async def check_notices(db: Database, poll_seconds: float) -> Check:
+    """PostgreSQL: whether a notice is heard the way workers hear of other processes' jobs
+    (a listening connection opened from the database URL by asyncpg itself)."""
+    from sqlalchemy import text
+
+    from pushgate.storage.notices import listen
+
+    channel = f"pushgate_doctor_{int(time.time() * 1000)}"
+    heard: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    listening = asyncio.Event()
+
+    def on_payload(payload: str) -> None:
+        if not heard.done():
+            heard.set_result(payload)
+
+    hearing = asyncio.create_task(listen(db.url, channel, on_payload, on_listening=listening.set))
+    try:
+        waiting = asyncio.ensure_future(listening.wait())
+        await asyncio.wait({hearing, waiting}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not listening.is_set():
+            failure = hearing.exception() if hearing.done() else None
+            raise failure or TimeoutError("not listening after 10 s")
+        started = time.perf_counter()
+        async with db.write.begin() as conn:
+            await conn.execute(text("SELECT pg_notify(:channel, 'ping')"), {"channel": channel})
+        await asyncio.wait_for(asyncio.shield(heard), 10)
+    except Exception as exc:
+        return Check(
+            "job notices",
+            "warn",
+            f"no notice heard ({exc.__class__.__name__}: {exc}): workers find the jobs other "
+            f"processes commit only at their look every {poll_seconds:g} s",
+            "check that asyncpg can connect with PUSHGATE_DATABASE_URL as it is (no "
+            "SQLAlchemy-only query options)",
+        )
+    finally:
+        hearing.cancel()
+        with contextlib.suppress(BaseException):
+            await hearing
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return Check("job notices", "ok", f"a notice was heard {elapsed_ms:.0f} ms after its commit")
 
 
 async def check_credentials(

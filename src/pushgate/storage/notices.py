@@ -12,17 +12,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
 # How long a listening connection may stay silent before it is asked whether it still answers.
 CHECK_SECONDS = 30.0
+# Options of a database URL that SQLAlchemy's asyncpg adapter takes, not asyncpg.
+_ADAPTER_ONLY = (
+    "async_creator_fn",
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+)
 
 
-def driver_dsn(url: str) -> str:
-    """The ``postgresql://`` address of a SQLAlchemy ``postgresql+asyncpg://`` URL."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+def connect_arguments(url: str) -> dict[str, Any]:
+    """``asyncpg.connect``'s arguments for a SQLAlchemy ``postgresql+asyncpg://`` URL, made by
+    SQLAlchemy's own dialect as for the pool's connections (host, port, user, password,
+    database, and query options such as ``ssl``), without those only its adapter takes."""
+    parsed = make_url(url)
+    _, arguments = parsed.get_dialect()().create_connect_args(parsed)
+    for adapter_only in _ADAPTER_ONLY:
+        arguments.pop(adapter_only, None)
+    return dict(arguments)
 
 
 async def listen(
@@ -37,7 +50,7 @@ async def listen(
     of its own, until that connection is lost or stops answering; then return (call again to
     listen again). ``on_listening`` is called once the notices are being heard. Raises what
     connecting raises."""
-    conn = await asyncpg.connect(driver_dsn(url), timeout=check_seconds)
+    conn = await asyncpg.connect(**connect_arguments(url), timeout=check_seconds)
     try:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
