@@ -200,8 +200,9 @@ async def check_notices(db: Database, poll_seconds: float) -> Check:
             "warn",
             f"no notice heard ({exc.__class__.__name__}: {exc}): workers find the jobs other "
             f"processes commit only at their look every {poll_seconds:g} s",
-            "check that asyncpg can connect with PUSHGATE_DATABASE_URL as it is (no "
-            "SQLAlchemy-only query options)",
+            "workers need a connection of their own straight to PostgreSQL for LISTEN "
+            "(not through a transaction-pooling proxy such as PgBouncer) and a free "
+            "connection slot (max_connections)",
         )
     finally:
         hearing.cancel()

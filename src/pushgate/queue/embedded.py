@@ -199,16 +199,15 @@ class EmbeddedQueue(QueueEngine):
             for payload in chunk:
                 params.extend((queue, payload, visible, created))
             insert = "INSERT INTO jobs (queue, payload, visible_ms, claims, created_ms) "
-            if not self._postgres:
+            if self._postgres:
+                groups = ", ".join(
+                    f"(${i * 4 + 1}::text, ${i * 4 + 2}::bytea, ${i * 4 + 3}::bigint, 0, "
+                    f"${i * 4 + 4}::bigint)"
+                    for i in range(len(chunk))
+                )
+            else:
                 groups = ", ".join(["(?, ?, ?, 0, ?)"] * len(chunk))
-                await driver_rows(conn, f"{insert}VALUES {groups}", tuple(params))
-                continue
-            groups = ", ".join(
-                f"(${i * 4 + 1}::text, ${i * 4 + 2}::bytea, ${i * 4 + 3}::bigint, 0, "
-                f"${i * 4 + 4}::bigint)"
-                for i in range(len(chunk))
-            )
-            if start > 0 or delay > 0:
+            if not self._postgres or start > 0 or delay > 0:
                 await driver_rows(conn, f"{insert}VALUES {groups}", tuple(params))
                 continue
             # Due at once: the same statement sends the notice, once (the one-row "notice"

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.queue.base import Job, QueueEngine, QueueFull
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
 BATCH = 1000
-# SQLite allows 32766 bound parameters per statement; four per outbox row.
-_ROWS_PER_INSERT = 5000
 _o = outbox.c
 
 
@@ -98,20 +96,13 @@ class OutboxQueue(QueueEngine):
             return
         now = now_ms()
         delay_ms = max(0, round(delay_seconds * 1000))
-        for start in range(0, len(payloads), _ROWS_PER_INSERT):
-            chunk = payloads[start : start + _ROWS_PER_INSERT]
-            m = markers(self._postgres, 4 * len(chunk))
-            rows = ", ".join(
-                f"({m[i]}, {m[i + 1]}, {m[i + 2]}, {m[i + 3]})" for i in range(0, len(m), 4)
-            )
-            params: list[object] = []
-            for payload in chunk:
-                params.extend((queue, payload, delay_ms, now))
-            await driver_rows(
-                conn,
-                f"INSERT INTO outbox (queue, payload, delay_ms, created_ms) VALUES {rows}",
-                params,
-            )
+        await conn.execute(
+            insert(outbox),
+            [
+                {"queue": queue, "payload": p, "delay_ms": delay_ms, "created_ms": now}
+                for p in payloads
+            ],
+        )
 
     def wake(self, queue: str) -> None:
         """Rows were committed in this process: publish them now."""
