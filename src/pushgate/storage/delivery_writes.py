@@ -229,6 +229,11 @@ class DeliveryWrites:
             if personal
             else ""
         )
+        # PostgreSQL inserts in key order, so that two fan-outs that meet on a row wait for
+        # each other instead of deadlocking. SQLite has one writer; there the sort cost about
+        # a fifth of the statement (3.9 against 5.0 us a delivery alone with ``sqlite3``), and
+        # its plan already walks each notification's devices in id order.
+        order = "ORDER BY x.n, x.id " if self._postgres else ""
         insert = (
             f"WITH v AS (SELECT * FROM {values}) "
             "INSERT INTO deliveries "
@@ -236,7 +241,7 @@ class DeliveryWrites:
             "SELECT x.n, x.id, 'queued', x.platform, 0, x.t, x.t FROM ("
             "SELECT v.column1 AS n, d.id AS id, d.platform AS platform, v.column4 AS t "
             f"FROM v JOIN devices d ON d.app_id = v.column3 WHERE {within} "
-            f"{personal_devices}) x WHERE 1 = 1 ORDER BY x.n, x.id "
+            f"{personal_devices}) x WHERE 1 = 1 {order}"
             "ON CONFLICT (notification_id, device_id) DO NOTHING"
         )
         params = _flat(audiences) + span
