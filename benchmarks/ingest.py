@@ -80,6 +80,15 @@ EVENT = "bench"
 # --------------------------------------------------------------------------------------------
 
 
+# A request body around its sequence number and its send time (ns since the epoch):
+# ``parts[0] + seq + parts[1] + t + parts[2]``. Instapush's: the event's two trackers.
+INSTAPUSH_BODY = (
+    b'{"event":"' + EVENT.encode() + b'","trackers":{"seq":"',
+    b'","t":"',
+    b'"}}',
+)
+
+
 @dataclass
 class LoadSpec:
     host: str
@@ -93,36 +102,36 @@ class LoadSpec:
     seq_start: int
     request_timeout: float = 10.0
     drain_grace: float = 10.0
+    body: tuple[bytes, bytes, bytes] = INSTAPUSH_BODY
+    accepted_status: int = 201  # the answer that says the request was accepted
 
 
 @dataclass
 class LoadResult:
     sent: int = 0
     ok: int = 0  # 2xx
-    accepted: int = 0  # 201
+    accepted: int = 0  # answered ``accepted_status`` (201)
     statuses: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
     latency_ms: dict[str, float | None] = field(default_factory=dict)
-    accepted_map: bytes = b""  # byte per seq (seq_start + i): 1 when answered 201
+    accepted_map: bytes = b""  # byte per seq (seq_start + i): 1 when accepted
     max_lag_ms: float = 0.0  # paced mode: worst delay between intended and actual send
     not_sent: int = 0  # paced mode: due but not sent before the phase ended (client queue)
     cpu_seconds: float = 0.0
 
 
-def _build_request(spec: LoadSpec) -> tuple[bytes, bytes, bytes]:
+def _request_head(spec: LoadSpec) -> bytes:
     head = [f"POST {spec.path} HTTP/1.1", f"Host: {spec.host}:{spec.port}"]
     head += [f"{k}: {v}" for k, v in spec.headers.items()]
     head.append("Content-Type: application/json")
-    prefix = ("\r\n".join(head) + "\r\nContent-Length: ").encode()
-    body_a = b'{"event":"' + EVENT.encode() + b'","trackers":{"seq":"'
-    body_b = b'","t":"'
-    return prefix, body_a, body_b
+    return ("\r\n".join(head) + "\r\nContent-Length: ").encode()
 
 
 async def _run_load(spec: LoadSpec) -> LoadResult:
     loop = asyncio.get_running_loop()
-    prefix, body_a, body_b = _build_request(spec)
+    prefix = _request_head(spec)
+    body_a, body_b, body_c = spec.body
     res = LoadResult()
     lat = array("q")
     limit = spec.max_posts
@@ -138,7 +147,7 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
         return proto
 
     def build(seq: int, t_ns: int) -> bytes:
-        body = b"%s%d%s%d%s" % (body_a, seq, body_b, t_ns, b'"}}')
+        body = b"%s%d%s%d%s" % (body_a, seq, body_b, t_ns, body_c)
         return b"%s%d\r\n\r\n%s" % (prefix, len(body), body)
 
     async def one(conn: StatusConn, i: int, t_wall: int, t_start: int) -> StatusConn:
@@ -156,7 +165,7 @@ async def _run_load(spec: LoadSpec) -> LoadResult:
         res.statuses[str(status)] += 1
         if 200 <= status < 300:
             res.ok += 1
-        if status == 201:
+        if status == spec.accepted_status:
             res.accepted += 1
             accepted[i] = 1
         if conn.closed:
@@ -693,7 +702,37 @@ def wrk_floor(base: str, path: str, concurrency: int, duration: float) -> dict[s
     return {"available": True, "requests_per_s": rps, "non_2xx": non2xx}
 
 
-def _wait_delivered(
+def measured_load(
+    spec: LoadSpec, server_pid: int | None, rx: ReceiverProcess
+) -> tuple[LoadResult, dict[str, float | None]]:
+    """``run_load``, with the CPU each side used meanwhile (% of one core over the phase):
+    the server (all threads, and its event-loop thread), the load generator, the device
+    receivers, the whole machine and every other process."""
+    srv0, rx0, m0 = server_cpu(server_pid), rx.call("cpu"), machine_busy()
+    w0 = time.perf_counter()
+    r = run_load(spec)
+    wall = time.perf_counter() - w0
+    srv1, rx1, m1 = server_cpu(server_pid), rx.call("cpu"), machine_busy()
+
+    def pct(v: float) -> float:
+        return round(100 * v / wall, 1)
+
+    cpu: dict[str, float | None] = {
+        "server_cpu_pct": pct(srv1[0] - srv0[0]) if srv0 and srv1 else None,
+        "server_loop_thread_cpu_pct": pct(srv1[1] - srv0[1]) if srv0 and srv1 else None,
+        "loadgen_cpu_pct": pct(r.cpu_seconds),
+        "receivers_cpu_pct": pct(rx1 - rx0),
+        "machine_busy_pct": pct(m1 - m0) if m0 is not None and m1 is not None else None,
+    }
+    known = [cpu["server_cpu_pct"], cpu["loadgen_cpu_pct"], cpu["receivers_cpu_pct"]]
+    if cpu["machine_busy_pct"] is not None and None not in known:
+        cpu["other_processes_cpu_pct"] = round(
+            cpu["machine_busy_pct"] - sum(k for k in known if k is not None), 1
+        )
+    return r, cpu
+
+
+def wait_delivered(
     rx: ReceiverProcess, accepted: bytes, timeout: float
 ) -> tuple[dict[str, Any], float]:
     t0 = time.perf_counter()
@@ -705,7 +744,7 @@ def _wait_delivered(
         time.sleep(0.1)
 
 
-def _phase_summary(r: LoadResult, cpu: dict[str, float | None]) -> dict[str, Any]:
+def phase_summary(r: LoadResult, cpu: dict[str, float | None]) -> dict[str, Any]:
     return {
         "sent": r.sent,
         "not_sent": r.not_sent,
@@ -776,28 +815,8 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 host=host, port=port, path=path, headers=creds, concurrency=args.concurrency,
                 duration=duration, max_posts=args.max_posts, rate=rate, seq_start=seq_start,
             )  # fmt: skip
-            srv0, rx0, m0 = server_cpu(server_pid), rx.call("cpu"), machine_busy()
-            w0 = time.perf_counter()
-            r = run_load(spec)
-            wall = time.perf_counter() - w0
-            srv1, rx1, m1 = server_cpu(server_pid), rx.call("cpu"), machine_busy()
-
-            def pct(v: float) -> float:
-                return round(100 * v / wall, 1)
-
-            cpu: dict[str, float | None] = {
-                "server_cpu_pct": pct(srv1[0] - srv0[0]) if srv0 and srv1 else None,
-                "server_loop_thread_cpu_pct": pct(srv1[1] - srv0[1]) if srv0 and srv1 else None,
-                "loadgen_cpu_pct": pct(r.cpu_seconds),
-                "receivers_cpu_pct": pct(rx1 - rx0),
-                "machine_busy_pct": pct(m1 - m0) if m0 is not None and m1 is not None else None,
-            }
-            known = [cpu["server_cpu_pct"], cpu["loadgen_cpu_pct"], cpu["receivers_cpu_pct"]]
-            if cpu["machine_busy_pct"] is not None and None not in known:
-                cpu["other_processes_cpu_pct"] = round(
-                    cpu["machine_busy_pct"] - sum(k for k in known if k is not None), 1
-                )
-            return r, cpu
+            assert rx is not None
+            return measured_load(spec, server_pid, rx)
 
         # warm-up: a short burst on each endpoint so imports/caches are not measured
         log("warm-up ...")
@@ -805,7 +824,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
         log(f"phase 1/4 floor: POST /api/v1/ping, c={args.concurrency}, {args.duration}s ...")
         floor, floor_cpu = load("/api/v1/ping", args.rate, args.duration, 0)
-        result["floor"] = _phase_summary(floor, floor_cpu)
+        result["floor"] = phase_summary(floor, floor_cpu)
 
         if args.wrk_check:
             log("cross-check: wrk -t1 on /api/v1/ping ...")
@@ -815,11 +834,11 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
 
         log(f"phase 2/4 ingest: POST /v1/post, c={args.concurrency}, {args.duration}s ...")
         ingest, ingest_cpu = load("/v1/post", args.rate, args.duration, 0)
-        result["ingest"] = _phase_summary(ingest, ingest_cpu)
+        result["ingest"] = phase_summary(ingest, ingest_cpu)
         acc2 = ingest.accepted_map
         n2 = len(acc2)
         log(f"  waiting for fan-out of {ingest.accepted} accepted posts to drain ...")
-        c2, drain2 = _wait_delivered(rx, acc2, args.drain_timeout)
+        c2, drain2 = wait_delivered(rx, acc2, args.drain_timeout)
         result["ingest"]["drain_after_s"] = round(drain2, 3)
         result["ingest"]["delivered_at_drain"] = c2
         result["ingest"]["post_to_device_ms"] = {
@@ -838,13 +857,13 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         lat, lat_cpu = load("/v1/post", args.latency_rate, args.latency_duration, n2)
         acc3 = lat.accepted_map
         n3 = len(acc3)
-        result["latency"] = _phase_summary(lat, lat_cpu)
+        result["latency"] = phase_summary(lat, lat_cpu)
         result["latency"]["target_rate"] = args.latency_rate
         result["latency"]["max_send_lag_ms"] = round(lat.max_lag_ms, 3)
 
         log("phase 4/4 loss check: waiting until every device has every accepted post ...")
         accepted_all = acc2 + acc3
-        c, drain = _wait_delivered(rx, accepted_all, args.drain_timeout)
+        c, drain = wait_delivered(rx, accepted_all, args.drain_timeout)
         result["latency"]["post_to_device_ms"] = {
             k: (round(v, 3) if isinstance(v, float) else v)
             for k, v in rx.call("latency", n2, n2 + n3).items()

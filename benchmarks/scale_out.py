@@ -62,9 +62,9 @@ from benchmarks.harness.server import LOOP
 from benchmarks.ingest import (
     LoadSpec,
     ReceiverProcess,
-    _wait_delivered,
     run_load,
     setup_account,
+    wait_delivered,
 )
 from pushgate.testing.server import (
     ServerProcess,
@@ -297,7 +297,7 @@ def run_layout(
 
             # drain: devices, fake, stored statuses
             t_drain = time.perf_counter()
-            counts = [_wait_delivered(rx, acc, args.drain_timeout)[0] for rx in rxs]
+            counts = [wait_delivered(rx, acc, args.drain_timeout)[0] for rx in rxs]
             left = max(1.0, args.drain_timeout - (time.perf_counter() - t_drain))
             fake_wait = fake.call("wait", fake0 + expected_push, fake0, left, timeout=left + 30)
             expected_channel = posts * args.channel_devices
