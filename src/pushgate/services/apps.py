@@ -17,7 +17,8 @@ from pushgate.storage.models import apps
 _NO_HASH = "0" * 64
 SETTINGS_SECONDS = 2.0
 
-# Deleting an app, children first (every statement takes the app's id as :app).
+# Deleting an app, children first (every statement takes the app's id as :app; the group
+# members, which hold it as text, as :member).
 _DELETE_APP = (
     "DELETE FROM deliveries WHERE notification_id IN "
     "(SELECT id FROM notifications WHERE app_id = :app)",
@@ -35,7 +36,7 @@ _DELETE_APP = (
     "UPDATE pushes SET campaign_id = NULL WHERE campaign_id IN "
     "(SELECT id FROM campaigns WHERE app_id = :app)",
     "DELETE FROM campaigns WHERE app_id = :app",
-    "DELETE FROM group_members WHERE member = CAST(:app AS VARCHAR(200)) AND group_id IN "
+    "DELETE FROM group_members WHERE member = :member AND group_id IN "
     "(SELECT id FROM groups WHERE kind = 'apps')",
     "DELETE FROM events WHERE app_id = :app",
     "DELETE FROM app_credentials WHERE app_id = :app",
@@ -217,7 +218,9 @@ class AppService:
         async with self._db.writing() as conn:
             app_id = await owned_app_id(conn, account_id, app_key)
             for statement in _DELETE_APP:
-                await conn.execute(text(statement), {"app": app_id})
+                # ``member`` holds an app's row id as text: bound as text (asyncpg will not
+                # send an int where a CAST of the parameter asks for text)
+                await conn.execute(text(statement), {"app": app_id, "member": str(app_id)})
         self._by_key.discard(app_key)
 
     async def of_account(self, account_id: int, app_key: str) -> App | None:
