@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pushgate.cache import TTLCache
 from pushgate.domain.audience import Audience
 from pushgate.domain.errors import Conflict, InvalidInput, NotFound
 from pushgate.domain.push_options import DEFAULT_OPTIONS, PushOptions
@@ -35,6 +36,9 @@ from pushgate.storage.models import campaigns, idempotency_keys
 MAX_DATA_BYTES = 4096
 MAX_KEY_CHARS = 200
 MAX_DELAY_MS = 366 * 86_400_000
+# A campaign's id, once read or made, is kept this long (it never changes while its app
+# lives): an Insider send names its campaign in every request.
+CAMPAIGN_SECONDS = 60.0
 
 
 def data_json(data: Mapping[str, Any], what: str = "data") -> str:
@@ -100,6 +104,9 @@ class SendService:
         self._events = events
         self._pipeline = pipeline
         self._ttl = ttl_seconds
+        # (app id, app key, campaign external id) -> campaign id. The app key is part of the
+        # key because SQLite may give a deleted app's row id to a new app.
+        self._campaigns: TTLCache[tuple[int, str, str], int] = TTLCache(CAMPAIGN_SECONDS)
 
     async def send(self, command: SendCommand) -> int:
         """Store the notification (its fan-out is due at once, or at ``due_ms``); its id once
@@ -213,14 +220,21 @@ class SendService:
     async def _campaign(self, app: App, command: SendCommand) -> int:
         campaign = command.campaign
         assert campaign is not None
+        key = None
+        if campaign.external_id is not None:
+            key = (app.id, app.app_key, campaign.external_id)
+            known = self._campaigns.get(key)
+            if known is not None:
+                return known
         query = select(campaigns.c.id).where(
             campaigns.c.app_id == app.id, campaigns.c.external_id == campaign.external_id
         )
         for _ in range(2):
-            if campaign.external_id is not None:
+            if key is not None:
                 async with self._db.read.connect() as conn:
                     found = (await conn.execute(query)).scalar()
                 if found is not None:
+                    self._campaigns.put(key, int(found))
                     return int(found)
             try:
                 async with self._db.writing() as conn:
@@ -233,9 +247,12 @@ class SendService:
                             "created_ms": now_ms(),
                         },
                     )
-                    return int(created.scalar_one())
+                    made = int(created.scalar_one())
             except IntegrityError:
                 continue  # made meanwhile by a concurrent send: read it
+            if key is not None:
+                self._campaigns.put(key, made)
+            return made
         raise Conflict("the campaign could not be stored; retry")  # pragma: no cover
 
     async def post_event(self, app: App, event_title: str, trackers: Mapping[str, str]) -> int:
