@@ -33,7 +33,7 @@ from pushgate.domain.subscribers import (
     parse_identifiers,
 )
 from pushgate.services.apps import App, owned_app_id
-from pushgate.storage.database import Database, now_ms
+from pushgate.storage.database import Database, driver_rows, now_ms
 from pushgate.storage.models import (
     apps,
     deliveries,
@@ -44,6 +44,7 @@ from pushgate.storage.models import (
     subscriber_tags,
     subscribers,
 )
+from pushgate.storage.params import markers
 
 T = TypeVar("T")
 
@@ -182,11 +183,25 @@ async def find_many(
             standard[name].add(value)
         custom.update(item.custom)
     owners: dict[tuple[str, str], int] = {}
+    postgres = conn.dialect.name == "postgresql"
     for name, values in standard.items():
-        column = subscribers.c[name]
+        if name not in STANDARD:  # a column name in the SQL below: only these
+            raise ValueError(f"not a standard identifier: {name!r}")
         for chunk in _chunks(sorted(values), 500):
-            rows = await conn.execute(
-                select(subscribers.c.id, column).where(scope.where(), column.in_(chunk))
+            # Plain SQL in one trip to the driver (a send's hot path: through SQLAlchemy's
+            # expression, compiler and result a read cost several times as much).
+            params: list[Any] = [scope.account_id]
+            if scope.app_id is not None:
+                params.append(scope.app_id)
+            account, *app = markers(postgres, len(params))
+            listed = markers(postgres, len(chunk), len(params) + 1)
+            app_is = f"app_id = {app[0]}" if app else "app_id IS NULL"
+            rows = await driver_rows(
+                conn,
+                # markers, and a column named in STANDARD: no value of the caller's
+                f"SELECT id, {name} FROM subscribers WHERE account_id = {account} "  # noqa: S608
+                f"AND {app_is} AND {name} IN ({', '.join(listed)})",
+                (*params, *chunk),
             )
             owners.update({(name, row[1]): int(row[0]) for row in rows})
     if custom and scope.app_id is not None:

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import one_user
@@ -32,8 +32,9 @@ from pushgate.services.apps import App, AppService
 from pushgate.services.credentials import CredentialService
 from pushgate.services.send import SendCommand, SendService
 from pushgate.services.subscribers import Scope, find_many
-from pushgate.storage.database import Database, now_ms
-from pushgate.storage.models import deliveries, devices, notifications, subscribers
+from pushgate.storage.database import Database, driver_rows, now_ms
+from pushgate.storage.models import deliveries, devices, notifications
+from pushgate.storage.params import markers
 
 Outcome = Literal["sent", "no_user", "opted_out", "unregistered", "capped", "invalid_certificate"]
 PROVIDER_PLATFORMS = ("ios", "android", "huawei", "web")
@@ -88,42 +89,48 @@ class UserSendService:
         """Who ``identifiers`` name among the app's subscribers (``Conflict`` when they name
         different ones). One query for standard identifiers."""
         scope = Scope(app.account_id, app.id)
-        count = (
-            select(func.count())
-            .where(
-                devices.c.subscriber_id == subscribers.c.id,
-                devices.c.app_id == app.id,
-                devices.c.enabled.is_(True),
-            )
-            .scalar_subquery()
-        )
-        columns = [subscribers.c.id, subscribers.c.optin_push, count.label("devices")]
-        columns += [subscribers.c[name] for name in STANDARD]
         async with self._db.read.connect() as conn:
+            postgres = conn.dialect.name == "postgresql"
+            params: list[Any] = [app.account_id, app.id]
+            account, app_marker = markers(postgres, 2)
             if identifiers.custom:
                 (found,) = await find_many(conn, scope, [identifiers])
                 if found is None:
                     return UserTarget(None)
-                condition = subscribers.c.id == found
+                params.append(found)
+                condition = f"s.id = {markers(postgres, 1, 3)[0]}"
             else:
-                condition = or_(
-                    *(
-                        subscribers.c[name] == value
-                        for name, value in identifiers.standard().items()
-                    )
+                given = identifiers.standard()
+                names = [name for name in STANDARD if name in given]  # columns: only these
+                if not names:
+                    return UserTarget(None)
+                params += [given[name] for name in names]
+                named_markers = markers(postgres, len(names), 3)
+                condition = " OR ".join(
+                    f"s.{name} = {mark}" for name, mark in zip(names, named_markers, strict=True)
                 )
-            rows = (await conn.execute(select(*columns).where(scope.where(), condition))).all()
+            enabled = "d.enabled" if postgres else "d.enabled = 1"
+            # Plain SQL in one trip to the driver (see ``find_many``); markers, and columns
+            # named in STANDARD.
+            rows = await driver_rows(
+                conn,
+                "SELECT s.id, s.optin_push, (SELECT count(*) FROM devices d "  # noqa: S608
+                f"WHERE d.subscriber_id = s.id AND d.app_id = {app_marker} AND {enabled}), "
+                f"{', '.join('s.' + name for name in STANDARD)} FROM subscribers s "
+                f"WHERE s.account_id = {account} AND s.app_id = {app_marker} AND ({condition})",
+                params,
+            )
         if not rows:
             return UserTarget(None)
         if len(rows) > 1:
             raise Conflict(
                 "The identifiers name different subscribers ("
-                + ", ".join(str(row.id) for row in rows)
+                + ", ".join(str(row[0]) for row in rows)
                 + ")"
             )
-        row = rows[0]
-        named = {name: getattr(row, name) for name in STANDARD if getattr(row, name)}
-        return UserTarget(int(row.id), int(row.devices) if row.optin_push else 0, named)
+        subscriber_id, optin, device_count, *identity = rows[0]
+        named = {name: value for name, value in zip(STANDARD, identity, strict=True) if value}
+        return UserTarget(int(subscriber_id), int(device_count) if optin else 0, named)
 
     async def send(self, app: App, items: Sequence[UserSend]) -> list[UserSendResult]:
         """What became of each item, in order; the ``sent`` ones are stored (durable) when
@@ -175,23 +182,21 @@ async def _optins_and_devices(
     choice)."""
     if not ids:
         return set(), {}
-    joined = subscribers.outerjoin(
-        devices,
-        (devices.c.subscriber_id == subscribers.c.id)
-        & (devices.c.app_id == app_id)
-        & devices.c.enabled.is_(True),
-    )
-    rows = await conn.execute(
-        select(
-            subscribers.c.id,
-            subscribers.c.optin_push,
-            devices.c.id,
-            devices.c.platform,
-            devices.c.last_active_ms,
+    postgres = conn.dialect.name == "postgresql"
+    rows: list[Any] = []
+    # Plain SQL in one trip to the driver per 500 subscribers (see ``find_many``).
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        app, *listed = markers(postgres, 1 + len(chunk))
+        enabled = "d.enabled" if postgres else "d.enabled = 1"
+        rows += await driver_rows(
+            conn,
+            # markers only
+            "SELECT s.id, s.optin_push, d.id, d.platform, d.last_active_ms FROM subscribers s "  # noqa: S608
+            f"LEFT JOIN devices d ON d.subscriber_id = s.id AND d.app_id = {app} AND {enabled} "
+            f"WHERE s.id IN ({', '.join(listed)})",
+            (app_id, *chunk),
         )
-        .select_from(joined)
-        .where(subscribers.c.id.in_(ids))
-    )
     opted_out: set[int] = set()
     best: dict[int, tuple[tuple[int, int], TargetDevice]] = {}
     for subscriber_id, optin, device_id, platform, last_active in rows:
