@@ -18,6 +18,7 @@ from pushgate.domain.audience import (
     Condition,
     DeviceFacts,
     SubscriberFacts,
+    all_of_user,
     one_user,
     select,
 )
@@ -351,8 +352,10 @@ def test_audiences_round_trip_through_json() -> None:
     assert Audience.from_json(Audience().to_json()) == Audience()
 
 
-async def _users_fanned_out(db: Database, people: list[int]) -> dict[int, int]:
-    """subscriber -> the device ``fan_out_users`` gives its notification (rolled back)."""
+async def _users_fanned_out(
+    db: Database, people: list[int], *, last_active: bool = True
+) -> dict[int, set[int]]:
+    """subscriber -> the devices ``fan_out_users`` gives its notification (rolled back)."""
     writes = DeliveryWrites(db.write.dialect.name)
     async with db.write.connect() as conn:
         transaction = await conn.begin()
@@ -371,9 +374,12 @@ async def _users_fanned_out(db: Database, people: list[int]) -> dict[int, int]:
                 },
             )
             rows.append((n, person, APP, 0))
-        made = await writes.fan_out_users(conn, rows)
+        made = await writes.fan_out_users(conn, rows, last_active=last_active)
         await transaction.rollback()
-    return {people[n - 1]: device for n, device, _ in made}
+    chosen: dict[int, set[int]] = {}
+    for n, device, _ in made:
+        chosen.setdefault(people[n - 1], set()).add(device)
+    return chosen
 
 
 @settings(
@@ -394,5 +400,30 @@ def test_one_user_sends_in_one_statement_choose_what_the_reference_chooses(
         expected = select(
             audience, world.devices, app_id=APP, account_id=ACCOUNT, engaged_since_ms=0
         )
-        assert ({chosen[person]} if person in chosen else set()) == expected, person
+        assert chosen.get(person, set()) == expected, person
+        assert len(expected) <= 1
     assert Audience(subscribers=(1,), last_active_device_only=True).single_user() is None
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(world=worlds())
+def test_sends_to_all_of_a_users_devices_in_one_statement_choose_what_the_reference_chooses(
+    runner: Runner, world: World
+) -> None:
+    runner.run(_store(runner.db, world))
+    people = [person.id for person in world.subscribers]
+    chosen = runner.run(_users_fanned_out(runner.db, people, last_active=False))
+    for person in people:
+        audience = all_of_user(person)
+        assert audience.one_subscriber() == (person, False)
+        expected = select(
+            audience, world.devices, app_id=APP, account_id=ACCOUNT, engaged_since_ms=0
+        )
+        assert chosen.get(person, set()) == expected, person
+    assert one_user(1).one_subscriber() == (1, True)
+    assert Audience(subscribers=(1,)).one_subscriber() is None
+    assert Audience(subscribers=(1, 2), optin_required=True).one_subscriber() is None

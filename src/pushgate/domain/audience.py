@@ -131,6 +131,19 @@ class Audience:
             return None
         return self.subscribers[0] if self == one_user(self.subscribers[0]) else None
 
+    def one_subscriber(self) -> tuple[int, bool] | None:
+        """(the subscriber, whether only their last active device) when this audience is
+        exactly one opted-in user's devices: ``one_user``'s, or all of them (``all_of_user``:
+        a Push API v2 send); else None."""
+        if self.subscribers is None or len(self.subscribers) != 1:
+            return None
+        subscriber = self.subscribers[0]
+        if self == one_user(subscriber):
+            return subscriber, True
+        if self == all_of_user(subscriber):
+            return subscriber, False
+        return None
+
     # -- storage ---------------------------------------------------------------------------
 
     def to_json(self) -> str:
@@ -158,6 +171,11 @@ def one_user(subscriber_id: int) -> Audience:
     """One subscriber's most recently active device of the app, unless they withdrew push
     opt-in."""
     return Audience(subscribers=(subscriber_id,), optin_required=True, last_active_device_only=True)
+
+
+def all_of_user(subscriber_id: int) -> Audience:
+    """Every enabled device of one subscriber in the app, unless they withdrew push opt-in."""
+    return Audience(subscribers=(subscriber_id,), optin_required=True)
 
 
 # -- the plain reading of the rules (the reference the SQL is tested against) -----------

@@ -188,12 +188,17 @@ class FanOut:
     async def foldable(self, conn: AsyncConnection, candidates: Sequence[Accepted]) -> set[int]:
         """Which of these just-stored notifications the accepting pipeline fans out in its own
         transaction (saving a job and a transaction of its own): those due now that go to one
-        user, or to every device of an app of at most ``AT_ACCEPT_MAX_DEVICES`` devices (so
-        that a post to a large app never holds up the posts accepted with it)."""
+        user (their last active device, or all of their devices), or to every device of an app
+        of at most ``AT_ACCEPT_MAX_DEVICES`` devices (so that a post to a large app never holds
+        up the posts accepted with it)."""
         folded: set[int] = set()
         for notification_id, account_id, app_id, audience_json in candidates:
             audience = None if audience_json is None else Audience.from_json(audience_json)
-            if audience is not None and app_id is not None and audience.single_user() is not None:
+            if (
+                audience is not None
+                and app_id is not None
+                and audience.one_subscriber() is not None
+            ):
                 folded.add(notification_id)
                 continue
             personal = _every_device(audience)
@@ -272,16 +277,19 @@ class FanOut:
                 personal=personal,
                 span=span,
             )
-        # Sends to one user each (Insider's batch): many notifications in one statement.
-        users = {n: a.single_user() for n, a in audiences.items() if n not in everyone}
-        created += await self._writes.fan_out_users(
-            conn,
-            [
-                (c.notification_id, user, int(row[10]), c.created_ms)
-                for c, row in zip(contents, rows, strict=True)
-                if (user := users.get(c.notification_id)) is not None
-            ],
-        )
+        # Sends to one user each (Insider's batch: their last active device; Push API v2:
+        # all of their devices): many notifications in one statement each.
+        users = {n: a.one_subscriber() for n, a in audiences.items() if n not in everyone}
+        for last_active in (True, False):
+            created += await self._writes.fan_out_users(
+                conn,
+                [
+                    (c.notification_id, user[0], int(row[10]), c.created_ms)
+                    for c, row in zip(contents, rows, strict=True)
+                    if (user := users.get(c.notification_id)) is not None and user[1] == last_active
+                ],
+                last_active=last_active,
+            )
         for content, row in zip(contents, rows, strict=True):
             if content.notification_id in users and users[content.notification_id] is None:
                 created += await self._writes.fan_out_audience(

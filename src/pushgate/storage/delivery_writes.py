@@ -374,29 +374,40 @@ class DeliveryWrites:
         return int(count) <= limit
 
     async def fan_out_users(
-        self, conn: AsyncConnection, rows: Sequence[AudienceRow]
+        self, conn: AsyncConnection, rows: Sequence[AudienceRow], *, last_active: bool = True
     ) -> list[tuple[int, int, str]]:
-        """Deliveries of notifications to one user each (``Audience.single_user``), many in
-        one statement: each row (notification_id, subscriber_id, app_id, created_ms) gets
-        its subscriber's most recently active enabled device of the app, when the subscriber
-        has not withdrawn push opt-in (the audience rules ``subscribers``,
-        ``optin_required`` and ``last_active_device_only``); as ``fan_out``."""
+        """Deliveries of notifications to one user each (``Audience.one_subscriber``), many
+        in one statement: each row (notification_id, subscriber_id, app_id, created_ms) gets
+        its subscriber's most recently active enabled device of the app (``last_active``;
+        else every enabled device of the app), when the subscriber has not withdrawn push
+        opt-in (the audience rules ``subscribers``, ``optin_required`` and
+        ``last_active_device_only``); as ``fan_out``."""
         if not rows:
             return []
         values = _values(len(rows), _AUDIENCE_CASTS, self._postgres)
-        enabled = self._enabled.replace("devices.", "d2.")
         optin = "s.optin_push" if self._postgres else "s.optin_push = 1"
+        if last_active:
+            enabled = self._enabled.replace("devices.", "d2.")
+            chosen = (
+                "JOIN devices d ON d.id = (SELECT d2.id FROM devices d2 "
+                "WHERE d2.subscriber_id = v.column2 AND d2.app_id = v.column3 "
+                f"AND {enabled} ORDER BY coalesce(d2.last_active_ms, 0) DESC, d2.id DESC "
+                "LIMIT 1) "
+            )
+        else:
+            enabled = self._enabled.replace("devices.", "d.")
+            chosen = (
+                "JOIN devices d ON d.subscriber_id = v.column2 AND d.app_id = v.column3 "
+                f"AND {enabled} "
+            )
         result: list[Any] = await driver_rows(
             conn,
             f"WITH v AS (SELECT * FROM {values}) "
             "INSERT INTO deliveries "
             "(notification_id, device_id, status, transport, attempts, created_ms, updated_ms) "
             "SELECT v.column1, d.id, 'queued', d.platform, 0, v.column4, v.column4 "
-            "FROM v JOIN subscribers s ON s.id = v.column2 "
-            "JOIN devices d ON d.id = (SELECT d2.id FROM devices d2 "
-            "WHERE d2.subscriber_id = v.column2 AND d2.app_id = v.column3 "
-            f"AND {enabled} ORDER BY coalesce(d2.last_active_ms, 0) DESC, d2.id DESC "
-            f"LIMIT 1) WHERE {optin} ORDER BY v.column1 "
+            f"FROM v JOIN subscribers s ON s.id = v.column2 {chosen}"
+            f"WHERE {optin} ORDER BY v.column1, d.id "
             "ON CONFLICT (notification_id, device_id) DO NOTHING "
             "RETURNING notification_id, device_id, transport",
             _flat(rows),

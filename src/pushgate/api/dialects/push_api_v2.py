@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pushgate.api.dialects.base import ALL_METHODS, Face, Faces, KeyAuthenticator, KeySource
-from pushgate.domain.audience import Audience
+from pushgate.domain.audience import all_of_user
 from pushgate.domain.errors import Conflict, InvalidInput, PushgateError
 from pushgate.domain.push_options import PushOptions
 from pushgate.domain.subscribers import Identifiers, parse_identifiers
@@ -344,7 +344,7 @@ class PushApiV2Router:
                 options=PushOptions(sound="default" if parsed.sound else None),
                 # 0 or absent: the server's default.
                 ttl_seconds=parsed.expiry_secs or None,
-                audience=Audience(subscribers=(target.subscriber_id,), optin_required=True),
+                audience=all_of_user(target.subscriber_id),
             )
         )
         self._accepted(notification_id)
