@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 
 from benchmarks.harness import HarnessError
-from benchmarks.harness.http import check, http_request, post_json
+from benchmarks.harness.http import check, http_request
 from benchmarks.harness.machine import machine_info, source_version
 from benchmarks.harness.report import (
     add_output_options,
@@ -86,18 +86,10 @@ class Face:
 def _setup(server: OwnServer) -> tuple[str, dict[str, Face]]:
     """An app with one channel device of a user known by e-mail, and what each face needs to
     send to it. Returns the device's token and the faces."""
-    base = server.url
-    token = server.create_account()
-    auth = {"Authorization": f"Bearer {token}"}
-
-    def post(path: str, body: Any, headers: dict[str, str] = auth) -> Any:
-        return post_json(base, path, headers, body)
-
-    app = post("/v1/apps/add", {"title": "bench"}, {"x-instapush-token": token})
-    app_id = str(app["id"])
-    creds = {"x-instapush-appid": app_id, "x-instapush-appsecret": str(app["secret"])}
+    account = server.account()
+    post = account.post
     event = {"title": EVENT, "trackers": ["seq", "t"], "message": "bench {seq} at {t}"}
-    post("/v1/events/add", event, creds)
+    app_id, creds = account.instapush_app("bench", event)
     device = post("/api/v1/devices", {"platform": "channel", "app_id": app_id, "email": EMAIL})
     quota = 10_000_000
     mobile_key = post(
@@ -105,9 +97,9 @@ def _setup(server: OwnServer) -> tuple[str, dict[str, Face]]:
     )["key"]
     v2 = post("/api/v1/keys", {"kind": "push-api-v2", "app_id": app_id, "per_minute": quota})
     px_key = post("/api/v1/keys", {"kind": "push-express", "per_minute": quota})["key"]
-    number = check(*http_request("GET", base, f"/api/v1/apps/{app_id}", auth, None), "app")[
-        "number"
-    ]
+    number = check(
+        *http_request("GET", server.url, f"/api/v1/apps/{app_id}", account.auth, None), "app"
+    )["number"]
 
     mobile_head = orjson.dumps(
         {

@@ -48,7 +48,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from benchmarks.harness.http import closed_loop_phase, post_json, raw_post
+from benchmarks.harness.http import closed_loop_phase, raw_post
 from benchmarks.harness.report import add_output_options, print_targets, run_and_report, target
 from benchmarks.harness.server import OwnServer, free_port
 
@@ -117,18 +117,11 @@ def _b64(data: bytes) -> str:
 
 
 def _setup(server: OwnServer, web_subscribers: int, sink_port: int) -> dict[str, Any]:
-    base = server.url
-    token = server.create_account()
-    auth = {"Authorization": f"Bearer {token}"}
-
-    def post(path: str, body: Any, headers: dict[str, str] = auth) -> Any:
-        return post_json(base, path, headers, body)
-
-    single = post("/v1/apps/add", {"title": "single"}, {"x-instapush-token": token})
-    creds = {"x-instapush-appid": single["id"], "x-instapush-appsecret": single["secret"]}
+    account = server.account()
+    post = account.post
     event = {"title": "order", "trackers": ["n"], "message": "order {n} shipped"}
-    post("/v1/events/add", event, creds)
-    post("/api/v1/devices", {"platform": "channel", "app_id": single["id"]})
+    single, creds = account.instapush_app("single", event)
+    post("/api/v1/devices", {"platform": "channel", "app_id": single})
 
     mobile = post("/api/v1/apps", {"title": "mobile"})["id"]
     for n in range(BATCH):
@@ -169,7 +162,7 @@ def _setup(server: OwnServer, web_subscribers: int, sink_port: int) -> dict[str,
     started = time.monotonic()
     server.pushgate("subscribers", "import", "--app", web, str(path), "--json", "--quiet")
     return {
-        "token": token,
+        "token": account.token,
         "single": creds,
         "mobile_key": mobile_key,
         "web_key": web_key["key"],

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.harness.http import StatusConn, closed_loop_phase, post_json, raw_post
+from benchmarks.harness.http import StatusConn, closed_loop_phase, raw_post
 from benchmarks.harness.machine import peak_rss_kib
 from benchmarks.harness.report import add_output_options, print_targets, run_and_report, target
 from benchmarks.harness.server import OwnServer
@@ -55,23 +55,13 @@ EXTERNAL = (
 
 
 def _setup(server: OwnServer) -> dict[str, Any]:
-    token = server.create_account()
-    auth = {"Authorization": f"Bearer {token}"}
-
-    def post(path: str, body: Any, headers: dict[str, str] = auth) -> Any:
-        return post_json(server.url, path, headers, body)
-
-    app = post("/v1/apps/add", {"title": "bench"}, {"x-instapush-token": token})
-    creds = {"x-instapush-appid": app["id"], "x-instapush-appsecret": app["secret"]}
-    post("/v1/events/add", {"title": "order", "trackers": ["n"], "message": "order {n}"}, creds)
-    post("/api/v1/devices", {"platform": "channel", "app_id": app["id"]})
-    post(
-        "/api/v1/devices",
-        {"platform": "channel", "app_id": app["id"], "email": "ann@bench.example"},
-    )
-    key = post(
-        "/api/v1/keys", {"kind": "push-api-v2", "app_id": app["id"], "per_minute": 10_000_000}
-    )
+    account = server.account()
+    post = account.post
+    event = {"title": "order", "trackers": ["n"], "message": "order {n}"}
+    app_id, creds = account.instapush_app("bench", event)
+    post("/api/v1/devices", {"platform": "channel", "app_id": app_id})
+    post("/api/v1/devices", {"platform": "channel", "app_id": app_id, "email": "ann@bench.example"})
+    key = post("/api/v1/keys", {"kind": "push-api-v2", "app_id": app_id, "per_minute": 10_000_000})
     return {"creds": creds, "key": key["key"], "company": key["company_id"]}
 
 

@@ -1,6 +1,7 @@
 """The shared harness of the benchmarks (see benchmarks/README.md, "The harness").
 
-- ``server``: ``OwnServer`` (``pushgate serve`` on a temp data dir), ``require_loopback``,
+- ``server``: ``OwnServer`` (``pushgate serve`` on a temp data dir; ``account()`` for set-up
+  requests, ``Account.instapush_app``), ``require_loopback``,
   ``run_loop`` (uvloop when installed), ``Clock`` (a run's time limit);
 - ``http``: ``http_request``/``check`` (one blocking request), raw keep-alive clients
   (``StatusConn``, ``ResponseConn``, ``HttpPool``), ``raw_post``, ``closed_loop``,

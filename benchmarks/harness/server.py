@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from benchmarks.harness import HarnessError
+from benchmarks.harness.http import post_json
 from pushgate.testing.server import ServerProcess, ServerStartError, free_port
 
 try:  # uvloop is a dependency of uvicorn[standard]; the harness works without it too
@@ -27,7 +28,16 @@ try:  # uvloop is a dependency of uvicorn[standard]; the harness works without i
 except ImportError:  # pragma: no cover
     uvloop = None
 
-__all__ = ["LOOP", "Clock", "OwnServer", "free_port", "require_loopback", "run_loop", "uvloop"]
+__all__ = [
+    "LOOP",
+    "Account",
+    "Clock",
+    "OwnServer",
+    "free_port",
+    "require_loopback",
+    "run_loop",
+    "uvloop",
+]
 
 LOOP = "uvloop" if uvloop is not None else "asyncio"
 T = TypeVar("T")
@@ -128,11 +138,38 @@ class OwnServer(ServerProcess):
         except (ValueError, KeyError, IndexError) as exc:
             raise HarnessError(f"account create printed no user_token: {cp.stdout!r}") from exc
 
+    def account(self) -> Account:
+        """A new account, for set-up requests with its user token."""
+        return Account(self.url, self.create_account())
+
     def stop(self) -> int | None:
         code = super().stop()
         if not self.keep_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
         return code
+
+
+class Account:
+    """An account of a running server, for set-up: ``post`` sends JSON with the account's
+    bearer token (or other headers), ``instapush_app`` makes an app with one event."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.base = base
+        self.token = token
+        self.auth = {"Authorization": f"Bearer {token}"}
+
+    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        """The answer's JSON (``http.post_json``)."""
+        return post_json(self.base, path, self.auth if headers is None else headers, body)
+
+    def instapush_app(self, title: str, event: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """A new app made through Instapush's ``/v1/apps/add``, with ``event`` added: its
+        appID and the Instapush credential headers."""
+        app = self.post("/v1/apps/add", {"title": title}, {"x-instapush-token": self.token})
+        app_id = str(app["id"])
+        creds = {"x-instapush-appid": app_id, "x-instapush-appsecret": str(app["secret"])}
+        self.post("/v1/events/add", event, creds)
+        return app_id, creds
 
 
 def require_loopback(url: str) -> tuple[str, int]:
