@@ -33,6 +33,7 @@ from pushgate.domain.subscribers import (
     parse_identifiers,
 )
 from pushgate.services.apps import App, owned_app_id
+from pushgate.storage.audience_sql import Params
 from pushgate.storage.database import Database, driver_rows, now_ms
 from pushgate.storage.models import (
     apps,
@@ -44,7 +45,6 @@ from pushgate.storage.models import (
     subscriber_tags,
     subscribers,
 )
-from pushgate.storage.params import markers
 
 T = TypeVar("T")
 
@@ -190,18 +190,14 @@ async def find_many(
         for chunk in _chunks(sorted(values), 500):
             # Plain SQL in one trip to the driver (a send's hot path: through SQLAlchemy's
             # expression, compiler and result a read cost several times as much).
-            params: list[Any] = [scope.account_id]
-            if scope.app_id is not None:
-                params.append(scope.app_id)
-            account, *app = markers(postgres, len(params))
-            listed = markers(postgres, len(chunk), len(params) + 1)
-            app_is = f"app_id = {app[0]}" if app else "app_id IS NULL"
+            p = Params(postgres)
+            app_is = "app_id IS NULL" if scope.app_id is None else f"app_id = {p(scope.app_id)}"
             rows = await driver_rows(
                 conn,
                 # markers, and a column named in STANDARD: no value of the caller's
-                f"SELECT id, {name} FROM subscribers WHERE account_id = {account} "  # noqa: S608
-                f"AND {app_is} AND {name} IN ({', '.join(listed)})",
-                (*params, *chunk),
+                f"SELECT id, {name} FROM subscribers WHERE account_id = {p(scope.account_id)} "  # noqa: S608
+                f"AND {app_is} AND {name} IN ({p.many(chunk)})",
+                p.values,
             )
             owners.update({(name, row[1]): int(row[0]) for row in rows})
     if custom and scope.app_id is not None:

@@ -32,9 +32,9 @@ from pushgate.services.apps import App, AppService
 from pushgate.services.credentials import CredentialService
 from pushgate.services.send import SendCommand, SendService
 from pushgate.services.subscribers import Scope, find_many
+from pushgate.storage.audience_sql import Params
 from pushgate.storage.database import Database, driver_rows, now_ms
 from pushgate.storage.models import deliveries, devices, notifications
-from pushgate.storage.params import markers
 
 Outcome = Literal["sent", "no_user", "opted_out", "unregistered", "capped", "invalid_certificate"]
 PROVIDER_PLATFORMS = ("ios", "android", "huawei", "web")
@@ -90,35 +90,29 @@ class UserSendService:
         different ones). One query for standard identifiers."""
         scope = Scope(app.account_id, app.id)
         async with self._db.read.connect() as conn:
-            postgres = conn.dialect.name == "postgresql"
-            params: list[Any] = [app.account_id, app.id]
-            account, app_marker = markers(postgres, 2)
+            p = Params(conn.dialect.name == "postgresql")
+            account, app_marker = p(app.account_id), p(app.id)
             if identifiers.custom:
                 (found,) = await find_many(conn, scope, [identifiers])
                 if found is None:
                     return UserTarget(None)
-                params.append(found)
-                condition = f"s.id = {markers(postgres, 1, 3)[0]}"
+                condition = f"s.id = {p(found)}"
             else:
                 given = identifiers.standard()
                 names = [name for name in STANDARD if name in given]  # columns: only these
                 if not names:
                     return UserTarget(None)
-                params += [given[name] for name in names]
-                named_markers = markers(postgres, len(names), 3)
-                condition = " OR ".join(
-                    f"s.{name} = {mark}" for name, mark in zip(names, named_markers, strict=True)
-                )
-            enabled = "d.enabled" if postgres else "d.enabled = 1"
+                condition = " OR ".join(f"s.{name} = {p(given[name])}" for name in names)
             # Plain SQL in one trip to the driver (see ``find_many``); markers, and columns
             # named in STANDARD.
             rows = await driver_rows(
                 conn,
                 "SELECT s.id, s.optin_push, (SELECT count(*) FROM devices d "  # noqa: S608
-                f"WHERE d.subscriber_id = s.id AND d.app_id = {app_marker} AND {enabled}), "
+                f"WHERE d.subscriber_id = s.id AND d.app_id = {app_marker} "
+                f"AND {p.true('d.enabled')}), "
                 f"{', '.join('s.' + name for name in STANDARD)} FROM subscribers s "
                 f"WHERE s.account_id = {account} AND s.app_id = {app_marker} AND ({condition})",
-                params,
+                p.values,
             )
         if not rows:
             return UserTarget(None)
@@ -186,16 +180,14 @@ async def _optins_and_devices(
     rows: list[Any] = []
     # Plain SQL in one trip to the driver per 500 subscribers (see ``find_many``).
     for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        app, *listed = markers(postgres, 1 + len(chunk))
-        enabled = "d.enabled" if postgres else "d.enabled = 1"
+        p = Params(postgres)
         rows += await driver_rows(
             conn,
             # markers only
             "SELECT s.id, s.optin_push, d.id, d.platform, d.last_active_ms FROM subscribers s "  # noqa: S608
-            f"LEFT JOIN devices d ON d.subscriber_id = s.id AND d.app_id = {app} AND {enabled} "
-            f"WHERE s.id IN ({', '.join(listed)})",
-            (app_id, *chunk),
+            f"LEFT JOIN devices d ON d.subscriber_id = s.id AND d.app_id = {p(app_id)} "
+            f"AND {p.true('d.enabled')} WHERE s.id IN ({p.many(ids[start : start + 500])})",
+            p.values,
         )
     opted_out: set[int] = set()
     best: dict[int, tuple[tuple[int, int], TargetDevice]] = {}
