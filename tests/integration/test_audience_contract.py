@@ -382,6 +382,7 @@ async def _users_fanned_out(
     return chosen
 
 
+@pytest.mark.parametrize("last_active", [True, False], ids=["last-active", "all-devices"])
 @settings(
     max_examples=30,
     deadline=None,
@@ -389,41 +390,27 @@ async def _users_fanned_out(
 )
 @given(world=worlds())
 def test_one_user_sends_in_one_statement_choose_what_the_reference_chooses(
-    runner: Runner, world: World
+    runner: Runner, world: World, last_active: bool
 ) -> None:
+    """Sends to one user each: their last active device (``one_user``, Insider) or all of
+    their devices (``all_of_user``, Push API v2)."""
     runner.run(_store(runner.db, world))
     people = [person.id for person in world.subscribers]
-    chosen = runner.run(_users_fanned_out(runner.db, people))
+    chosen = runner.run(_users_fanned_out(runner.db, people, last_active=last_active))
     for person in people:
-        audience = one_user(person)
-        assert audience.single_user() == person
+        audience = one_user(person) if last_active else all_of_user(person)
+        assert audience.one_subscriber() == (person, last_active)
         expected = select(
             audience, world.devices, app_id=APP, account_id=ACCOUNT, engaged_since_ms=0
         )
         assert chosen.get(person, set()) == expected, person
-        assert len(expected) <= 1
-    assert Audience(subscribers=(1,), last_active_device_only=True).single_user() is None
+        if last_active:
+            assert len(expected) <= 1
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(world=worlds())
-def test_sends_to_all_of_a_users_devices_in_one_statement_choose_what_the_reference_chooses(
-    runner: Runner, world: World
-) -> None:
-    runner.run(_store(runner.db, world))
-    people = [person.id for person in world.subscribers]
-    chosen = runner.run(_users_fanned_out(runner.db, people, last_active=False))
-    for person in people:
-        audience = all_of_user(person)
-        assert audience.one_subscriber() == (person, False)
-        expected = select(
-            audience, world.devices, app_id=APP, account_id=ACCOUNT, engaged_since_ms=0
-        )
-        assert chosen.get(person, set()) == expected, person
+def test_only_one_opted_in_users_devices_are_a_send_to_one_user() -> None:
     assert one_user(1).one_subscriber() == (1, True)
+    assert all_of_user(1).one_subscriber() == (1, False)
+    assert Audience(subscribers=(1,), last_active_device_only=True).one_subscriber() is None
     assert Audience(subscribers=(1,)).one_subscriber() is None
     assert Audience(subscribers=(1, 2), optin_required=True).one_subscriber() is None

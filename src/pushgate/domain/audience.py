@@ -124,13 +124,6 @@ class Audience:
         if len(self.attributes) > MAX_CONDITIONS:
             raise InvalidInput(f"at most {MAX_CONDITIONS} attribute conditions")
 
-    def single_user(self) -> int | None:
-        """The subscriber, when this audience is exactly one user's last active device among
-        the opted-in (what a send to one user is: ``one_user``); else None."""
-        if self.subscribers is None or len(self.subscribers) != 1:
-            return None
-        return self.subscribers[0] if self == one_user(self.subscribers[0]) else None
-
     def one_subscriber(self) -> tuple[int, bool] | None:
         """(the subscriber, whether only their last active device) when this audience is
         exactly one opted-in user's devices: ``one_user``'s, or all of them (``all_of_user``:
