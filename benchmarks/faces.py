@@ -41,8 +41,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from benchmarks.harness import HarnessError
 from benchmarks.harness.http import check, http_request
 from benchmarks.harness.machine import machine_info, source_version
@@ -59,9 +57,12 @@ from benchmarks.harness.server import LOOP, OwnServer
 from benchmarks.ingest import (
     EVENT,
     INSTAPUSH_BODY,
+    SENT,
+    SEQ,
     TARGET_RATIO,
     LoadSpec,
     ReceiverProcess,
+    body_parts,
     measured_load,
     phase_summary,
     wait_delivered,
@@ -74,7 +75,7 @@ FACES = ("instapush", "insider-mobile", "push-api-v2", "push-express")
 @dataclass(frozen=True)
 class Face:
     """How one face's send request is made: path, headers, the body around the sequence
-    number and the send time (see ``ingest.INSTAPUSH_BODY``), and its accepting status."""
+    number and the send time (``ingest.body_parts``), and its accepting status."""
 
     name: str
     path: str
@@ -101,7 +102,8 @@ def _setup(server: OwnServer) -> tuple[str, dict[str, Face]]:
         *http_request("GET", server.url, f"/api/v1/apps/{app_id}", account.auth, None), "app"
     )["number"]
 
-    mobile_head = orjson.dumps(
+    text = f"bench {SEQ} at {SENT}"  # what the device's client reads a notification by
+    mobile = body_parts(
         {
             "api_key": mobile_key,
             "notifications": [
@@ -110,34 +112,29 @@ def _setup(server: OwnServer) -> tuple[str, dict[str, Face]]:
                     "camp_id": 1,
                     "camp_name": "bench",
                     "title": "bench",
+                    "message": text,
                 }
             ],
         }
     )
-    # ... "title":"bench"}]}  ->  ... "title":"bench","message":"bench <seq> at <t>"}]}
-    mobile = (
-        mobile_head[: -len(b"}]}")] + b',"message":"bench ',
-        b" at ",
-        b'"}]}',
-    )
-    v2_head = orjson.dumps(
+    push_api_v2 = body_parts(
         {
             "UserEmail": EMAIL,
             "Title": "bench",
+            "Body": text,
             "CompanyId": v2["company_id"],
             "IntegrationKey": v2["key"],
         }
     )
-    push_api_v2 = (v2_head[:-1] + b',"Body":"bench ', b" at ", b'"}')
-    px_head = orjson.dumps(
-        {"name": "bench", "filters": {"app_ids_include": [number]}, "push": {"default_lang": "en"}}
-    )
-    # ... "push":{"default_lang":"en"}}  ->  ..."en","translations":[{...,"text":"..."}]}}
-    push_express = (
-        px_head[: -len(b"}}")]
-        + b',"translations":[{"language":"en","title":"bench","text":"bench ',
-        b" at ",
-        b'"}]}}',
+    push_express = body_parts(
+        {
+            "name": "bench",
+            "filters": {"app_ids_include": [number]},
+            "push": {
+                "default_lang": "en",
+                "translations": [{"language": "en", "title": "bench", "text": text}],
+            },
+        }
     )
     faces = {
         "instapush": Face("instapush", "/v1/post", creds, INSTAPUSH_BODY, 201),

@@ -80,13 +80,20 @@ EVENT = "bench"
 # --------------------------------------------------------------------------------------------
 
 
-# A request body around its sequence number and its send time (ns since the epoch):
-# ``parts[0] + seq + parts[1] + t + parts[2]``. Instapush's: the event's two trackers.
-INSTAPUSH_BODY = (
-    b'{"event":"' + EVENT.encode() + b'","trackers":{"seq":"',
-    b'","t":"',
-    b'"}}',
-)
+# Where a request's sequence number and send time go in the JSON given to ``body_parts``.
+SEQ, SENT = "<seq>", "<t>"
+
+
+def body_parts(document: Any) -> tuple[bytes, bytes, bytes]:
+    """``document`` as JSON, in three parts around the ``SEQ`` and ``SENT`` in it: a
+    request's body is ``parts[0] + seq + parts[1] + t + parts[2]`` (t: ns since the epoch)."""
+    head, rest = orjson.dumps(document).split(SEQ.encode(), 1)
+    middle, tail = rest.split(SENT.encode(), 1)
+    return head, middle, tail
+
+
+# Instapush's: the event's two trackers.
+INSTAPUSH_BODY = body_parts({"event": EVENT, "trackers": {"seq": SEQ, "t": SENT}})
 
 
 @dataclass
