@@ -13,6 +13,7 @@ quota. A process trusts what it read of a key for at most ``CACHE_SECONDS``, so 
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -263,7 +264,9 @@ class ApiKeyService:
             found = _Found(await self._read(digest))
             self._cache.put(digest, found)
         stored = found.value
-        if stored is None or not self._box.matches(presented, stored.key_hash):
+        # The digest found the row; compared again in constant time (``SecretBox.matches``
+        # would hash the presented key a second time).
+        if stored is None or not hmac.compare_digest(digest, stored.key_hash):
             return None
         key = stored.key
         if key.kind != kind or key.revoked_ms is not None:
