@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from pushgate.channel.broadcast import ChannelBroadcast, LocalBroadcast, RedisBroadcast
 from pushgate.channel.hub import Hub
@@ -16,6 +17,7 @@ from pushgate.egress import EgressPolicy
 from pushgate.observability.metrics import Metrics
 from pushgate.queue.base import QueueEngine
 from pushgate.queue.embedded import EmbeddedQueue
+from pushgate.queue.outbox import OutboxQueue
 from pushgate.services.accounts import AccountService
 from pushgate.services.api_keys import ApiKeyService
 from pushgate.services.apps import AppService
@@ -42,7 +44,7 @@ from pushgate.storage.database import Database, open_database
 from pushgate.throttle import AuthThrottle
 from pushgate.transports.base import Transport
 from pushgate.transports.registry import build_transports
-from pushgate.workers import Workers
+from pushgate.workers import Workers, publish_channel_jobs
 
 
 @dataclass
@@ -144,7 +146,6 @@ def build_queue(settings: Settings, jobs: EmbeddedQueue, db: Database) -> QueueE
     transaction are published only after it commits (queue/outbox.py)."""
     if settings.queue_url is None:
         return jobs
-    from pushgate.queue.outbox import OutboxQueue
     from pushgate.queue.redis import RedisQueue
 
     return OutboxQueue(RedisQueue(settings.queue_url, prefix=settings.queue_prefix), db)
@@ -188,10 +189,13 @@ def build_runtime(
         broadcast = RedisBroadcast(
             settings.queue_url, settings.queue_prefix, hub if accepting else None
         )
-    # With several processes (Redis) channel hand-offs travel as jobs; with one, the fan-out
-    # does them itself right after its commit (see FanOut), and the accepting pipeline fans
-    # out what is due at once in its own transaction.
+    # With several processes (Redis) channel hand-offs travel as jobs through the outbox, and
+    # its relay runs them itself (a publish to the servers over pub/sub) rather than leaving
+    # them to a worker; with one, the fan-out does them itself right after its commit (see
+    # FanOut), and the accepting pipeline fans out what is due at once in its own transaction.
     channel_jobs = settings.queue_url is not None
+    if isinstance(queue, OutboxQueue):
+        queue.run_inline(deliver_queue(CHANNEL), partial(publish_channel_jobs, broadcast))
     fan_out = FanOut(
         db,
         jobs,

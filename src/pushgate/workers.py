@@ -3,7 +3,8 @@
 - one scheduler loop (``sending`` jobs, in the database): runs sendings when they are due;
 - one fan-out loop (``fanout`` jobs, always in the database);
 - a channel loop, with several processes: hand channel deliveries to the live connections
-  (``ChannelBroadcast``);
+  (``ChannelBroadcast``). The outbox relay runs channel jobs itself (``publish_channel_jobs``,
+  wired in runtime.py), so this loop only takes the ones an earlier version published;
 - push loops, several per platform: send through the platform's transport.
 
 A job is acknowledged after its handler returns. A handler that fails leaves its job to come
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
 CLAIM_WAIT_SECONDS = 1.0
 ERROR_PAUSE_SECONDS = 0.5
 STOP_GRACE_SECONDS = 5.0
+
+
+async def publish_channel_jobs(broadcast: ChannelBroadcast, payloads: list[bytes]) -> None:
+    """Run channel jobs: offer each one's message to its devices' live connections."""
+    for payload in payloads:
+        job = ChannelJob.decode(payload)
+        await broadcast.publish(job.device_ids, Outgoing(job.notification_id, job.message))
 
 
 class Workers:
@@ -212,10 +220,7 @@ class Workers:
             log.exception("acknowledging %d jobs of %s failed", len(jobs), queue)
 
     async def _channel_job(self, job: Job) -> None:
-        channel_job = ChannelJob.decode(job.payload)
-        await self._broadcast.publish(
-            channel_job.device_ids, Outgoing(channel_job.notification_id, channel_job.message)
-        )
+        await publish_channel_jobs(self._broadcast, [job.payload])
 
     def _push_handler(self, platform: str) -> Callable[[Job], Awaitable[None]]:
         async def handle(job: Job) -> None:

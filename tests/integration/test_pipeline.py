@@ -146,8 +146,9 @@ async def test_with_several_processes_a_small_app_is_fanned_out_at_accept_too(
     database_url: str, tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
     """A server of a multi-process deployment (Redis, no workers of its own) makes the
-    deliveries in the accepting transaction and releases their channel job through the outbox
-    right after the commit: no fan-out job waits for a worker to find it."""
+    deliveries in the accepting transaction, and its outbox relay offers them to the
+    connections right after the commit: no fan-out job and no channel job waits for a worker,
+    and a device reaches it with no worker running anywhere."""
     settings = Settings(
         database_url=database_url,
         data_dir=tmp_path,
@@ -164,19 +165,22 @@ async def test_with_several_processes_a_small_app_is_fanned_out_at_accept_too(
     ]
     await rt.start(accepting=True, working=False)
     try:
+        subscription = rt.hub.subscribe(ids[1])
         world = World(rt.db, rt.hub, rt.devices, rt.pipeline, rt.notifications, account.id, ids)
         notification_id = await rt.pipeline.submit(world.notification())
         assert await world.statuses(notification_id) == [(d, "queued", 0) for d in ids]
         async with rt.db.read.connect() as conn:
             assert (await conn.execute(select(func.count()).select_from(jobs))).scalar() == 0
-        for _ in range(200):  # published to Redis, the outbox emptied
+        got = await asyncio.wait_for(subscription.get(), 5)  # over Redis pub/sub
+        assert got.notification_id == notification_id
+        for _ in range(200):  # the relay's transaction commits right after its publish
             async with rt.db.read.connect() as conn:
                 waiting = (await conn.execute(select(func.count()).select_from(outbox))).scalar()
             if waiting == 0:
                 break
             await asyncio.sleep(0.025)
         assert waiting == 0
-        assert await rt.queue.depth(deliver_queue(CHANNEL)) == 1
+        assert await rt.queue.depth(deliver_queue(CHANNEL)) == 0
     finally:
         await rt.stop()
 

@@ -555,6 +555,37 @@ async def test_outbox_keeps_jobs_the_full_queue_refuses(outbox_storage: Storage)
     assert [job.payload for job in jobs] == [b"1", b"2"]
 
 
+async def test_outbox_runs_an_inline_queues_due_jobs_itself(outbox_storage: Storage) -> None:
+    """A queue run inline: the relay runs its due jobs in order, in the transaction that
+    deletes their rows, and nothing reaches the engine; a handler that fails keeps the rows
+    (run again later, never lost); a delayed job is still published, to be taken when due."""
+    await _commit_without_publishing(outbox_storage, [b"left 1", b"left 2"], 0.0)
+    await _commit_without_publishing(outbox_storage, [b"left, delayed"], 0.3)
+    engine = await outbox_storage.open(relay=False)
+    assert isinstance(engine, OutboxQueue)
+    ran: list[bytes] = []
+    failing = True
+
+    async def handler(payloads: list[bytes]) -> None:
+        if failing:
+            raise ConnectionError("the broadcast is away")
+        ran.extend(payloads)
+
+    engine.run_inline(Q, handler)
+    with pytest.raises(ConnectionError):
+        await engine.relay_once()
+    assert ran == []
+    assert await engine.depth(Q) == 3  # all kept, in the outbox
+    failing = False
+    assert await engine.relay_once() == 3
+    assert ran == [b"left 1", b"left 2"]
+    assert await engine.relay_once() == 0
+    [late] = await engine.claim(Q, limit=10, lease_seconds=30, wait_seconds=5)
+    assert late.payload == b"left, delayed"
+    await engine.ack([late])
+    assert await engine.depth(Q) == 0
+
+
 # --- waiting for work without polling: ``ready`` -------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Cross-process fan-out for the device channel.
 
-A channel delivery job may be run by any worker process, while the device's connection lives in
-one server process. ``LocalBroadcast`` hands notifications straight to this process's hub (one
+A channel delivery job may be run by any process (the outbox relay of the process that committed
+it, or another's for one left behind), while the device's connection lives in one server
+process. ``LocalBroadcast`` hands notifications straight to this process's hub (one
 process, the embedded default). ``RedisBroadcast`` publishes them on one Redis pub/sub channel
 that every server process subscribes to; each hands them to the connections it holds.
 

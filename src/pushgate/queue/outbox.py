@@ -20,6 +20,12 @@ job's delay counts from its outbox row's creation, so a late publish is not dela
 When the engine refuses jobs (``QueueFull``), the rows stay and the relay tries again after
 ``poll_seconds``: the outbox holds the backlog durably until workers catch up.
 
+A queue can be run inline (``run_inline``): its jobs due by then are run by the relay itself,
+in that same transaction, instead of being published for a worker. That is for jobs whose
+whole work is one publish (a channel job: a message offered to the servers' connections over
+pub/sub): a worker's claim, run and ack would only add trips and a process between the commit
+and the devices. The guarantee is the same: rows whose handler fails stay and are tried again.
+
 ``enqueue`` without ``conn`` publishes at once, as the engine does.
 """
 
@@ -28,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -45,6 +51,9 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 BATCH = 1000
 _o = outbox.c
+
+# Runs a batch of one queue's due jobs (their payloads, in order) in the relay.
+InlineHandler = Callable[[list[bytes]], Awaitable[None]]
 
 
 class OutboxQueue(QueueEngine):
@@ -67,6 +76,13 @@ class OutboxQueue(QueueEngine):
         self._relaying = relay
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inline: dict[str, InlineHandler] = {}
+
+    def run_inline(self, queue: str, handler: InlineHandler) -> None:
+        """From now on the relay runs ``queue``'s jobs due by then with ``handler``, in the
+        transaction that deletes their rows (a failure keeps them), instead of publishing them
+        to the engine; a delayed job is still published, to be taken when due."""
+        self._inline[queue] = handler
 
     async def start(self) -> None:
         await self.engine.start()
@@ -142,10 +158,10 @@ class OutboxQueue(QueueEngine):
         return max(published, waiting)
 
     async def relay_once(self) -> int:
-        """Publish up to one batch of committed rows, oldest first; how many were published.
-        The rows are deleted (and on PostgreSQL locked against other relays) by one statement
-        of the transaction that publishes them: if publishing fails, it rolls back and they
-        stay."""
+        """Publish up to one batch of committed rows, oldest first (or run them, for a queue
+        run inline); how many were published. The rows are deleted (and on PostgreSQL locked
+        against other relays) by one statement of the transaction that publishes them: if
+        publishing fails, it rolls back and they stay."""
         skip_locked = " FOR UPDATE SKIP LOCKED" if self._postgres else ""
         (limit,) = markers(self._postgres, 1)
         async with self._db.writing() as conn:
@@ -161,11 +177,14 @@ class OutboxQueue(QueueEngine):
             now = now_ms()
             # Consecutive rows of one queue and one due time go out as one enqueue, in order.
             for (queue, due_ms), group in groupby(rows, key=lambda r: (r[1], r[4] + r[3])):
-                await self.engine.enqueue(
-                    queue,
-                    [bytes(r[2]) for r in group],
-                    delay_seconds=max(0, due_ms - now) / 1000,
-                )
+                payloads = [bytes(r[2]) for r in group]
+                handler = self._inline.get(queue)
+                if handler is not None and due_ms <= now:
+                    await handler(payloads)
+                else:
+                    await self.engine.enqueue(
+                        queue, payloads, delay_seconds=max(0, due_ms - now) / 1000
+                    )
         return len(rows)
 
     async def _relay(self) -> None:

@@ -115,7 +115,8 @@ class FanOut:
         # this process's connections right after the commit, without a job: a job would only
         # protect that hand-off against a crash of this process, which takes the connections
         # with it (the devices then get their backlog when they reconnect). With several
-        # processes a channel job carries it, so a crashed worker's hand-off is done by another.
+        # processes a channel job in the outbox carries it (run by the relay, see runtime.py),
+        # so a hand-off left by a process that died after its commit is done by another.
         self._channel = channel
         self._direct = direct
         # (app_id, account_id, personal, limit) -> (look again after, at most limit devices)

@@ -212,7 +212,8 @@ class DeliveryPipeline:
         # Notifications due now to one user or to a small app are fanned out in their own
         # transaction (see ``FanOut.foldable``): with one process their channel messages are
         # handed to the device connections right after it, with several (Redis) they become
-        # channel jobs through the outbox. Either way no fan-out job waits for a worker.
+        # channel jobs through the outbox, whose relay publishes them to the servers right
+        # after the commit. Either way no fan-out job or channel job waits for a worker.
         self._fan_out = fan_out
         self._batch_sizes = metrics.commit_batch
         self._commit_seconds = metrics.commit_latency
