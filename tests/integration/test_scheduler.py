@@ -9,11 +9,14 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+import pytest
+from sqlalchemy import func, insert, select, update
 
 from pushgate.crypto import SecretBox
 from pushgate.domain.audience import Audience
+from pushgate.domain.errors import Forbidden, InvalidInput
 from pushgate.domain.schedules import AppSelection, moment_ms, wall_ms
+from pushgate.domain.translations import Translation, Translations
 from pushgate.queue.embedded import EmbeddedQueue
 from pushgate.services.accounts import AccountService
 from pushgate.services.apps import App, AppService
@@ -21,7 +24,14 @@ from pushgate.services.scheduler import Scheduler
 from pushgate.services.sendings import NewSending, PushContent, SendingService
 from pushgate.services.stats import StatsService
 from pushgate.storage.database import Database
-from pushgate.storage.models import devices, jobs, notifications, subscriber_tags, subscribers
+from pushgate.storage.models import (
+    devices,
+    jobs,
+    notifications,
+    pushes,
+    subscriber_tags,
+    subscribers,
+)
 
 BOX = SecretBox("test-secret-" * 4)
 HOUR = 3_600_000
@@ -278,3 +288,38 @@ async def test_only_the_audiences_offsets_run(db: Database) -> None:
         (moment_ms(WALL, 0), (), ("vip",)),
     ]
     assert await _state(service, app, sending_id) == "done"
+
+
+async def test_a_sending_is_stored_with_its_pushes_and_names_only_the_accounts_apps(
+    db: Database,
+) -> None:
+    app = await _app(db)
+    stranger = (await AccountService(db, BOX).create("stranger")).account
+    foreign = (await AppService(db, BOX).create(stranger.id, "theirs")).app
+    service = SendingService(db, EmbeddedQueue(db), StatsService(db), 3600)
+    at = wall_ms(datetime(2027, 1, 15, 9, 0))
+
+    def sending(selection: AppSelection) -> NewSending:
+        return NewSending("s", at, 0, False, selection)
+
+    with pytest.raises(Forbidden, match=f"may not use app {foreign.id}: not an app of this"):
+        await service.create(app.account_id, sending(AppSelection(include=(app.id, foreign.id))))
+    with pytest.raises(InvalidInput, match="leave no app"):
+        await service.create(app.account_id, sending(AppSelection(exclude=(app.id,))))
+    translations = Translations(
+        "en", (Translation("en", "Hi", "Hello"), Translation("de", "Hallo", "Guten Tag"))
+    )
+    sending_id, [push] = await service.create(
+        app.account_id,
+        sending(AppSelection(include=(app.id,))),
+        [PushContent.of_translations(translations)],
+    )
+    assert push.sending_id == sending_id
+    assert [t.translation.language for t in push.translations] == ["en", "de"]
+    assert await service.get_push(app.account_id, push.id) == push
+    async with db.read.connect() as conn:
+        stored = (await conn.execute(select(pushes.c.sending_id, pushes.c.message))).all()
+        queued = (await conn.execute(select(func.count()).select_from(jobs))).scalar()
+    assert stored == [(sending_id, "Hello")]
+    assert queued == 1  # the sending's job
+    assert (await service.get(app.account_id, sending_id)).id == sending_id

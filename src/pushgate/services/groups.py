@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.errors import Conflict, InvalidInput, NotFound
-from pushgate.storage.database import Database, now_ms
+from pushgate.storage.database import Database, driver_rows, now_ms
 from pushgate.storage.models import apps, group_members, groups
 
 GroupKind = Literal["apps", "audiences"]
@@ -187,8 +187,15 @@ async def owned_apps(conn: AsyncConnection, account_id: int, numbers: Iterable[i
     return {int(row[0]) for row in rows}
 
 
+_ACCOUNT_APPS_POSTGRES = "SELECT id FROM apps WHERE account_id = $1"
+_ACCOUNT_APPS_SQLITE = "SELECT id FROM apps WHERE account_id = ?1"
+
+
 async def account_apps(conn: AsyncConnection, account_id: int) -> list[int]:
-    rows = await conn.execute(select(apps.c.id).where(apps.c.account_id == account_id))
+    """The account's app ids (one trip to the driver)."""
+    postgres = conn.dialect.name == "postgresql"
+    sql = _ACCOUNT_APPS_POSTGRES if postgres else _ACCOUNT_APPS_SQLITE
+    rows = await driver_rows(conn, sql, (account_id,))
     return [int(row[0]) for row in rows]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.audience import Audience
@@ -30,10 +30,10 @@ from pushgate.domain.schedules import (
 )
 from pushgate.domain.translations import Translation, Translations
 from pushgate.queue.embedded import EmbeddedQueue
-from pushgate.services.groups import account_apps, groups_of_account, owned_apps
+from pushgate.services.groups import account_apps, groups_of_account
 from pushgate.services.send import MAX_DELAY_MS, SendCommand, data_json
 from pushgate.services.stats import Counts, StatsService
-from pushgate.storage.database import Database, now_ms
+from pushgate.storage.database import Database, insert_returning_id, now_ms
 from pushgate.storage.models import push_translations, pushes, sendings
 
 SENDING_QUEUE = "sending"
@@ -147,54 +147,54 @@ class SendingService:
     # -- pushes ----------------------------------------------------------------------------
 
     async def create_push(
-        self, account_id: int, content: PushContent, conn: AsyncConnection | None = None
+        self,
+        account_id: int,
+        content: PushContent,
+        conn: AsyncConnection | None = None,
+        *,
+        sending_id: int | None = None,
     ) -> PushView:
+        """Store a push (bound to ``sending_id``, if given) with its translations."""
         if conn is None:
             async with self._db.writing() as own:
-                return await self.create_push(account_id, content, own)
+                return await self.create_push(account_id, content, own, sending_id=sending_id)
         now = now_ms()
-        push_id = int(
-            (
-                await conn.execute(
-                    insert(pushes).returning(pushes.c.id),
-                    {
-                        "account_id": account_id,
-                        "sending_id": None,
-                        "title": content.title,
-                        "message": content.message,
-                        "data": data_json(content.data),
-                        "options": content.options.to_json(),
-                        "ttl_seconds": content.ttl_seconds,
-                        "campaign_id": content.campaign_id,
-                        "default_language": (
-                            None
-                            if content.translations is None
-                            else content.translations.default_language
-                        ),
-                        "created_ms": now,
-                    },
-                )
-            ).scalar_one()
+        default = None if content.translations is None else content.translations.default_language
+        push_id = await insert_returning_id(
+            conn,
+            pushes,
+            {
+                "account_id": account_id,
+                "sending_id": sending_id,
+                "title": content.title,
+                "message": content.message,
+                "data": data_json(content.data),
+                "options": content.options.to_json(),
+                "ttl_seconds": content.ttl_seconds,
+                "campaign_id": content.campaign_id,
+                "default_language": default,
+                "created_ms": now,
+            },
         )
         views: list[PushTranslationView] = []
         for item in () if content.translations is None else content.translations.items:
-            translation_id = (
-                await conn.execute(
-                    insert(push_translations).returning(push_translations.c.id),
-                    {
-                        "push_id": push_id,
-                        "language": item.language,
-                        "title": item.title,
-                        "message": item.message,
-                        "image_url": item.image_url,
-                        "icon_url": item.icon_url,
-                        "link": item.link,
-                    },
-                )
-            ).scalar_one()
-            views.append(PushTranslationView(int(translation_id), item))
-        default = None if content.translations is None else content.translations.default_language
-        return PushView(push_id, None, content.title, content.message, default, tuple(views), now)
+            translation_id = await insert_returning_id(
+                conn,
+                push_translations,
+                {
+                    "push_id": push_id,
+                    "language": item.language,
+                    "title": item.title,
+                    "message": item.message,
+                    "image_url": item.image_url,
+                    "icon_url": item.icon_url,
+                    "link": item.link,
+                },
+            )
+            views.append(PushTranslationView(translation_id, item))
+        return PushView(
+            push_id, sending_id, content.title, content.message, default, tuple(views), now
+        )
 
     async def get_push(self, account_id: int, push_id: int) -> PushView:
         async with self._db.read.connect() as conn:
@@ -244,8 +244,8 @@ class SendingService:
         """The apps the selection reaches now. ``Forbidden`` for an app or app group that is
         not the account's; ``InvalidInput`` when it reaches none."""
         async with self._db.read.connect() as conn:
-            named = selection.named_apps()
-            foreign = sorted(named - await owned_apps(conn, account_id, named))
+            theirs = await account_apps(conn, account_id)
+            foreign = sorted(selection.named_apps() - set(theirs))
             if foreign:
                 raise Forbidden(
                     f"this key may not use app {', '.join(map(str, foreign))}: not an app of "
@@ -260,7 +260,7 @@ class SendingService:
                     "group of this account"
                 )
             apps = selection.resolve(
-                await account_apps(conn, account_id),
+                theirs,
                 {group: [int(m) for m in members] for group, members in found.items()},
             )
         if not apps:
@@ -294,38 +294,29 @@ class SendingService:
         if first - now > MAX_DELAY_MS:
             raise InvalidInput("a sending can be scheduled at most a year ahead")
         async with self._db.writing() as conn:
-            sending_id = int(
-                (
-                    await conn.execute(
-                        insert(sendings).returning(sendings.c.id),
-                        {
-                            "account_id": account_id,
-                            "name": sending.name,
-                            "source": sending.source,
-                            "wall_ms": sending.wall_ms,
-                            "offset_minutes": sending.offset_minutes,
-                            "local_time": sending.local_time,
-                            "apps": orjson.dumps(sending.apps.to_json()).decode(),
-                            "audience": sending.audience.to_json(),
-                            "filters": (
-                                None
-                                if sending.filters is None
-                                else orjson.dumps(sending.filters).decode()
-                            ),
-                            "state": "waiting",
-                            "cursor": NO_OFFSET_RUN,
-                            "created_ms": now,
-                        },
-                    )
-                ).scalar_one()
+            sending_id = await insert_returning_id(
+                conn,
+                sendings,
+                {
+                    "account_id": account_id,
+                    "name": sending.name,
+                    "source": sending.source,
+                    "wall_ms": sending.wall_ms,
+                    "offset_minutes": sending.offset_minutes,
+                    "local_time": sending.local_time,
+                    "apps": orjson.dumps(sending.apps.to_json()).decode(),
+                    "audience": sending.audience.to_json(),
+                    "filters": (
+                        None if sending.filters is None else orjson.dumps(sending.filters).decode()
+                    ),
+                    "state": "waiting",
+                    "cursor": NO_OFFSET_RUN,
+                    "created_ms": now,
+                },
             )
-            views = [await self.create_push(account_id, c, conn) for c in contents]
-            if views:
-                await conn.execute(
-                    update(pushes)
-                    .where(pushes.c.id.in_([v.id for v in views]))
-                    .values(sending_id=sending_id)
-                )
+            views = [
+                await self.create_push(account_id, c, conn, sending_id=sending_id) for c in contents
+            ]
             await self._jobs.enqueue(
                 SENDING_QUEUE,
                 [sending_payload(sending_id)],
@@ -333,7 +324,7 @@ class SendingService:
                 conn=conn,
             )
         self._jobs.wake(SENDING_QUEUE)
-        return sending_id, [replace(v, sending_id=sending_id) for v in views]
+        return sending_id, views
 
     async def at_local_time(self, command: SendCommand, campaign_id: int | None) -> int:
         """A native send held for the same wall time in each device's timezone: its

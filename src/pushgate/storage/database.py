@@ -14,17 +14,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.util import await_only
+
+from pushgate.storage.params import markers
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -186,6 +188,20 @@ async def driver_rows(conn: AsyncConnection, sql: str, params: Sequence[Any] = (
         return list(await (await _driver(conn)).execute_fetchall(sql, tuple(params)))
     result = await conn.exec_driver_sql(sql, tuple(params))
     return list(result) if result.returns_rows else []
+
+
+async def insert_returning_id(conn: AsyncConnection, table: Table, row: Mapping[str, Any]) -> int:
+    """Insert one row into ``table`` in ``conn``'s transaction, in one trip to the driver
+    (``driver_rows``); its new id."""
+    columns = list(row)
+    unknown = [name for name in columns if name not in table.c]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+    marks = ", ".join(markers(conn.dialect.name == "postgresql", len(columns)))
+    # Names from the table's own columns (checked above); values are bound.
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks}) RETURNING id"  # noqa: S608
+    rows = await driver_rows(conn, sql, tuple(row.values()))
+    return int(rows[0][0])
 
 
 async def _driver(conn: AsyncConnection) -> Any:
