@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import orjson
@@ -140,8 +140,13 @@ class Audience:
     # -- storage ---------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        raw = asdict(self)
-        given = {key: value for key, value in raw.items() if value not in ((), None, False)}
+        """The rules given (empty, ``None`` and ``False`` left out), in field order; orjson
+        writes tuples as lists and each ``Condition`` as an object of its fields."""
+        given = {}
+        for name in _AUDIENCE_FIELDS:
+            value = getattr(self, name)
+            if value not in _NOT_GIVEN:
+                given[name] = value
         return orjson.dumps(given).decode()
 
     @classmethod
@@ -158,6 +163,10 @@ class Audience:
             else:
                 values[key] = value
         return cls(**values)
+
+
+_AUDIENCE_FIELDS = tuple(f.name for f in fields(Audience))
+_NOT_GIVEN = ((), None, False)
 
 
 def one_user(subscriber_id: int) -> Audience:
