@@ -1,4 +1,5 @@
-"""The VALUES lists of the SQLite status statements: a few fixed sizes, padded."""
+"""The row sources of the status statements: on SQLite VALUES lists of a few fixed sizes,
+padded; on PostgreSQL one array per column, in one statement text."""
 
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ def test_many_rows_take_full_lists_then_the_smallest_for_the_rest() -> None:
     assert _sizes(2050) == [1024, 1024, 16]
 
 
-def test_postgresql_takes_one_list_of_exactly_the_rows() -> None:
-    rows = [(i, i) for i in range(5)]
-    [(values, params)] = _values_chunks(rows, ("bigint", "bigint"), True, PAD)
-    assert params == tuple(p for pair in rows for p in pair)
-    assert values.count("::bigint") == 10
-    assert _values_chunks([], ("bigint", "bigint"), True, PAD) == []
+def test_postgresql_takes_an_array_per_column_in_one_text_for_any_number_of_rows() -> None:
+    rows = [(i, 10 * i) for i in range(5)]
+    [(source, params)] = _values_chunks(rows, ("int", "bigint"), True, PAD)
+    assert params == ([0, 1, 2, 3, 4], [0, 10, 20, 30, 40])
+    assert source == "unnest($1::int[], $2::bigint[]) AS v(column1, column2)"
+    [(same, _)] = _values_chunks(rows[:2], ("int", "bigint"), True, PAD)
+    assert same == source  # prepared once, whatever the rows
+    assert _values_chunks([], ("int", "bigint"), True, PAD) == []

@@ -112,6 +112,17 @@ def _values(rows: int, casts: tuple[str, ...], postgres: bool) -> str:
     return f"(VALUES {', '.join([group] * rows)}) AS v"
 
 
+@lru_cache(maxsize=16)
+def _unnest(casts: tuple[str, ...]) -> str:
+    """PostgreSQL: rows given as one array parameter per column, named ``v(column1, ...)``.
+    The statement's text is the same whatever the number of rows, so asyncpg prepares it once
+    per connection, where a VALUES list of each length is a statement of its own (a status
+    flush of a few hundred changes was prepared again almost every time)."""
+    arrays = ", ".join(f"${c + 1}::{cast}[]" for c, cast in enumerate(casts))
+    names = ", ".join(f"column{c + 1}" for c in range(len(casts)))
+    return f"unnest({arrays}) AS v({names})"
+
+
 def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
     return tuple(chain.from_iterable(rows))
 
@@ -122,12 +133,13 @@ def _values_chunks(
     postgres: bool,
     padding: tuple[Any, ...],
 ) -> list[tuple[str, tuple[Any, ...]]]:
-    """(VALUES list, its parameters) for ``rows``: one on PostgreSQL; on SQLite in the sizes
-    of ``_SQLITE_VALUES_SIZES``, padded with ``padding`` rows that must match nothing."""
+    """(row source named ``v(column1, ...)``, its parameters) for ``rows``: on PostgreSQL one
+    ``unnest`` of an array per column (``_unnest``); on SQLite VALUES lists in the sizes of
+    ``_SQLITE_VALUES_SIZES``, padded with ``padding`` rows that must match nothing."""
     if not rows:
         return []
     if postgres:
-        return [(_values(len(rows), casts, True), _flat(rows))]
+        return [(_unnest(casts), tuple(list(column) for column in zip(*rows, strict=True)))]
     chunks = []
     start = 0
     while start < len(rows):
