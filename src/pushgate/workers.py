@@ -44,10 +44,12 @@ STOP_GRACE_SECONDS = 5.0
 
 
 async def publish_channel_jobs(broadcast: ChannelBroadcast, payloads: list[bytes]) -> None:
-    """Run channel jobs: offer each one's message to its devices' live connections."""
-    for payload in payloads:
-        job = ChannelJob.decode(payload)
-        await broadcast.publish(job.device_ids, Outgoing(job.notification_id, job.message))
+    """Run channel jobs: offer each one's message to its devices' live connections (one
+    ``publish_many``, so one trip to Redis for a relay's batch)."""
+    jobs = [ChannelJob.decode(payload) for payload in payloads]
+    await broadcast.publish_many(
+        [(job.device_ids, Outgoing(job.notification_id, job.message)) for job in jobs]
+    )
 
 
 class Workers:

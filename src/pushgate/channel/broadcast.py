@@ -56,6 +56,11 @@ class ChannelBroadcast(ABC):
     async def publish(self, device_ids: Sequence[int], item: Outgoing) -> None:
         """Offer ``item`` to these devices' live connections, in whichever process."""
 
+    async def publish_many(self, items: Sequence[tuple[Sequence[int], Outgoing]]) -> None:
+        """``publish`` each (device ids, item), in order."""
+        for device_ids, item in items:
+            await self.publish(device_ids, item)
+
 
 class LocalBroadcast(ChannelBroadcast):
     def __init__(self, hub: Hub) -> None:
@@ -91,6 +96,16 @@ class RedisBroadcast(ChannelBroadcast):
 
     async def publish(self, device_ids: Sequence[int], item: Outgoing) -> None:
         await self._client.publish(self._channel, encode(device_ids, item))
+
+    async def publish_many(self, items: Sequence[tuple[Sequence[int], Outgoing]]) -> None:
+        """One trip to Redis for all of them (a pipeline, in order)."""
+        if len(items) == 1:
+            await self.publish(*items[0])
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for device_ids, item in items:
+                pipe.publish(self._channel, encode(device_ids, item))
+            await pipe.execute()
 
     async def _listen(self) -> None:
         assert self._hub is not None
